@@ -1,0 +1,85 @@
+"""Typed errors. Each says what was wrong and what to do about it.
+
+Every class also derives from the built-in exception a caller would expect
+(``ValueError`` for bad input, ``MemoryError`` for a plan that does not fit,
+``numpy.linalg.LinAlgError`` for a failed factorization), so generic handlers
+and scikit-learn's estimator checks keep working.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class KernelfitError(Exception):
+    """Base class of every error kernelfit raises on purpose."""
+
+
+class InputError(KernelfitError, ValueError):
+    """The data handed in cannot be used as given (NaN, shapes, sizes)."""
+
+
+class DuplicatePointsError(InputError):
+    """Two or more training points coincide, so K is exactly singular."""
+
+    def __init__(self, pairs, n_duplicates: int):
+        self.pairs = list(pairs)
+        self.n_duplicates = int(n_duplicates)
+        shown = ", ".join(f"{i}={j}" for i, j in self.pairs[:5])
+        more = "" if len(self.pairs) <= 5 else f" (and {len(self.pairs) - 5} more)"
+        super().__init__(
+            f"{self.n_duplicates} training rows duplicate earlier ones (rows {shown}{more}), "
+            "so the kernel matrix is singular and no unique interpolant exists. Remove the "
+            "duplicates (e.g. numpy.unique(X, axis=0, return_index=True)), or pass lam > 0 "
+            "(ridge) or jitter='auto'."
+        )
+
+
+class NotPositiveDefiniteError(KernelfitError, np.linalg.LinAlgError):
+    """The Cholesky factorization met a pivot <= 0."""
+
+    def __init__(self, pivot: int, n: int, dtype, detail: str = ""):
+        self.pivot = int(pivot)
+        self.n = int(n)
+        self.dtype = np.dtype(dtype)
+        remedies = []
+        if self.dtype == np.float32:
+            remedies.append("Options(dtype='float64') / --dtype float64 (K may be positive "
+                            "definite, but not once rounded to float32)")
+        remedies += ["lam > 0 / --lam (ridge regularization)",
+                     "Options(jitter='auto') / --jitter auto (retry with growing diagonal jitter)",
+                     "a smaller kernel bandwidth (gaussian: smaller sigma / larger gamma)"]
+        super().__init__(
+            f"kernel matrix is not positive definite in {self.dtype.name}: pivot {self.pivot} "
+            f"of {self.n} is <= 0{detail}. Try: " + "; ".join(remedies) + "."
+        )
+
+
+class PlanError(KernelfitError, MemoryError):
+    """A request does not fit in the memory that is available."""
+
+
+class BackendError(KernelfitError, ImportError):
+    """An array backend (CuPy, PyTorch) was asked for but is not usable here."""
+
+
+class DatasetError(KernelfitError):
+    """Base class of dataset problems."""
+
+
+class DatasetFormatError(DatasetError, ValueError):
+    """A dataset file is truncated, has a wrong magic number, or wrong dimensions."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}. Delete the file and fetch it again "
+                         "(`kernelfit data fetch NAME`).")
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """No source could supply the dataset."""
+
+
+class VerificationError(DatasetError):
+    """Fetched files do not match the recorded sizes, counts or checksum."""

@@ -1,0 +1,184 @@
+"""Blocked Gram builders: in memory, or on disk (memmap, resumable).
+
+K is written into one preallocated n x n buffer, one row panel at a time:
+panel i holds rows [i0, i1) and columns [i0, n), computed as one GEMM into the
+buffer itself, then mirrored into the column panel below the diagonal. Each
+symmetric block is therefore computed once, and there is never an ``X @ X.T``
+over the whole matrix (NumPy's SYRK path segfaults once n^2 > 2^31).
+
+Both triangles are filled on purpose: the tiled Cholesky overwrites the lower
+triangle with L and leaves the strict upper triangle holding K, so residuals,
+refinement and jitter retries need no second copy of K.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from .errors import InputError
+from .kernels import Kernel, row_sq_norms
+from .options import Options
+
+# Mirror the row panel into the lower triangle in square sub-blocks, so that the
+# transposed (strided) reads stay within cache.
+_MIRROR_STEP = 512
+
+
+def _panel_bounds(n: int, block: int) -> list[tuple[int, int]]:
+    return [(i, min(i + block, n)) for i in range(0, n, block)]
+
+
+def _build_panel(X, sq, kernel: Kernel, out, i0: int, i1: int) -> None:
+    n = X.shape[0]
+    panel = out[i0:i1, i0:n]
+    kernel.block(X[i0:i1], X[i0:n], sq[i0:i1], sq[i0:n], out=panel)
+    for j0 in range(i1, n, _MIRROR_STEP):
+        j1 = min(j0 + _MIRROR_STEP, n)
+        out[j0:j1, i0:i1] = panel[:, j0 - i0:j1 - i0].T
+    # the diagonal block's lower half is mirrored too, so the block is exactly symmetric
+    diag = out[i0:i1, i0:i1]
+    il = np.tril_indices(i1 - i0, -1)
+    diag[il] = diag.T[il]
+
+
+def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,
+               skip=(), on_panel_done=None) -> np.ndarray:
+    """Build the symmetric Gram matrix K_ij = k(x_i, x_j) in blocks.
+
+    Parameters
+    ----------
+    X : ndarray (n, d)
+        Rows are points. Cast (once) to ``options.dtype``.
+    kernel : Kernel
+    out : ndarray (n, n), optional
+        C-contiguous buffer to fill (e.g. a memmap). Allocated when omitted.
+    options : Options
+        ``dtype``, ``block_size`` (rows per panel), ``n_jobs`` (threads; with
+        more than one, BLAS is pinned to one thread per panel), ``progress``.
+    skip : collection of int
+        Panel indices already built (used by :func:`build_gram_on_disk` to resume).
+    on_panel_done : callable(int), optional
+        Called after each panel is written, in completion order.
+
+    Returns
+    -------
+    K : ndarray (n, n) — ``out`` when given. The diagonal holds exact
+    k(x_i, x_i) (no cancellation from the distance expansion).
+    """
+    opts = options or Options()
+    dtype = np.dtype(opts.resolve_dtype(len(X)))
+    X = np.ascontiguousarray(X, dtype=dtype)
+    n = X.shape[0]
+    if out is None:
+        out = np.empty((n, n), dtype=dtype)
+    if out.shape != (n, n) or out.dtype != dtype or not out.flags.c_contiguous:
+        raise InputError(f"Gram buffer must be a C-contiguous {n}x{n} {dtype.name} array, "
+                         f"got {out.shape} {out.dtype}")
+    sq = row_sq_norms(X)
+    skip = set(skip)
+    # Panels are handed out in order, the big ones (panel i costs ~ n - i0
+    # columns) first, so the threads finish together.
+    panels = [p for p in enumerate(_panel_bounds(n, opts.block_size)) if p[0] not in skip]
+    n_jobs = max(1, min(opts.n_jobs, len(panels)))
+
+    def work(idx, i0, i1):
+        _build_panel(X, sq, kernel, out, i0, i1)
+        return idx
+
+    bar = tqdm(total=len(panels), desc="gram", unit="panel", disable=not opts.progress)
+    limit = 1 if n_jobs > 1 else None
+    with threadpool_limits(limits=limit, user_api="blas"):
+        results = Parallel(n_jobs=n_jobs, backend="threading", return_as="generator_unordered")(
+            delayed(work)(idx, i0, i1) for idx, (i0, i1) in panels)
+        for idx in results:
+            if on_panel_done is not None:
+                on_panel_done(idx)
+            bar.update()
+    bar.close()
+    d = kernel.diag(X, sq)
+    out[np.diag_indices(n)] = d
+    return out
+
+
+def _fingerprint(X, kernel: Kernel, dtype, block_size: int) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(X).view(np.uint8).ravel())
+    h.update(json.dumps([kernel.as_dict(), np.dtype(dtype).name, block_size, X.shape],
+                        sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def build_gram_on_disk(X, kernel: Kernel, path, *, options: Options | None = None) -> np.memmap:
+    """Build K into a ``.npy`` memmap at ``path``; resume where a killed build stopped.
+
+    Progress lives in ``path + '.progress'`` (JSON: fingerprint of X, kernel,
+    dtype and block size; indices of the panels flushed to disk). A panel is
+    recorded only after it is flushed, so a build killed at any point resumes
+    without trusting a half-written panel. The progress file is removed when the
+    build is complete; a ``.npy`` without one is whole.
+    """
+    opts = options or Options()
+    path = Path(path)
+    prog = path.with_name(path.name + ".progress")
+    n = len(X)
+    opts = opts.replace(dtype=opts.resolve_dtype(n))
+    fp = _fingerprint(np.asarray(X), kernel, opts.dtype, opts.block_size)
+    done: set[int] = set()
+    if path.exists() and not prog.exists():
+        K = np.load(path, mmap_mode="r+")
+        if K.shape == (n, n) and K.dtype == np.dtype(opts.dtype):
+            return K
+    if path.exists() and prog.exists():
+        state = json.loads(prog.read_text())
+        if state.get("fingerprint") == fp:
+            done = set(state["done"])
+    if not done:
+        K = np.lib.format.open_memmap(path, mode="w+", dtype=opts.dtype, shape=(n, n))
+    else:
+        K = np.load(path, mmap_mode="r+")
+    _write_json_atomic(prog, {"fingerprint": fp, "done": sorted(done)})
+
+    def mark(idx):
+        K.flush()
+        done.add(idx)
+        _write_json_atomic(prog, {"fingerprint": fp, "done": sorted(done)})
+
+    build_gram(X, kernel, out=K, options=opts, skip=done, on_panel_done=mark)
+    K.flush()
+    prog.unlink()
+    return K
+
+
+def cross_gram_matvec(kernel: Kernel, X_rows, X_cols, V, *, dtype="float32", block_size=1024,
+                      sq_cols=None) -> np.ndarray:
+    """Compute k(X_rows, X_cols) @ V block by block, never holding the whole matrix.
+
+    The kernel block is evaluated in ``dtype``; the product is accumulated in
+    float64 (V's magnitudes can be large for an ill-conditioned interpolant,
+    and their sum cancels).
+    """
+    dtype = np.dtype(dtype)
+    X_cols = np.ascontiguousarray(X_cols, dtype=dtype)
+    if sq_cols is None and kernel.needs_norms:
+        sq_cols = row_sq_norms(X_cols)
+    V = np.asarray(V, dtype=np.float64)
+    out = np.empty((len(X_rows),) + V.shape[1:])
+    for r0 in range(0, len(X_rows), block_size):
+        Xb = np.ascontiguousarray(X_rows[r0:r0 + block_size], dtype=dtype)
+        Kb = kernel.block(Xb, X_cols, None, sq_cols)
+        out[r0:r0 + len(Xb)] = Kb @ V
+    return out

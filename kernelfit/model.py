@@ -1,0 +1,168 @@
+"""KernelInterpolant: the minimum-norm kernel interpolant as a scikit-learn estimator.
+
+fit solves (K + lam I) alpha = Y exactly (lam = 0: interpolation, the paper's
+setting), then reports what the paper reports: the RKHS norm
+sqrt(trace(alpha^T K alpha)), the training error (0 for an interpolant) and
+the relative residual ||(K + lam I) alpha - Y|| / ||Y||.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from .errors import InputError
+from .gram import build_gram, cross_gram_matvec
+from .kernels import make_kernel, row_sq_norms
+from .options import Options
+from .plan import SOLVERS, plan_fit
+from .solvers.solve import solve_matrix_free, solve_stored
+from .validation import check_fit_data, check_no_duplicates, check_predict_data
+
+
+class _KernelInterpolantBase(BaseEstimator):
+    def __init__(self, kernel="gaussian", *, gamma=None, sigma=None, degree=3, coef0=1.0,
+                 lam=0.0, solver="cholesky", options=None):
+        self.kernel = kernel
+        self.gamma = gamma
+        self.sigma = sigma
+        self.degree = degree
+        self.coef0 = coef0
+        self.lam = lam
+        self.solver = solver
+        self.options = options
+
+    # -- fitting ----------------------------------------------------------
+    def _solve(self, X, Y):
+        """Build K, solve, and record the fitted attributes; returns K alpha."""
+        opts = self.options or Options()
+        n, d = X.shape
+        opts = opts.replace(dtype=opts.resolve_dtype(n))
+        if self.solver not in SOLVERS:
+            raise InputError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if not (np.isfinite(self.lam) and self.lam >= 0):
+            raise InputError(f"lam must be a finite number >= 0, got {self.lam!r}")
+        if self.lam == 0 and opts.jitter is None:
+            check_no_duplicates(X)
+        self.kernel_ = make_kernel(self.kernel, gamma=self.gamma, sigma=self.sigma,
+                                   degree=self.degree, coef0=self.coef0, X=X)
+        self.plan_ = plan_fit(n, d, Y.shape[1], solver=self.solver, options=opts)
+        if self.solver == "cg-matrix-free":
+            sol = solve_matrix_free(self.kernel_, X, Y, lam=self.lam, options=opts)
+        else:
+            t = time.perf_counter()
+            K = build_gram(X, self.kernel_, options=opts)
+            gram_s = time.perf_counter() - t
+            sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts)
+            sol.timings = {"gram": gram_s, **sol.timings}
+            del K
+        self.dual_coef_ = sol.alpha
+        self.norm_ = sol.norm
+        self.relative_residual_ = sol.relative_residual
+        self.n_iter_ = sol.iterations
+        self.timings_ = sol.timings
+        self.solver_info_ = {**sol.info, "shift": sol.shift}
+        self.X_fit_ = np.ascontiguousarray(X, dtype=opts.dtype)
+        self._sq_fit = row_sq_norms(self.X_fit_)
+        return sol.K_alpha
+
+    def _decision(self, X):
+        check_is_fitted(self, "dual_coef_")
+        X = check_predict_data(self, X)
+        n = self.X_fit_.shape[0]
+        # float64 temporaries of at most ~256 MB per block, whatever n is.
+        block = int(max(64, min(4096, 2**25 // max(n, 1))))
+        return cross_gram_matvec(self.kernel_, X, self.X_fit_, self.dual_coef_,
+                                 dtype=self.X_fit_.dtype, block_size=block, sq_cols=self._sq_fit)
+
+
+class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):
+    """Minimum-norm kernel interpolant (kernel "ridgeless" regression).
+
+    Solves (K + lam I) alpha = Y with K_ij = k(x_i, x_j); predicts
+    f(x) = sum_i alpha_i k(x, x_i). With lam = 0 the fit interpolates the
+    training targets exactly and is the minimum-RKHS-norm function that does.
+
+    Parameters
+    ----------
+    kernel : {"gaussian", "laplacian", "linear", "polynomial"}
+    gamma, sigma : float, optional
+        Kernel scale, as gamma or as bandwidth sigma (gaussian:
+        gamma = 1 / (2 sigma^2)). Neither: gamma = 1 / (d Var(X)).
+    degree, coef0 : polynomial kernel parameters.
+    lam : float >= 0
+        Ridge added to K's diagonal; 0 interpolates.
+    solver : {"cholesky", "cg", "cg-matrix-free"}
+        Exact in-place tiled Cholesky; Nyström-preconditioned block CG on the
+        stored K; or the same CG with K's blocks recomputed every iteration
+        (memory O(n d) instead of O(n^2)).
+    options : kernelfit.Options, optional
+        dtype, tile and block sizes, threads, jitter, refinement, CG tolerance.
+
+    Attributes
+    ----------
+    dual_coef_ : ndarray (n,) or (n, n_outputs)
+    norm_ : float
+        sqrt(trace(alpha^T K alpha)), the interpolant's RKHS norm.
+    train_error_ : float
+        ||K alpha - Y||_F / ||Y||_F (0 for an exact interpolant).
+    relative_residual_ : float
+        ||(K + lam I) alpha - Y||_F / ||Y||_F: how exactly the system was solved.
+    timings_ : dict
+        Seconds per stage (gram, factor, solve, refine, residual).
+    kernel_ : kernelfit.kernels.Kernel
+        The kernel with its resolved scale.
+    """
+
+    def fit(self, X, y):
+        X, y = check_fit_data(self, X, y, y_numeric=True)
+        Y = np.asarray(y, dtype=np.float64)
+        self._y_1d = Y.ndim == 1
+        Y2 = Y.reshape(len(Y), -1)
+        K_alpha = self._solve(X, Y2)
+        self.train_error_ = float(np.linalg.norm(K_alpha - Y2) / max(np.linalg.norm(Y2), 1e-300))
+        if self._y_1d:
+            self.dual_coef_ = self.dual_coef_[:, 0]
+        return self
+
+    def predict(self, X):
+        return self._decision(X)      # 1-D or 2-D, as dual_coef_ (and y) were
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class KernelInterpolantClassifier(ClassifierMixin, _KernelInterpolantBase):
+    """The interpolant of one-hot labels; predicts the class with the largest output.
+
+    Same parameters and attributes as :class:`KernelInterpolant`; labels are
+    encoded as one-hot rows (1 for the class, 0 elsewhere), so
+    ``dual_coef_`` has one column per class and ``train_error_`` is the
+    fraction of training points misclassified (0 for an interpolant).
+    """
+
+    def fit(self, X, y):
+        X, y = check_fit_data(self, X, y, y_numeric=False)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        Y = np.zeros((len(y), len(self.classes_)))
+        Y[np.arange(len(y)), codes] = 1.0
+        K_alpha = self._solve(X, Y)
+        self.train_error_ = float(np.mean(np.argmax(K_alpha, axis=1) != codes))
+        return self
+
+    def decision_function(self, X):
+        F = self._decision(X)
+        # binary: one score, positive for classes_[1], as scikit-learn expects
+        return F[:, 1] - F[:, 0] if len(self.classes_) == 2 else F
+
+    def predict(self, X):
+        F = self._decision(X)
+        return self.classes_[np.argmax(F, axis=1)]

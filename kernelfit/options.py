@@ -1,0 +1,75 @@
+"""The one options object: every tuning knob, with its default beside it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from .errors import InputError
+
+# Largest n for which dtype="auto" stores K in float64 (20,000^2 x 8 B = 3.2 GB).
+AUTO_FLOAT64_MAX_N = 20_000
+
+
+@dataclass(frozen=True)
+class Options:
+    """Tuning knobs for building and solving (FALKON-style: one documented place).
+
+    Parameters
+    ----------
+    dtype : {"auto", "float32", "float64"}
+        Storage and factorization precision of K. float32 halves memory (MNIST's
+        60,000 x 60,000 K is 14.4 GB in float32, 28.8 GB in float64) and runs
+        twice as fast, but an interpolation kernel matrix is ill-conditioned,
+        so float64 is the safe choice when it is cheap. "auto" takes float64 up
+        to n = AUTO_FLOAT64_MAX_N points (K of 3.2 GB) and float32 above.
+    block_size : int
+        Rows per Gram-builder block. Each block is one GEMM of
+        ``block_size x n_cols x d`` plus an element-wise kernel map.
+    tile_size : int
+        Tile width of the in-place tiled Cholesky. Every LAPACK/BLAS call then
+        touches at most ``n * tile_size`` elements, which must stay < 2**31
+        (SciPy's LAPACK is LP64).
+    n_jobs : int
+        Threads for the Gram builder. 1 lets BLAS use every core for the GEMM;
+        >1 runs blocks concurrently with BLAS pinned to one thread each, which
+        also spreads the element-wise exp over the cores. See
+        ``benchmarks/bench_gram.py`` for the measurement behind the default.
+    jitter : None, float or "auto"
+        Added to the diagonal besides ``lam``. "auto" retries a failed
+        factorization with 1e-7, 1e-6, ... times the mean diagonal and records
+        what it used.
+    refine_steps : int
+        Iterative-refinement steps after the direct solve (float64 residuals
+        against the stored K, corrections from the float32 factor).
+    tol, max_iter : float, int
+        Stopping rule of the conjugate-gradient solver (relative residual).
+    memory_limit : int or None
+        Bytes the planner may use; None means 90% of the available RAM.
+    progress : bool
+        Show progress bars on long builds and factorizations.
+    """
+
+    dtype: str = "auto"
+    block_size: int = 2048
+    tile_size: int = 4096
+    n_jobs: int = 2
+    jitter: float | str | None = None
+    refine_steps: int = 0
+    tol: float = 1e-6
+    max_iter: int = 1000
+    memory_limit: int | None = None
+    progress: bool = False
+
+    def resolve_dtype(self, n: int) -> str:
+        """The concrete dtype for n training points ("auto" resolved)."""
+        if self.dtype == "auto":
+            return "float64" if n <= AUTO_FLOAT64_MAX_N else "float32"
+        if self.dtype not in ("float32", "float64"):
+            raise InputError(f"dtype must be 'auto', 'float32' or 'float64', got {self.dtype!r}")
+        return self.dtype
+
+    def replace(self, **changes) -> Options:
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+import scipy.linalg as sl
+from sklearn.datasets import load_digits
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.metrics.pairwise import rbf_kernel
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from kernelfit import Options
+from kernelfit.errors import DuplicatePointsError, InputError, NotPositiveDefiniteError, PlanError
+from kernelfit.model import KernelInterpolant, KernelInterpolantClassifier
+
+
+# scikit-learn's checks feed data with duplicate rows (iris has two identical
+# flowers), which the default rejects on purpose: they run with the documented
+# remedy, jitter="auto".
+@parametrize_with_checks([KernelInterpolant(options=Options(jitter="auto")),
+                          KernelInterpolantClassifier(options=Options(jitter="auto"))])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def test_alpha_equals_scipy_solve(rng):
+    X, y = rng.random((200, 5)), rng.standard_normal(200)
+    m = KernelInterpolant(gamma=0.5, options=Options(dtype="float64", tile_size=48)).fit(X, y)
+    ref = sl.solve(rbf_kernel(X, gamma=0.5), y)
+    # cond(K) ~ 7e8 here: compare alpha at the scale of its largest entry
+    np.testing.assert_allclose(m.dual_coef_, ref, rtol=0, atol=1e-7 * np.abs(ref).max())
+    np.testing.assert_allclose(m.predict(X), y, atol=1e-8)       # it interpolates
+    assert m.train_error_ < 1e-8 and m.relative_residual_ < 1e-8
+    K = rbf_kernel(X, gamma=0.5)
+    assert m.norm_ == pytest.approx(np.sqrt(m.dual_coef_ @ K @ m.dual_coef_), rel=1e-8)
+
+
+def test_linear_kernel_gives_the_minimum_norm_least_squares_solution(rng):
+    # d > n: X w = y has many solutions; SGD from 0 (and the interpolant) picks the
+    # minimum-norm one, w = X^T alpha, which is lstsq's.
+    X, Y = rng.standard_normal((40, 100)), rng.standard_normal((40, 3))
+    m = KernelInterpolant(kernel="linear", options=Options(dtype="float64")).fit(X, Y)
+    w = X.T @ m.dual_coef_
+    w_ref = np.linalg.lstsq(X, Y, rcond=None)[0]
+    np.testing.assert_allclose(w, w_ref, atol=1e-10)
+    assert m.norm_ == pytest.approx(np.linalg.norm(w_ref), rel=1e-9)
+
+
+def test_multi_output_and_ridge_match_kernel_ridge(rng):
+    X, Y = rng.random((150, 4)), rng.standard_normal((150, 2))
+    m = KernelInterpolant(gamma=2.0, lam=0.1, options=Options(dtype="float64")).fit(X, Y)
+    ref = KernelRidge(alpha=0.1, kernel="rbf", gamma=2.0).fit(X, Y)
+    Xt = rng.random((30, 4))
+    np.testing.assert_allclose(m.predict(Xt), ref.predict(Xt), atol=1e-9)
+    assert m.dual_coef_.shape == (150, 2)
+
+
+@pytest.mark.parametrize("solver", ["cg", "cg-matrix-free"])
+def test_cg_solvers_match_cholesky(rng, solver):
+    X, y = rng.random((300, 6)), rng.integers(0, 3, 300)
+    opts = Options(dtype="float64", tol=1e-10, max_iter=4000)
+    a = KernelInterpolantClassifier(gamma=1.0, lam=1e-3, options=opts).fit(X, y)
+    b = KernelInterpolantClassifier(gamma=1.0, lam=1e-3, solver=solver, options=opts).fit(X, y)
+    np.testing.assert_allclose(b.dual_coef_, a.dual_coef_, rtol=1e-5, atol=1e-7)
+    assert b.n_iter_ > 0
+
+
+def test_digits_classifier_interpolates_and_generalizes():
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    c = KernelInterpolantClassifier().fit(X[:1300], y[:1300])
+    assert c.train_error_ == 0.0
+    assert 1 - c.score(X[1300:], y[1300:]) < 0.05
+    assert c.norm_ > 0 and c.relative_residual_ < 1e-2
+    assert set(c.timings_) >= {"gram", "factor", "solve", "residual"}
+
+
+def test_float32_with_refinement_is_accurate(rng):
+    X, y = rng.random((300, 10)), rng.standard_normal(300)
+    f32 = Options(dtype="float32")
+    m0 = KernelInterpolant(gamma=0.5, lam=1e-4, options=f32).fit(X, y)
+    m2 = KernelInterpolant(gamma=0.5, lam=1e-4, options=f32.replace(refine_steps=3)).fit(X, y)
+    assert m2.relative_residual_ < m0.relative_residual_ / 100
+
+
+# ---- bad input: typed errors that say what to do -------------------------------------
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_inf_rejected(rng, bad):
+    X, y = rng.random((10, 3)), rng.random(10)
+    X[4, 1] = bad
+    with pytest.raises(InputError, match="(NaN|infinity).*Impute or drop"):
+        KernelInterpolant().fit(X, y)
+
+
+def test_shape_errors(rng):
+    X, y = rng.random((10, 3)), rng.random(10)
+    with pytest.raises(InputError, match="inconsistent numbers of samples"):
+        KernelInterpolant().fit(X, y[:9])
+    with pytest.raises(InputError, match="Expected 2D array"):
+        KernelInterpolant().fit(X[:, 0], y)
+    with pytest.raises(InputError, match="minimum of 2"):
+        KernelInterpolant().fit(X[:1], y[:1])
+    with pytest.raises(InputError):
+        KernelInterpolant().fit(X[:0], y[:0])
+    m = KernelInterpolant().fit(X, y)
+    with pytest.raises(InputError, match="features"):
+        m.predict(rng.random((2, 4)))
+
+
+def test_duplicates_rejected_with_remedies(rng):
+    X, y = rng.random((10, 3)), rng.random(10)
+    X[6] = X[2]
+    with pytest.raises(DuplicatePointsError, match="rows 6=2.*lam > 0.*jitter"):
+        KernelInterpolant().fit(X, y)
+    KernelInterpolant(lam=1e-3).fit(X, y)                       # a remedy works
+    KernelInterpolant(options=Options(jitter="auto")).fit(X, y)
+
+
+def test_not_positive_definite_in_float32(rng):
+    # a wide Gaussian on nearby points: PD in exact arithmetic, not once rounded
+    X = rng.random((300, 2)) * 1e-2
+    with pytest.raises(NotPositiveDefiniteError, match="float64"):
+        KernelInterpolant(sigma=10.0, options=Options(dtype="float32")).fit(X, rng.random(300))
+
+
+def test_request_that_does_not_fit_fails_fast(rng):
+    X, y = rng.random((1000, 3)), rng.random(1000)
+    with pytest.raises(PlanError, match="cg-matrix-free"):
+        KernelInterpolant(options=Options(memory_limit=2_000_000)).fit(X, y)
+
+
+def test_bad_parameters(rng):
+    X, y = rng.random((10, 3)), rng.random(10)
+    with pytest.raises(InputError, match="solver"):
+        KernelInterpolant(solver="qr").fit(X, y)
+    with pytest.raises(InputError, match="lam"):
+        KernelInterpolant(lam=-1.0).fit(X, y)
