@@ -74,13 +74,14 @@ def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,
     k(x_i, x_i) (no cancellation from the distance expansion).
     """
     opts = options or Options()
-    dtype = np.dtype(opts.resolve_dtype(len(X)))
+    # a given buffer decides the dtype; otherwise the options do
+    dtype = np.dtype(out.dtype if out is not None else opts.resolve_dtype(len(X)))
     X = np.ascontiguousarray(X, dtype=dtype)
     n = X.shape[0]
     if out is None:
         out = np.empty((n, n), dtype=dtype)
-    if out.shape != (n, n) or out.dtype != dtype or not out.flags.c_contiguous:
-        raise InputError(f"Gram buffer must be a C-contiguous {n}x{n} {dtype.name} array, "
+    if out.shape != (n, n) or dtype not in (np.float32, np.float64) or not out.flags.c_contiguous:
+        raise InputError(f"Gram buffer must be a C-contiguous {n}x{n} float32/float64 array, "
                          f"got {out.shape} {out.dtype}")
     sq = row_sq_norms(X)
     skip = set(skip)
