@@ -16,7 +16,7 @@ kernel interpolant on scikit-learn's embedded digits and prints its report.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import data_cmd, run_cmd
+    from . import data_cmd, run_cmd, table3_cmd
 
     parser = argparse.ArgumentParser(
         prog="kernelfit", description=DESCRIPTION,
@@ -26,12 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run_cmd.register(sub)
     data_cmd.register(sub)
-    try:
-        from . import table3_cmd
-    except ImportError:  # pragma: no cover - optional until the experiment lands
-        pass
-    else:
-        table3_cmd.register(sub)
+    table3_cmd.register(sub)
     return parser
 
 

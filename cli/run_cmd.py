@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InputError
 from ..experiments.run import RunConfig, run
 from ..kernels import KERNELS
 from ..options import Options
@@ -25,9 +26,18 @@ def register(sub) -> None:
                    help="labels:P | random-labels | shuffled-pixels | random-pixels | gaussian")
     d.add_argument("--data-home", default=None, help="dataset cache (default: $KERNELFIT_DATA "
                    "or the user cache dir)")
+    d.add_argument("--preprocess", default="scale", help="comma-separated steps: scale, "
+                   "crop:SIZE, whiten (per image), flatten")
     f = p.add_argument_group("features")
     f.add_argument("--features", default="raw", help="raw | gabor | scattering | randconv")
     f.add_argument("--filters", type=int, default=None, help="randconv: number of random filters")
+    f.add_argument("--feature-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other front-end parameter (repeatable), e.g. J=2, patch=6")
+    f.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="accumulate K from feature chunks without storing the features "
+                        "(default: when they would exceed 2 GiB)")
+    f.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="reuse features cached on disk")
     k = p.add_argument_group("kernel")
     k.add_argument("--kernel", default="gaussian", choices=KERNELS)
     k.add_argument("--sigma", type=float, default=None, help="bandwidth (gaussian: "
@@ -55,6 +65,25 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
+def _literal(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def feature_params(args) -> dict:
+    params = {"filters": args.filters} if args.filters else {}
+    for item in args.feature_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--feature-param takes KEY=VALUE, got {item!r}")
+        params[key.strip()] = _literal(value.strip())
+    return params
+
+
 def _jitter(value):
     if value is None or value == "auto":
         return value
@@ -66,12 +95,13 @@ def main(args) -> int:
                       n_jobs=args.n_jobs, jitter=_jitter(args.jitter),
                       refine_steps=args.refine_steps, tol=args.tol, max_iter=args.max_iter,
                       progress=not args.quiet)
-    feature_params = {"filters": args.filters} if args.filters else {}
     config = RunConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
                        seed=args.seed, kernel=args.kernel, gamma=args.gamma, sigma=args.sigma,
                        degree=args.degree, coef0=args.coef0, lam=args.lam, solver=args.solver,
-                       features=args.features, feature_params=feature_params,
-                       randomize=args.randomize, data_home=args.data_home, options=options)
+                       preprocessing=args.preprocess, features=args.features,
+                       feature_params=feature_params(args), stream=args.stream,
+                       feature_cache=args.feature_cache, randomize=args.randomize,
+                       data_home=args.data_home, options=options)
     record = run(config)
     if args.json:
         record.write_json(args.json)

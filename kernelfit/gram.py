@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from .atomic import write_json_atomic
 from .errors import InputError
 from .kernels import Kernel, row_sq_norms
 from .options import Options
@@ -117,12 +117,6 @@ def _fingerprint(X, kernel: Kernel, dtype, block_size: int) -> str:
     return h.hexdigest()
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
 def build_gram_on_disk(X, kernel: Kernel, path, *, options: Options | None = None) -> np.memmap:
     """Build K into a ``.npy`` memmap at ``path``; resume where a killed build stopped.
 
@@ -151,12 +145,12 @@ def build_gram_on_disk(X, kernel: Kernel, path, *, options: Options | None = Non
         K = np.lib.format.open_memmap(path, mode="w+", dtype=opts.dtype, shape=(n, n))
     else:
         K = np.load(path, mmap_mode="r+")
-    _write_json_atomic(prog, {"fingerprint": fp, "done": sorted(done)})
+    write_json_atomic(prog, {"fingerprint": fp, "done": sorted(done)})
 
     def mark(idx):
         K.flush()
         done.add(idx)
-        _write_json_atomic(prog, {"fingerprint": fp, "done": sorted(done)})
+        write_json_atomic(prog, {"fingerprint": fp, "done": sorted(done)})
 
     build_gram(X, kernel, out=K, options=opts, skip=done, on_panel_done=mark)
     K.flush()

@@ -85,23 +85,25 @@ class Kernel:
         """
         if self.name == "linear":
             return G
+        # Python scalars and in-place methods keep G's dtype and device, so the
+        # same lines serve NumPy arrays and PyTorch tensors (CPU or CUDA).
         if self.name == "polynomial":
-            G *= G.dtype.type(self.gamma)
-            G += G.dtype.type(self.coef0)
+            G *= float(self.gamma)
+            G += float(self.coef0)
             if self.degree != 1:
-                np.power(G, int(self.degree), out=G)
+                _pow_(G, int(self.degree))
             return G
         if sq_rows is None or sq_cols is None:
             raise InputError(f"the {self.name} kernel needs the squared norms of rows and columns")
         # d2 = ||x||^2 + ||y||^2 - 2<x,y>, written into G without temporaries.
-        G *= G.dtype.type(-2.0)
-        G += np.asarray(sq_rows, dtype=G.dtype)[:, None]
-        G += np.asarray(sq_cols, dtype=G.dtype)[None, :]
-        np.maximum(G, 0, out=G)
+        G *= -2.0
+        G += _like(sq_rows, G)[:, None]
+        G += _like(sq_cols, G)[None, :]
+        _clamp0_(G)
         if self.name == "laplacian":
-            np.sqrt(G, out=G)
-        G *= G.dtype.type(-self.gamma)
-        np.exp(G, out=G)
+            _sqrt_(G)
+        G *= -float(self.gamma)
+        _exp_(G)
         return G
 
     def block(self, X, Y, sq_x=None, sq_y=None, out=None):
@@ -127,6 +129,40 @@ class Kernel:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _like(v, G):
+    if isinstance(G, np.ndarray):
+        return np.asarray(v, dtype=G.dtype)
+    return v.to(dtype=G.dtype, device=G.device)
+
+
+def _clamp0_(G):
+    if isinstance(G, np.ndarray):
+        np.maximum(G, 0, out=G)
+    else:
+        G.clamp_(min=0)
+
+
+def _sqrt_(G):
+    if isinstance(G, np.ndarray):
+        np.sqrt(G, out=G)
+    else:
+        G.sqrt_()
+
+
+def _exp_(G):
+    if isinstance(G, np.ndarray):
+        np.exp(G, out=G)
+    else:
+        G.exp_()
+
+
+def _pow_(G, p: int):
+    if isinstance(G, np.ndarray):
+        np.power(G, p, out=G)
+    else:
+        G.pow_(p)
 
 
 def row_sq_norms(X) -> np.ndarray:

@@ -46,12 +46,23 @@ class _KernelInterpolantBase(BaseEstimator):
             raise InputError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if not (np.isfinite(self.lam) and self.lam >= 0):
             raise InputError(f"lam must be a finite number >= 0, got {self.lam!r}")
+        if self.kernel == "precomputed":
+            return self._solve_precomputed(X, Y, opts)
         if self.lam == 0 and opts.jitter is None:
             check_no_duplicates(X)
         self.kernel_ = make_kernel(self.kernel, gamma=self.gamma, sigma=self.sigma,
                                    degree=self.degree, coef0=self.coef0, X=X)
-        self.plan_ = plan_fit(n, d, Y.shape[1], solver=self.solver, options=opts)
-        if self.solver == "cg-matrix-free":
+        # The host planner covers the NumPy solvers; the torch solve checks its device.
+        self.plan_ = (plan_fit(n, d, Y.shape[1], solver=self.solver, options=opts)
+                      if opts.backend == "numpy" else None)
+        if opts.backend == "torch":
+            if self.solver != "cholesky":
+                raise InputError("backend='torch' solves with solver='cholesky' only")
+            from .solvers.torch_solve import solve_torch
+            sol = solve_torch(self.kernel_, X, Y, lam=self.lam, options=opts)
+        elif opts.backend != "numpy":
+            raise InputError(f"backend must be 'numpy' or 'torch', got {opts.backend!r}")
+        elif self.solver == "cg-matrix-free":
             sol = solve_matrix_free(self.kernel_, X, Y, lam=self.lam, options=opts)
         else:
             t = time.perf_counter()
@@ -60,19 +71,52 @@ class _KernelInterpolantBase(BaseEstimator):
             sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts)
             sol.timings = {"gram": gram_s, **sol.timings}
             del K
+        self._record(sol)
+        self.X_fit_ = np.ascontiguousarray(X, dtype=opts.dtype)
+        self._sq_fit = row_sq_norms(self.X_fit_)
+        return sol.K_alpha
+
+    def _solve_precomputed(self, K, Y, opts):
+        """X is the n x n Gram matrix itself (built elsewhere, e.g. streamed from features)."""
+        n = K.shape[0]
+        if K.shape != (n, n):
+            raise InputError(f"kernel='precomputed' takes the square n x n Gram matrix as X, "
+                             f"got shape {K.shape}")
+        self.kernel_ = None
+        self.plan_ = plan_fit(n, n, Y.shape[1], solver=self.solver, options=opts)
+        if self.solver == "cg-matrix-free":
+            raise InputError("solver='cg-matrix-free' needs the points, not a precomputed K; "
+                             "use 'cholesky' or 'cg'")
+        # A copy unless the caller handed K over: the factor overwrites its lower triangle.
+        K = np.array(K, dtype=opts.dtype, order="C", copy=not opts.overwrite_gram)
+        sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts)
+        self._record(sol)
+        return sol.K_alpha
+
+    def _record(self, sol) -> None:
         self.dual_coef_ = sol.alpha
         self.norm_ = sol.norm
         self.relative_residual_ = sol.relative_residual
         self.n_iter_ = sol.iterations
         self.timings_ = sol.timings
         self.solver_info_ = {**sol.info, "shift": sol.shift}
-        self.X_fit_ = np.ascontiguousarray(X, dtype=opts.dtype)
-        self._sq_fit = row_sq_norms(self.X_fit_)
-        return sol.K_alpha
 
     def _decision(self, X):
         check_is_fitted(self, "dual_coef_")
         X = check_predict_data(self, X)
+        if self.kernel == "precomputed":
+            # X is k(test, train), (m, n): float64 products a row block at a time,
+            # so a float32 X is never upcast whole.
+            out = np.empty((len(X),) + self.dual_coef_.shape[1:])
+            step = max(1, 2**25 // max(X.shape[1], 1))
+            for i in range(0, len(X), step):
+                out[i:i + step] = np.asarray(X[i:i + step], dtype=np.float64) @ self.dual_coef_
+            return out
+        opts = self.options or Options()
+        if opts.backend == "torch":
+            from .solvers.torch_solve import predict_torch
+            return predict_torch(self.kernel_, X, self.X_fit_, self.dual_coef_,
+                                 dtype=self.X_fit_.dtype.name, device=opts.device)
         n = self.X_fit_.shape[0]
         # float64 temporaries of at most ~256 MB per block, whatever n is.
         block = int(max(64, min(4096, 2**25 // max(n, 1))))
@@ -89,7 +133,9 @@ class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):
 
     Parameters
     ----------
-    kernel : {"gaussian", "laplacian", "linear", "polynomial"}
+    kernel : {"gaussian", "laplacian", "linear", "polynomial", "precomputed"}
+        "precomputed": ``fit`` takes the n x n Gram matrix K as X and
+        ``predict`` the m x n matrix k(test, train).
     gamma, sigma : float, optional
         Kernel scale, as gamma or as bandwidth sigma (gaussian:
         gamma = 1 / (2 sigma^2)). Neither: gamma = 1 / (d Var(X)).

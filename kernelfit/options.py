@@ -47,6 +47,17 @@ class Options:
         Bytes the planner may use; None means 90% of the available RAM.
     progress : bool
         Show progress bars on long builds and factorizations.
+    backend : {"numpy", "torch"}
+        Where K is built and factored. "numpy": host memory, the in-place
+        tiled Cholesky (any n that fits in RAM). "torch": one PyTorch device
+        (cuSOLVER on a GPU; needs room for K and its factor there).
+    device : str or None
+        torch backend only: "cuda", "cuda:1", "cpu"; None picks CUDA if present.
+    overwrite_gram : bool
+        ``kernel="precomputed"`` only: factor the caller's K in place instead
+        of a copy. Halves peak memory (what makes a streamed 50,000 x 50,000 K
+        solvable in 24 GB); the caller's lower triangle is destroyed, its
+        strict upper triangle still holds K.
     """
 
     dtype: str = "auto"
@@ -59,6 +70,9 @@ class Options:
     max_iter: int = 1000
     memory_limit: int | None = None
     progress: bool = False
+    backend: str = "numpy"
+    device: str | None = None
+    overwrite_gram: bool = False
 
     def resolve_dtype(self, n: int) -> str:
         """The concrete dtype for n training points ("auto" resolved)."""

@@ -6,16 +6,15 @@ records collect into a Markdown table for the experiments.
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import resource
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import write_json_atomic
 
 
 def peak_rss_bytes() -> int:
@@ -122,21 +121,6 @@ def markdown_table(records, columns=("dataset", "features", "kernel", "n_train",
                 cells.append(_fmt(v))
         lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
-
-
-def write_json_atomic(path, obj) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
 
 
 def _pct(v) -> str:

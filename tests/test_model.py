@@ -133,3 +133,27 @@ def test_bad_parameters(rng):
         KernelInterpolant(solver="qr").fit(X, y)
     with pytest.raises(InputError, match="lam"):
         KernelInterpolant(lam=-1.0).fit(X, y)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_precomputed_gram_matches_points(rng, overwrite):
+    X = rng.normal(size=(80, 6))
+    Xt = rng.normal(size=(30, 6))
+    y = rng.integers(0, 3, 80)
+    on_points = KernelInterpolantClassifier(sigma=2.0).fit(X, y)
+    kern = on_points.kernel_
+    K = kern.block(X, X)
+    K_keep = K.copy()
+    opts = Options(overwrite_gram=overwrite)
+    pre = KernelInterpolantClassifier(kernel="precomputed", options=opts).fit(K, y)
+    np.testing.assert_allclose(pre.dual_coef_, on_points.dual_coef_, rtol=1e-6, atol=1e-8)
+    assert pre.norm_ == pytest.approx(on_points.norm_, rel=1e-8)
+    np.testing.assert_array_equal(pre.predict(kern.block(Xt, X)), on_points.predict(Xt))
+    # a copy is factored unless the caller hands K over
+    assert np.array_equal(K, K_keep) != overwrite
+
+
+def test_precomputed_rejects_non_square(rng):
+    with pytest.raises(InputError, match="square"):
+        KernelInterpolantClassifier(kernel="precomputed").fit(rng.normal(size=(10, 4)),
+                                                             np.arange(10) % 2)

@@ -28,6 +28,9 @@ from ..errors import InputError, NotPositiveDefiniteError
 # (chunk x tile elements) and keeps each GEMM large enough to run near peak.
 _CHUNK_ROWS = 8192
 
+# jitter="auto": diagonal jitter tried in turn, relative to the mean of K's diagonal.
+AUTO_JITTER = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+
 
 @dataclass
 class Factor:
@@ -238,7 +241,7 @@ def factor(A, *, lam: float = 0.0, jitter=None, tile: int = 4096,
     k_diag = A[np.diag_indices(A.shape[0])].astype(np.float64)
     scale = float(np.mean(k_diag)) or 1.0
     attempts = []
-    for rel in (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2):
+    for rel in AUTO_JITTER:
         j = rel * scale
         try:
             f = tiled_cholesky(A, tile=tile, shift=lam + j, progress=progress, k_diag=k_diag)

@@ -1,0 +1,67 @@
+"""The PyTorch backend: the same exact solve on a torch device (CPU here, CUDA when present)."""
+
+import numpy as np
+import pytest
+import scipy.linalg as sl
+
+from kernelfit import Options
+from kernelfit.errors import InputError, NotPositiveDefiniteError
+from kernelfit.kernels import make_kernel
+from kernelfit.model import KernelInterpolant, KernelInterpolantClassifier
+
+torch = pytest.importorskip("torch")
+
+DEVICES = ["cpu"] + [pytest.param("cuda", marks=pytest.mark.gpu)] * torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "polynomial"])
+def test_alpha_matches_scipy_solve(rng, device, kernel):
+    X = rng.normal(size=(120, 7))
+    Y = rng.normal(size=(120, 3))
+    kern = make_kernel(kernel, sigma=3.0) if kernel != "polynomial" else make_kernel(
+        kernel, gamma=0.1, degree=2)
+    lam = 1e-3 if kernel == "polynomial" else 0.0      # degree-2 K on 120 points is singular
+    m = KernelInterpolant(kernel, gamma=kern.gamma, degree=2, lam=lam,
+                          options=Options(backend="torch", device=device,
+                                          dtype="float64")).fit(X, Y)
+    K = kern.block(X, X)
+    alpha = sl.solve(K + lam * np.eye(120), Y, assume_a="pos")
+    np.testing.assert_allclose(m.dual_coef_, alpha, rtol=1e-6, atol=1e-8)
+    assert m.relative_residual_ < 1e-10
+    assert m.norm_ == pytest.approx(np.sqrt(np.sum(alpha * (K @ alpha))), rel=1e-8)
+    Xt = rng.normal(size=(9, 7))
+    np.testing.assert_allclose(m.predict(Xt), kern.block(Xt, X) @ alpha, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_classifier_agrees_with_numpy_backend(device):
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    on_torch = KernelInterpolantClassifier(sigma=2.0, options=Options(
+        backend="torch", device=device, dtype="float32")).fit(X[:800], y[:800])
+    on_numpy = KernelInterpolantClassifier(sigma=2.0, options=Options(dtype="float32")).fit(
+        X[:800], y[:800])
+    assert on_torch.train_error_ == 0.0
+    assert np.mean(on_torch.predict(X[800:]) == on_numpy.predict(X[800:])) > 0.995
+    assert on_torch.norm_ == pytest.approx(on_numpy.norm_, rel=1e-3)
+
+
+def test_not_positive_definite_and_auto_jitter(rng):
+    X = rng.normal(size=(50, 3))
+    # a bandwidth far above the data's spread: K is all ones to float32 precision
+    opts = Options(backend="torch", device="cpu", dtype="float32", jitter=0.0)
+    with pytest.raises(NotPositiveDefiniteError, match="float32.*pivot"):
+        KernelInterpolant(sigma=1e3, options=opts).fit(X, rng.normal(size=50))
+    m = KernelInterpolant(sigma=1e3, options=opts.replace(jitter="auto")).fit(
+        X, rng.normal(size=50))
+    assert m.solver_info_["jitter"] > 0 and m.solver_info_["jitter_attempts"]
+
+
+def test_backend_errors(rng):
+    X, y = rng.normal(size=(20, 2)), rng.normal(size=20)
+    with pytest.raises(InputError, match="backend"):
+        KernelInterpolant(options=Options(backend="jax")).fit(X, y)
+    with pytest.raises(InputError, match="cholesky"):
+        KernelInterpolant(solver="cg", options=Options(backend="torch", device="cpu")).fit(X, y)
