@@ -94,7 +94,8 @@ def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,
         _build_panel(X, sq, kernel, out, i0, i1)
         return idx
 
-    bar = tqdm(total=len(panels), desc="gram", unit="panel", disable=not opts.progress)
+    bar = tqdm(total=len(panels), desc="gram", unit="panel", disable=not opts.progress,
+                delay=1.0)
     limit = 1 if n_jobs > 1 else None
     with threadpool_limits(limits=limit, user_api="blas"):
         results = Parallel(n_jobs=n_jobs, backend="threading", return_as="generator_unordered")(

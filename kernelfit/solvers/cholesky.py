@@ -112,7 +112,8 @@ def tiled_cholesky(A, *, tile: int = 4096, shift: float = 0.0, progress: bool = 
     lower = np.tril(np.ones((tile, tile), dtype=bool))
     buf = np.empty((min(_CHUNK_ROWS, n), tile), dtype=A.dtype)
     t_start = time.perf_counter()
-    bar = tqdm(total=round(n**3 / 3e9, 1), desc="cholesky", unit="GFLOP", disable=not progress)
+    bar = tqdm(total=round(n**3 / 3e9, 1), desc="cholesky", unit="GFLOP",
+               disable=not progress, delay=1.0)
     for k0 in range(0, n, tile):
         k1 = min(k0 + tile, n)
         tk = k1 - k0

@@ -1,0 +1,258 @@
+"""The feature-map contract every image front end follows, and the steps they share.
+
+A feature map turns float32 images scaled to [0, 1], shaped ``(n, H, W)``
+(gray) or ``(n, H, W, 3)`` (RGB), into float32 rows ``(n, dim)``. It follows
+scikit-learn's estimator habits: ``__init__`` stores parameters, ``fit``
+learns what is learned from data (nothing, for fixed filter banks) and returns
+``self``, ``transform`` works in row chunks so memory stays bounded.
+
+Column streaming: a map is a list of *units* (filters, for the random
+convolution network), each giving ``features_per_unit`` contiguous columns.
+``transform_columns(images, c, chunk_filters)`` returns the columns of units
+``[c * chunk_filters, (c + 1) * chunk_filters)`` only, so the streamed Gram
+builder never needs the whole ``n x dim`` matrix. Maps whose features do not
+split cheaply (the default here) compute the full rows and slice them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+
+# Rows per transform chunk when a map does not choose its own.
+DEFAULT_BATCH = 1024
+
+
+def as_images(images, *, name: str = "images") -> np.ndarray:
+    """Check and return images as C-contiguous float32 ``(n, H, W)`` or ``(n, H, W, 3)``.
+
+    Integer input is refused rather than silently scaled: the caller knows
+    the data set's ``max_value``, the feature map does not.
+    """
+    arr = np.asarray(images)
+    if arr.dtype.kind in "iub":
+        raise InputError(f"{name} must be floats scaled to [0, 1], got {arr.dtype}; "
+                         "convert with images.astype(np.float32) / max_value")
+    if arr.dtype.kind != "f":
+        raise InputError(f"{name} must be a float array, got {arr.dtype}")
+    if not (arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] in (1, 3))):
+        raise InputError(f"{name} must be shaped (n, H, W) or (n, H, W, 3), got {arr.shape}")
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.shape[0] == 0 or arr.shape[1] < 2 or arr.shape[2] < 2:
+        raise InputError(f"{name} must hold at least one image of at least 2x2, got {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise InputError(f"{name} contain NaN or infinite values")
+    return arr
+
+
+def per_image_whiten(images: np.ndarray) -> np.ndarray:
+    """Subtract each image's mean, divide by max(std, 1/sqrt(values per image)).
+
+    TensorFlow's ``per_image_standardization`` (the paper's preprocessing);
+    the floor keeps a constant image from being divided by zero.
+    """
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    mean = flat.mean(axis=1, keepdims=True)
+    std = flat.std(axis=1, keepdims=True)
+    std = np.maximum(std, 1.0 / math.sqrt(flat.shape[1]))
+    return ((flat - mean) / std).astype(np.float32).reshape(images.shape)
+
+
+def channels_first(images: np.ndarray) -> np.ndarray:
+    """``(n, H, W[, C])`` -> ``(n, C, H, W)``; gray images get C = 1."""
+    if images.ndim == 3:
+        return images[:, None]
+    return np.ascontiguousarray(np.moveaxis(images, -1, 1))
+
+
+def pool_matrix(size: int, grid: int) -> np.ndarray:
+    """``(grid, size)`` averaging matrix over ``grid`` near-equal contiguous bins.
+
+    Bins follow ``floor(i * size / grid)`` edges (adaptive average pooling),
+    so a grid that does not divide the size still covers every pixel once.
+    """
+    if not 1 <= grid <= size:
+        raise InputError(f"pooling grid {grid} must be between 1 and the image side {size}")
+    edges = [(i * size) // grid for i in range(grid + 1)]
+    P = np.zeros((grid, size), dtype=np.float32)
+    for i in range(grid):
+        P[i, edges[i]:edges[i + 1]] = 1.0 / (edges[i + 1] - edges[i])
+    return P
+
+
+class FeatureMap:
+    """Base class of the image front ends.
+
+    Subclasses set ``name``, store their parameters in ``__init__`` (listed in
+    ``_param_names``), and implement ``_transform_batch`` and
+    ``_dim_for_shape``. Maps that learn from data set ``needs_fit = True`` and
+    override ``_fit``; maps that can compute a column chunk cheaply override
+    ``n_units``, ``features_per_unit`` and ``_transform_units``.
+    """
+
+    name = "base"
+    needs_fit = False
+    _param_names: tuple[str, ...] = ()
+
+    def __init__(self, *, seed: int = 0, batch_size: int = DEFAULT_BATCH):
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.input_shape_: tuple[int, ...] | None = None
+        self._fitted = False
+
+    # -- description ---------------------------------------------------------------
+    @property
+    def params(self) -> dict:
+        """Everything that defines the features (JSON-able), seed included."""
+        out = {k: _jsonable(getattr(self, k)) for k in self._param_names}
+        out["seed"] = self.seed
+        return out
+
+    @property
+    def preprocessing(self) -> list[str]:
+        """The steps applied to the [0, 1] images, in order, as short strings."""
+        return []
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension for the image shape seen by ``fit`` (or ``transform``)."""
+        if self.input_shape_ is None:
+            raise InputError(f"{self.name} features: the dimension depends on the image shape; "
+                             "call fit(images) first")
+        return self._dim_for_shape(self.input_shape_)
+
+    def dim_for(self, image_shape) -> int:
+        """Feature dimension for images of shape ``(H, W)`` or ``(H, W, C)``."""
+        return self._dim_for_shape(tuple(image_shape))
+
+    def state_fingerprint(self) -> str:
+        """sha1 of what ``fit`` learned (empty-state maps: of nothing); used by the cache."""
+        h = hashlib.sha1()
+        for arr in self._fitted_arrays():
+            a = np.ascontiguousarray(arr)
+            h.update(str((a.shape, a.dtype.str)).encode())
+            h.update(a.view(np.uint8).ravel())
+        return h.hexdigest()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+    # -- fitting and transforming ----------------------------------------------------
+    def fit(self, images, y=None) -> FeatureMap:
+        """Learn what is learned from the training images; returns ``self``."""
+        images = as_images(images)
+        self.input_shape_ = images.shape[1:]
+        self._fit(images)
+        self._fitted = True
+        return self
+
+    def transform(self, images, progress: bool = False) -> np.ndarray:
+        """Features of ``images``: float32 ``(n, dim)``, computed ``batch_size`` rows at a time."""
+        images = self._check_input(images)
+        n = len(images)
+        out = np.empty((n, self._dim_for_shape(images.shape[1:])), dtype=np.float32)
+        step = max(1, self.batch_size)
+        bar = tqdm(total=n, desc=f"{self.name} features", unit="img", disable=not progress)
+        for i in range(0, n, step):
+            out[i:i + step] = self._transform_batch(images[i:i + step])
+            bar.update(min(step, n - i))
+        bar.close()
+        return out
+
+    def fit_transform(self, images, y=None, progress: bool = False) -> np.ndarray:
+        return self.fit(images).transform(images, progress=progress)
+
+    # -- column streaming -------------------------------------------------------------
+    @property
+    def n_units(self) -> int:
+        """Number of units (filters) the columns are grouped by; default: one per column."""
+        return self.dim
+
+    @property
+    def features_per_unit(self) -> int:
+        return 1
+
+    def n_column_chunks(self, chunk_filters: int) -> int:
+        """How many column chunks of ``chunk_filters`` units cover the features."""
+        if int(chunk_filters) < 1:
+            raise InputError(f"chunk_filters must be >= 1, got {chunk_filters!r}")
+        return -(-self.n_units // int(chunk_filters))
+
+    def column_range(self, c: int, chunk_filters: int) -> tuple[int, int]:
+        """Columns ``[j0, j1)`` of the full feature vector that chunk ``c`` holds."""
+        n_chunks = self.n_column_chunks(chunk_filters)
+        if not 0 <= c < n_chunks:
+            raise InputError(f"column chunk {c} out of range: there are {n_chunks}")
+        u0 = c * int(chunk_filters)
+        u1 = min(u0 + int(chunk_filters), self.n_units)
+        return u0 * self.features_per_unit, u1 * self.features_per_unit
+
+    def transform_columns(self, images, c: int, chunk_filters: int,
+                          progress: bool = False) -> np.ndarray:
+        """The features of unit chunk ``c`` only: float32 ``(n, d_c)``.
+
+        Equal to ``transform(images)[:, j0:j1]`` with ``(j0, j1) = column_range(c, ...)``.
+        """
+        images = self._check_input(images)
+        j0, j1 = self.column_range(c, chunk_filters)
+        f = self.features_per_unit
+        return self._transform_units(images, j0 // f, j1 // f, progress)
+
+    def iter_column_chunks(self, train_images, test_images, chunk_filters: int,
+                           progress: bool = False):
+        """Yield ``(Phi_train_c, Phi_test_c)`` for every chunk: the input of
+        :func:`kernelfit.gram_stream.build_gram_streamed`."""
+        n_chunks = self.n_column_chunks(chunk_filters)
+        bar = tqdm(total=n_chunks, desc=f"{self.name} chunks", unit="chunk",
+                   disable=not progress)
+        for c in range(n_chunks):
+            yield (self.transform_columns(train_images, c, chunk_filters),
+                   self.transform_columns(test_images, c, chunk_filters))
+            bar.update()
+        bar.close()
+
+    # -- what subclasses provide ---------------------------------------------------------
+    def _fit(self, images: np.ndarray) -> None:
+        """Learn from training images (default: nothing)."""
+
+    def _fitted_arrays(self) -> list[np.ndarray]:
+        return []
+
+    def _transform_batch(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _dim_for_shape(self, shape: tuple[int, ...]) -> int:
+        raise NotImplementedError
+
+    def _transform_units(self, images, u0: int, u1: int, progress: bool) -> np.ndarray:
+        # Generic fallback: full rows, then the slice (correct, not cheap).
+        f = self.features_per_unit
+        return np.ascontiguousarray(self.transform(images, progress=progress)[:, u0 * f:u1 * f])
+
+    def _check_input(self, images) -> np.ndarray:
+        images = as_images(images)
+        if self.needs_fit and not self._fitted:
+            raise InputError(f"{self.name} features learn from data: call fit(train_images) "
+                             "before transform")
+        if self.input_shape_ is None:
+            self.input_shape_ = images.shape[1:]
+        elif images.shape[1:] != self.input_shape_:
+            raise InputError(f"{self.name} features were set up for images of shape "
+                             f"{self.input_shape_}, got {images.shape[1:]}")
+        return images
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (tuple, list, np.ndarray)):
+        return [_jsonable(x) for x in v]
+    return v
