@@ -51,7 +51,9 @@ def register(sub) -> None:
     s.add_argument("--solver", default="cholesky", choices=SOLVERS)
     s.add_argument("--dtype", default=Options.dtype, choices=("float32", "float64"))
     s.add_argument("--block-size", type=int, default=Options.block_size)
-    s.add_argument("--tile-size", type=int, default=Options.tile_size)
+    s.add_argument("--tile-size", type=int, default=Options.tile_size,
+                   help="Cholesky tile width (default: one LAPACK call while n^2 < 2^31, "
+                        "else 6144)")
     s.add_argument("--n-jobs", type=int, default=Options.n_jobs)
     s.add_argument("--jitter", default=None, help="number, or 'auto' to retry a failed "
                    "factorization with growing diagonal jitter")

@@ -43,10 +43,16 @@ def _build_panel(X, sq, kernel: Kernel, out, i0: int, i1: int) -> None:
     for j0 in range(i1, n, _MIRROR_STEP):
         j1 = min(j0 + _MIRROR_STEP, n)
         out[j0:j1, i0:i1] = panel[:, j0 - i0:j1 - i0].T
-    # the diagonal block's lower half is mirrored too, so the block is exactly symmetric
-    diag = out[i0:i1, i0:i1]
-    il = np.tril_indices(i1 - i0, -1)
-    diag[il] = diag.T[il]
+    # The diagonal block's lower half is mirrored too (so the block is exactly
+    # symmetric), in square sub-blocks: index arrays over the whole block would
+    # cost more memory than the panel's GEMM.
+    for a0 in range(i0, i1, _MIRROR_STEP):
+        a1 = min(a0 + _MIRROR_STEP, i1)
+        for b0 in range(i0, a0, _MIRROR_STEP):
+            out[a0:a1, b0:b0 + _MIRROR_STEP] = out[b0:b0 + _MIRROR_STEP, a0:a1].T
+        sub = out[a0:a1, a0:a1]
+        il = np.tril_indices(a1 - a0, -1)
+        sub[il] = sub.T[il]
 
 
 def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,

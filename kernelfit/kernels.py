@@ -169,7 +169,7 @@ def row_sq_norms(X) -> np.ndarray:
     """Squared Euclidean norm of each row, accumulated in float64."""
     X = np.asarray(X)
     out = np.empty(len(X))
-    step = 8192  # bound the float64 temporary for float32 inputs
+    step = 2048  # bound the float64 temporary for float32 inputs
     for i in range(0, len(X), step):
         blk = X[i:i + step].astype(np.float64, copy=False)
         out[i:i + step] = np.einsum("ij,ij->i", blk, blk)

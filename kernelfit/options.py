@@ -25,9 +25,11 @@ class Options:
     block_size : int
         Rows per Gram-builder block. Each block is one GEMM of
         ``block_size x n_cols x d`` plus an element-wise kernel map.
-    tile_size : int
-        Tile width of the in-place tiled Cholesky. Every LAPACK/BLAS call then
-        touches at most ``n * tile_size`` elements, which must stay < 2**31
+    tile_size : int or None
+        Tile width of the in-place tiled Cholesky. None (auto): one in-place
+        LAPACK call on the whole K while n^2 < 2**31, 6,144-wide tiles above.
+        Every LAPACK/BLAS call touches at most ``n * tile_size`` elements, which
+        must stay < 2**31
         (SciPy's LAPACK is LP64).
     n_jobs : int
         Threads for the Gram builder. 1 lets BLAS use every core for the GEMM;
@@ -62,7 +64,7 @@ class Options:
 
     dtype: str = "auto"
     block_size: int = 2048
-    tile_size: int = 4096
+    tile_size: int | None = None
     n_jobs: int = 2
     jitter: float | str | None = None
     refine_steps: int = 0

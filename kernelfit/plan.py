@@ -14,7 +14,7 @@ import psutil
 
 from .errors import PlanError
 from .options import Options
-from .solvers.cholesky import _CHUNK_ROWS, max_tile
+from .solvers.cholesky import _CHUNK_ROWS, choose_tile
 
 SOLVERS = ("cholesky", "cg", "cg-matrix-free")
 
@@ -63,12 +63,13 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
         raise PlanError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     dtype = np.dtype(opts.resolve_dtype(n))
     item = dtype.itemsize
-    tile = int(min(opts.tile_size, max_tile(n)))
+    tile = choose_tile(n, opts.tile_size)
     gram = 0 if solver == "cg-matrix-free" else n * n * item
     vectors = 8 * n * max(n_outputs, 1) * 6            # Y, alpha, residuals, CG blocks
     data = n * d * (item + 8)
     chunk_rows = min(_CHUNK_ROWS, n)
-    temps = max(tile * (chunk_rows + 2 * tile) * item,  # Cholesky: diag tile + GEMM buffer
+    tiled = tile * (max(chunk_rows, tile) + 2 * tile) * item if tile < n else 0
+    temps = max(tiled,                                  # Cholesky: diag tile + GEMM buffer
                 512 * n * 8 * 2,                        # float64 upcast chunks
                 opts.n_jobs * opts.block_size * d * item)
     if solver != "cholesky":

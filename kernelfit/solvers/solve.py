@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..options import Options
 from .cg import NystromPreconditioner, block_cg
-from .cholesky import factor, max_tile
+from .cholesky import choose_tile, factor
 from .operators import KernelOperator, StoredOperator
 from .refine import refine
 
@@ -68,7 +68,7 @@ def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
     timings, info = {}, {}
     t = time.perf_counter()
     if solver == "cholesky":
-        tile = min(opts.tile_size, max_tile(len(K)))
+        tile = choose_tile(len(K), opts.tile_size)
         f = factor(K, lam=lam, jitter=opts.jitter, tile=tile, progress=opts.progress)
         timings["factor"] = time.perf_counter() - t
         info.update(f.info)
