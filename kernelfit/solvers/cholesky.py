@@ -206,50 +206,29 @@ def restore_lower(A, k_diag, *, step: int = 2048) -> None:
 def cholesky_solve(A, Y, *, tile: int = SOLVE_TILE) -> np.ndarray:
     """Solve L L^T X = Y for all right-hand sides at once, L in A's lower triangle.
 
-    Blocked forward and backward substitution: per tile, one GEMM against the
-    solved part and one triangular solve on the diagonal tile, in float64 (the
-    factor's tiles are upcast one at a time).
+    Blocked forward and backward substitution in the factor's precision (as
+    LAPACK's potrs does): per tile, one GEMM against the solved part and one
+    triangular solve on the diagonal tile. Triangular solves are backward
+    stable, so a float32 factor's solve adds error of the factor's own order;
+    ``Options(refine_steps=...)`` recovers float64 accuracy from float64
+    residuals. Returns float64.
     """
     n = A.shape[0]
-    Y = np.asarray(Y, dtype=np.float64)
+    Y = np.asarray(Y)
     one_d = Y.ndim == 1
-    Z = Y.reshape(n, -1).copy()
+    Z = np.array(Y.reshape(n, -1), dtype=A.dtype)
     bounds = [(k0, min(k0 + tile, n)) for k0 in range(0, n, tile)]
     for k0, k1 in bounds:  # forward: L Z = Y
         if k0:
-            Z[k0:k1] -= _rows_times(A[k0:k1, :k0], Z[:k0])
+            Z[k0:k1] -= A[k0:k1, :k0] @ Z[:k0]
         Z[k0:k1] = solve_triangular(A[k0:k1, k0:k1], Z[k0:k1], lower=True, check_finite=False)
     for k0, k1 in reversed(bounds):  # backward: L^T X = Z
         if k1 < n:
-            Z[k0:k1] -= _cols_times(A[k1:, k0:k1], Z[k1:])
+            Z[k0:k1] -= A[k1:, k0:k1].T @ Z[k1:]
         Z[k0:k1] = solve_triangular(A[k0:k1, k0:k1], Z[k0:k1], lower=True, trans="T",
                                     check_finite=False)
+    Z = Z.astype(np.float64, copy=False)
     return Z[:, 0] if one_d else Z
-
-
-# Float32 blocks of the factor are upcast in row chunks of this many rows, so
-# the float64 temporaries stay small whatever n is.
-_UPCAST_ROWS = 512
-
-
-def _rows_times(M, V) -> np.ndarray:
-    """M @ V in float64, M's rows upcast a chunk at a time."""
-    if M.dtype == np.float64:
-        return M @ V
-    out = np.empty((M.shape[0], V.shape[1]))
-    for i in range(0, M.shape[0], _UPCAST_ROWS):
-        out[i:i + _UPCAST_ROWS] = M[i:i + _UPCAST_ROWS].astype(np.float64) @ V
-    return out
-
-
-def _cols_times(P, V) -> np.ndarray:
-    """P^T @ V in float64, reading P by contiguous row chunks."""
-    if P.dtype == np.float64:
-        return P.T @ V
-    out = np.zeros((P.shape[1], V.shape[1]))
-    for i in range(0, P.shape[0], _UPCAST_ROWS):
-        out += P[i:i + _UPCAST_ROWS].astype(np.float64).T @ V[i:i + _UPCAST_ROWS]
-    return out
 
 
 def factor(A, *, lam: float = 0.0, jitter=None, tile: int = 4096,
