@@ -77,7 +77,7 @@ def _literal(text: str):
 
 
 def feature_params(args) -> dict:
-    params = {"filters": args.filters} if args.filters else {}
+    params = {"n_filters": args.filters} if args.filters else {}
     for item in args.feature_param:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -17,7 +17,6 @@ split cheaply (the default here) compute the full rows and slice them.
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -50,19 +49,6 @@ def as_images(images, *, name: str = "images") -> np.ndarray:
     if not np.isfinite(arr).all():
         raise InputError(f"{name} contain NaN or infinite values")
     return arr
-
-
-def per_image_whiten(images: np.ndarray) -> np.ndarray:
-    """Subtract each image's mean, divide by max(std, 1/sqrt(values per image)).
-
-    TensorFlow's ``per_image_standardization`` (the paper's preprocessing);
-    the floor keeps a constant image from being divided by zero.
-    """
-    flat = images.reshape(len(images), -1).astype(np.float64)
-    mean = flat.mean(axis=1, keepdims=True)
-    std = flat.std(axis=1, keepdims=True)
-    std = np.maximum(std, 1.0 / math.sqrt(flat.shape[1]))
-    return ((flat - mean) / std).astype(np.float32).reshape(images.shape)
 
 
 def channels_first(images: np.ndarray) -> np.ndarray:

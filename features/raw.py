@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import FeatureMap, per_image_whiten
+from ..data.preprocess import per_image_whiten
+from .base import FeatureMap
 
 
 class RawPixels(FeatureMap):

@@ -21,7 +21,7 @@ def digits_rows(monkeypatch):
 def test_rows_are_the_papers():
     keys = {r.key: r for r in table3.rows(filters=64)}
     assert keys["mnist-raw"].paper_error == 0.012 and keys["mnist-raw"].config.sigma == 5.0
-    assert keys["cifar10-randconv"].config.feature_params == {"filters": 64}
+    assert keys["cifar10-randconv"].config.feature_params == {"n_filters": 64}
     assert keys["cifar10-randconv-l2"].config.lam > 0
 
 

@@ -22,6 +22,9 @@ from ..report import RunRecord, peak_rss_bytes
 
 # Stream when the train + test feature matrices would take more than this.
 STREAM_ABOVE_BYTES = 2 * 2**30
+# Filters (units) per streamed column chunk: 256 randconv filters are 2,048 feature
+# columns, 400 MB per chunk at n = 50,000.
+STREAM_CHUNK_UNITS = 256
 
 
 @dataclass
@@ -110,10 +113,8 @@ def _streamed_gram(config: RunConfig, fmap, data: Prepared, dtype: str):
     else:
         kernel = make_kernel(config.kernel, gamma=config.gamma, sigma=config.sigma,
                              degree=config.degree, coef0=config.coef0)
-    chunk_filters = config.feature_params.get("chunk_filters", 256)
-    chunks = ((fmap.transform_columns(data.train_images, c, chunk_filters),
-               fmap.transform_columns(data.test_images, c, chunk_filters))
-              for c in range(fmap.n_column_chunks(chunk_filters)))
+    chunks = fmap.iter_column_chunks(data.train_images, data.test_images, STREAM_CHUNK_UNITS,
+                                     progress=config.options.progress)
     K, K_test = build_gram_streamed(chunks, len(data.train_images), len(data.test_images),
                                     kernel, options=config.options, standardize=True, dtype=dtype)
     return kernel, K, K_test
