@@ -50,6 +50,11 @@ def register(sub) -> None:
     s.add_argument("--lam", type=float, default=0.0, help="ridge on the diagonal; 0 interpolates")
     s.add_argument("--solver", default="cholesky", choices=SOLVERS)
     s.add_argument("--dtype", default=Options.dtype, choices=("float32", "float64"))
+    s.add_argument("--backend", default=Options.backend, choices=("numpy", "torch"),
+                   help="numpy: host memory, in-place tiled Cholesky; torch: K and its "
+                        "factor on one PyTorch device (cuSOLVER on a GPU)")
+    s.add_argument("--device", default=None, help="torch backend: cuda, cuda:1, cpu "
+                   "(default: CUDA when present)")
     s.add_argument("--block-size", type=int, default=Options.block_size)
     s.add_argument("--tile-size", type=int, default=Options.tile_size,
                    help="Cholesky tile width (default: one LAPACK call while n^2 < 2^31, "
@@ -96,7 +101,7 @@ def main(args) -> int:
     options = Options(dtype=args.dtype, block_size=args.block_size, tile_size=args.tile_size,
                       n_jobs=args.n_jobs, jitter=_jitter(args.jitter),
                       refine_steps=args.refine_steps, tol=args.tol, max_iter=args.max_iter,
-                      progress=not args.quiet)
+                      backend=args.backend, device=args.device, progress=not args.quiet)
     config = RunConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
                        seed=args.seed, kernel=args.kernel, gamma=args.gamma, sigma=args.sigma,
                        degree=args.degree, coef0=args.coef0, lam=args.lam, solver=args.solver,

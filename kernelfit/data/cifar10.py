@@ -177,13 +177,8 @@ def _read_split(files, layout: str, split: str, progress):
 def decode(files, progress=lambda xs: xs):
     """Decode CIFAR-10 from whichever layout ``files`` holds.
 
-    Parameters
-    ----------
-    files : SourceFiles
-        Anything with ``find(*names) -> name | None``, ``read(name) -> bytes`` and
-        ``where(name) -> str`` (for error messages).
-    progress : callable, optional
-        Wraps an iterable of file names (e.g. a tqdm bar).
+    ``files`` and ``progress`` as for :func:`kernelfit.data.idx.decode` (a
+    ``SourceFiles`` with find / read / where; a wrapper of iterables).
 
     Returns
     -------

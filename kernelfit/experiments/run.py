@@ -91,7 +91,8 @@ def _should_stream(config: RunConfig, fmap, n: int) -> bool:
 
 
 def _featurize(config: RunConfig, fmap, data: Prepared) -> tuple[np.ndarray, np.ndarray]:
-    if not config.feature_cache:
+    # Raw pixels cost less to recompute than to read back: never cached.
+    if not config.feature_cache or fmap.name == "raw":
         progress = config.options.progress
         return (fmap.transform(data.train_images, progress=progress),
                 fmap.transform(data.test_images, progress=progress))
