@@ -83,7 +83,8 @@ class _KernelInterpolantBase(BaseEstimator):
             raise InputError(f"kernel='precomputed' takes the square n x n Gram matrix as X, "
                              f"got shape {K.shape}")
         self.kernel_ = None
-        self.plan_ = plan_fit(n, n, Y.shape[1], solver=self.solver, options=opts)
+        self.plan_ = plan_fit(n, 0, Y.shape[1], solver=self.solver, options=opts,
+                              gram_allocated=opts.overwrite_gram)
         if self.solver == "cg-matrix-free":
             raise InputError("solver='cg-matrix-free' needs the points, not a precomputed K; "
                              "use 'cholesky' or 'cg'")

@@ -50,13 +50,14 @@ def _gb(b: float) -> str:
 
 
 def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
-             options: Options | None = None) -> Plan:
+             options: Options | None = None, gram_allocated: bool = False) -> Plan:
     """Plan a fit of n points in d dimensions; raise :class:`PlanError` if it cannot fit.
 
     The estimate counts K (n^2 elements unless matrix-free), the data in the
     working dtype, the float64 right-hand sides and solutions, and the
     solver's temporaries (a few tiles, the Gram builder's per-thread panels,
-    the float64 upcast chunks of residual products).
+    the float64 upcast chunks of residual products). ``gram_allocated``: K
+    exists already and is factored in place (``d`` is then 0: no data).
     """
     opts = options or Options()
     if solver not in SOLVERS:
@@ -64,7 +65,9 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
     dtype = np.dtype(opts.resolve_dtype(n))
     item = dtype.itemsize
     tile = choose_tile(n, opts.tile_size)
-    gram = 0 if solver == "cg-matrix-free" else n * n * item
+    # A K that is already allocated (precomputed, factored in place) is not
+    # counted: the memory available now has already paid for it.
+    gram = 0 if solver == "cg-matrix-free" or gram_allocated else n * n * item
     vectors = 8 * n * max(n_outputs, 1) * 6            # Y, alpha, residuals, CG blocks
     data = n * d * (item + 8)
     chunk_rows = min(_CHUNK_ROWS, n)
@@ -86,7 +89,8 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
             ways.append("solver='cg-matrix-free' (K is never stored; kernel blocks are "
                         "recomputed every iteration)")
         fit_n = int(np.sqrt(max(limit - work, 0) / item))
-        ways.append(f"fewer training points (about {fit_n:,} fit with this dtype)")
+        ways.append(f"fewer training points (about {fit_n:,} fit with this dtype)" if fit_n
+                    else "fewer training points, or free memory held by other processes")
         raise PlanError(
             f"a {solver} fit of n={n:,} in {plan.dtype} needs about {_gb(plan.total_bytes)} "
             f"(K: {_gb(gram)}), but only {_gb(limit)} is available. Try: " + "; ".join(ways) + ".")

@@ -157,3 +157,15 @@ def test_precomputed_rejects_non_square(rng):
     with pytest.raises(InputError, match="square"):
         KernelInterpolantClassifier(kernel="precomputed").fit(rng.normal(size=(10, 4)),
                                                              np.arange(10) % 2)
+
+
+def test_plan_does_not_count_a_precomputed_k_twice():
+    from kernelfit.plan import plan_fit
+    opts = Options(dtype="float32", memory_limit=int(12e9))
+    # n = 50,000: K is 10 GB; handed over in place it is already paid for
+    plan = plan_fit(50_000, 0, 10, options=opts, gram_allocated=True)
+    assert plan.gram_bytes == 0 and plan.total_bytes < 2e9
+    with pytest.raises(PlanError, match="50,000"):
+        plan_fit(50_000, 0, 10, options=opts.replace(memory_limit=int(3e8)), gram_allocated=True)
+    with pytest.raises(PlanError):
+        plan_fit(50_000, 3072, 10, options=opts)    # a fresh K does not fit next to the rest

@@ -106,7 +106,7 @@ def solve_torch(kernel: Kernel, X, Y, *, lam: float = 0.0, options: Options | No
 
     t = time.perf_counter()
     Yd = torch.as_tensor(np.asarray(Y, dtype=np.float64), device=dev)
-    alpha = torch.cholesky_solve(Yd.to(dtype), L).double()
+    alpha = _cholesky_solve(L, Yd.to(dtype)).double()
     del L
     _sync(dev)
     timings["solve"] = time.perf_counter() - t
@@ -144,6 +144,27 @@ def predict_torch(kernel: Kernel, X_new, X_fit, alpha, *, dtype: str = "float32"
         kernel_blocks(kernel, Xn[i:i + step], Xf, sqn[i:i + step], sqf, step, blk)
         out[i:i + step] = _matmul64(blk, A)
     return out.cpu().numpy().reshape((len(Xn),) + np.shape(alpha)[1:])
+
+
+def _cholesky_solve(L, Y, tile: int = 4096):
+    """L L^T X = Y by blocked substitution: GEMMs on panels, triangular solves on tiles.
+
+    ``torch.cholesky_solve`` takes a column-major copy of L (another n^2
+    elements); on tiles the copies stay tile-sized.
+    """
+    torch = import_torch()
+    n = L.shape[0]
+    Z = Y.clone()
+    bounds = [(k0, min(k0 + tile, n)) for k0 in range(0, n, tile)]
+    for k0, k1 in bounds:
+        if k0:
+            Z[k0:k1] -= L[k0:k1, :k0] @ Z[:k0]
+        Z[k0:k1] = torch.linalg.solve_triangular(L[k0:k1, k0:k1], Z[k0:k1], upper=False)
+    for k0, k1 in reversed(bounds):
+        if k1 < n:
+            Z[k0:k1] -= L[k1:, k0:k1].mT @ Z[k1:]
+        Z[k0:k1] = torch.linalg.solve_triangular(L[k0:k1, k0:k1].mT, Z[k0:k1], upper=True)
+    return Z
 
 
 def _matmul64(K, V):
