@@ -34,8 +34,9 @@ def register(sub) -> None:
     f.add_argument("--feature-param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other front-end parameter (repeatable), e.g. J=2, patch=6")
     f.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
-                   help="accumulate K from feature chunks without storing the features "
-                        "(default: when they would exceed 2 GiB)")
+                   help="accumulate K from feature chunks without storing the features, "
+                        "each feature standardized with training statistics (default: when "
+                        "the features would exceed 2 GiB)")
     f.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=True,
                    help="reuse features cached on disk")
     k = p.add_argument_group("kernel")

@@ -36,7 +36,9 @@ def rows(filters: int = 4096, lam: float = 1e-3) -> list[Row]:
     """
     mnist = RunConfig(dataset="mnist", kernel="gaussian")
     cifar = RunConfig(dataset="cifar10", kernel="gaussian")
-    conv = replace(cifar, features="randconv", feature_params={"n_filters": filters})
+    # Streamed, hence standardized per feature, at every F: one pipeline for the F-curve.
+    conv = replace(cifar, features="randconv", feature_params={"n_filters": filters},
+                   stream=True)
     return [
         Row("mnist-raw", 0.012, "none", replace(mnist, sigma=5.0)),
         Row("mnist-scattering", 0.006, "Gabor wavelet transform (here: scattering J=2)",
