@@ -106,8 +106,8 @@ def _print(rows: list[dict]) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--randconv-images", type=int, default=256)
-    ap.add_argument("--randconv-filters", type=int, default=2048)
+    ap.add_argument("--randconv-images", type=int, default=512)
+    ap.add_argument("--randconv-filters", type=int, default=4096)
     ap.add_argument("--randconv-side", type=int, default=32, help="CIFAR-10: 32 (or 28 cropped)")
     ap.add_argument("--patch", type=int, default=6)
     ap.add_argument("--scattering-images", type=int, default=2000)
