@@ -14,8 +14,9 @@ from ..gram import cross_gram_matvec
 from ..kernels import Kernel, row_sq_norms
 
 # Rows per chunk of the stored-K product: bounds the float64 upcast temporary
-# at chunk x n x 8 bytes.
-_CHUNK = 512
+# at chunk x n x 8 bytes. Small chunks stay in cache between the two products
+# that read them (measured at n = 10,000: 256 rows 0.29 s, 512 0.36 s, 2,048 0.89 s).
+_CHUNK = 256
 
 
 class StoredOperator:
