@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from .base import FeatureMap, as_images
 
 
@@ -80,13 +80,6 @@ def cached_transform(fmap: FeatureMap, images, *, key: dict, cache_dir=None,
         except (OSError, ValueError, EOFError):
             pass  # unreadable: recompute and overwrite
     feats = fmap.transform(images, progress=progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, feats)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, feats)
     return feats

@@ -40,12 +40,21 @@ def _build_panel(X, sq, kernel: Kernel, out, i0: int, i1: int) -> None:
     n = X.shape[0]
     panel = out[i0:i1, i0:n]
     kernel.block(X[i0:i1], X[i0:n], sq[i0:i1], sq[i0:n], out=panel)
+    mirror_panel(out, i0, i1)
+
+
+def mirror_panel(out, i0: int, i1: int) -> None:
+    """Copy row panel [i0, i1) (upper part, columns >= i0) into the lower triangle.
+
+    Square sub-blocks keep the transposed (strided) reads within cache; the
+    diagonal block is mirrored too, so K is exactly symmetric. Index arrays
+    over a whole block would cost more memory than the panel's GEMM.
+    """
+    n = out.shape[0]
+    panel = out[i0:i1, i0:n]
     for j0 in range(i1, n, _MIRROR_STEP):
         j1 = min(j0 + _MIRROR_STEP, n)
         out[j0:j1, i0:i1] = panel[:, j0 - i0:j1 - i0].T
-    # The diagonal block's lower half is mirrored too (so the block is exactly
-    # symmetric), in square sub-blocks: index arrays over the whole block would
-    # cost more memory than the panel's GEMM.
     for a0 in range(i0, i1, _MIRROR_STEP):
         a1 = min(a0 + _MIRROR_STEP, i1)
         for b0 in range(i0, a0, _MIRROR_STEP):

@@ -21,12 +21,12 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .errors import InputError
+from .gram import mirror_panel
 from .kernels import Kernel
 from .options import Options
 
 # Columns per accumulation tile: bounds the GEMM temporary to block x _COL_STEP.
 _COL_STEP = 4096
-_MIRROR_STEP = 512
 
 
 def _standardize(Phi_tr: np.ndarray, Phi_te: np.ndarray, dtype):
@@ -162,12 +162,7 @@ def _finish(G, G_te, sq, sq_te, kernel: Kernel, block: int) -> None:
         i1 = min(i0 + block, n)
         panel = G[i0:i1, i0:n]
         kernel.from_inner(panel, sq[i0:i1], sq[i0:n])
-        for j0 in range(i1, n, _MIRROR_STEP):
-            j1 = min(j0 + _MIRROR_STEP, n)
-            G[j0:j1, i0:i1] = panel[:, j0 - i0:j1 - i0].T
-        diag = G[i0:i1, i0:i1]
-        il = np.tril_indices(i1 - i0, -1)
-        diag[il] = diag.T[il]
+        mirror_panel(G, i0, i1)
     for r0 in range(0, len(G_te), block):
         r1 = min(r0 + block, len(G_te))
         kernel.from_inner(G_te[r0:r1], sq_te[r0:r1], sq)
