@@ -15,8 +15,12 @@ kernel interpolant on scikit-learn's embedded digits and prints its report.
 """
 
 
+# One module per command, each with ``register(subparsers)``; listed in help order.
+COMMANDS = ("run_cmd", "data_cmd", "table3_cmd", "sgd_cmd")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from . import data_cmd, run_cmd, table3_cmd
+    from importlib import import_module
 
     parser = argparse.ArgumentParser(
         prog="kernelfit", description=DESCRIPTION,
@@ -24,9 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"kernelfit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run_cmd.register(sub)
-    data_cmd.register(sub)
-    table3_cmd.register(sub)
+    for name in COMMANDS:
+        import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 

@@ -63,6 +63,15 @@ class BackendError(KernelfitError, ImportError):
     """An array backend (CuPy, PyTorch) was asked for but is not usable here."""
 
 
+class MissingDependencyError(KernelfitError, ImportError):
+    """An optional dependency (an extra such as ``plots`` or ``torch``) is not installed."""
+
+    def __init__(self, module: str, extra: str, purpose: str):
+        self.module, self.extra = module, extra
+        super().__init__(f"{purpose} needs {module}, which is not installed. Install it with "
+                         f"`pip install \"kernelfit[{extra}]\"`.")
+
+
 class DatasetError(KernelfitError):
     """Base class of dataset problems."""
 
