@@ -1,0 +1,1 @@
+"""SGD beside the interpolant: on the same linear model (``linear``), and trained networks."""
