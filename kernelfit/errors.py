@@ -55,6 +55,18 @@ class NotPositiveDefiniteError(KernelfitError, np.linalg.LinAlgError):
         )
 
 
+class AccuracyWarning(UserWarning):
+    """A solve is not as exact as its dtype allows, or an iterative solver did not converge.
+
+    The fitted model is still returned (and the estimator lists the reason in
+    ``warnings_``); ``Options(strict=True)`` raises :class:`AccuracyError` instead.
+    """
+
+
+class AccuracyError(KernelfitError, ArithmeticError):
+    """Raised instead of :class:`AccuracyWarning` when ``Options(strict=True)``."""
+
+
 class PlanError(KernelfitError, MemoryError):
     """A request does not fit in the memory that is available."""
 
@@ -92,3 +104,12 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
 
 class VerificationError(DatasetError):
     """Fetched files do not match the recorded sizes, counts or checksum."""
+
+
+class OutputPathError(KernelfitError, OSError):
+    """An output file cannot be written where asked (a directory, a device, no permission)."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"cannot write {self.path}: {problem}.")

@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import TMP_SUFFIX, write_bytes_atomic
 from ..errors import DatasetError, DatasetNotFoundError, VerificationError
 from . import cifar10, idx
 from .sources import SourceFiles, download, npm_pack, sha256_file
@@ -167,22 +167,8 @@ def load_arrays(name: str, split: str, data_home=None):
 
 
 def _write_atomic(path: Path, blob: bytes) -> dict:
-    """Write ``blob`` to ``path`` through a same-directory temporary file; return size/sha256."""
-    # Created with os.open rather than mkstemp so the file gets the umask's
-    # ordinary permissions (mkstemp's are 0600), O_EXCL so no two writers share it.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        if os.path.getsize(tmp) != len(blob):
-            raise VerificationError(f"{tmp}: wrote {os.path.getsize(tmp)} bytes of {len(blob)}")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``blob`` to ``path`` with the one atomic, fsynced writer; return size, sha256."""
+    write_bytes_atomic(path, blob)
     return {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
 
 
@@ -239,7 +225,7 @@ def _write_cache(spec: FetchSpec, decoded: dict, blobs: dict, provenance: dict,
     root.mkdir(parents=True, exist_ok=True)
     # Invalidate first: from here until the new manifest lands nothing is trusted.
     (root / MANIFEST).unlink(missing_ok=True)
-    for tmp in root.glob(".*.tmp"):
+    for tmp in [*root.glob(f".*{TMP_SUFFIX}"), *root.glob(".*.tmp")]:
         if _stale(tmp):
             tmp.unlink(missing_ok=True)
     files = {fname: _write_atomic(root / fname, blob) for fname, blob in blobs.items()}
