@@ -100,7 +100,10 @@ class _KernelInterpolantBase(BaseEstimator):
         self.relative_residual_ = sol.relative_residual
         self.n_iter_ = sol.iterations
         self.timings_ = sol.timings
-        self.solver_info_ = {**sol.info, "shift": sol.shift}
+        self.converged_ = bool(sol.converged)
+        self.warnings_ = list(sol.warnings)
+        self.solver_info_ = {"jitter": 0.0, **sol.info, "shift": sol.shift,
+                             "converged": self.converged_}
 
     def _decision(self, X):
         check_is_fitted(self, "dual_coef_")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import re
 from dataclasses import asdict, dataclass, replace
 
 from .errors import InputError
 
 # Largest n for which dtype="auto" stores K in float64 (20,000^2 x 8 B = 3.2 GB).
 AUTO_FLOAT64_MAX_N = 20_000
+
+DTYPES = ("auto", "float32", "float64")
+BACKENDS = ("numpy", "torch")
+# torch devices a run may name: the CPU, the current CUDA device, or CUDA device N.
+_TORCH_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,17 @@ class Options:
         of a copy. Halves peak memory (what makes a streamed 50,000 x 50,000 K
         solvable in 24 GB); the caller's lower triangle is destroyed, its
         strict upper triangle still holds K.
+    strict : bool
+        What to do with a solve that is less exact than its dtype allows (a
+        residual above the dtype's threshold, CG that stopped at ``max_iter``
+        short of ``tol``, a singular K answered by the pseudo-inverse): False
+        (default) warns with :class:`kernelfit.errors.AccuracyWarning` and
+        records it in the estimator's ``warnings_``; True raises
+        :class:`kernelfit.errors.AccuracyError` instead.
+
+    Every field is checked when the object is made: a bad value raises
+    :class:`kernelfit.errors.InputError` naming the field, the value and what
+    is accepted.
     """
 
     dtype: str = "auto"
@@ -77,6 +96,36 @@ class Options:
     backend: str = "numpy"
     device: str | None = None
     overwrite_gram: bool = False
+    strict: bool = False
+
+    def __post_init__(self):
+        _choice("dtype", self.dtype, DTYPES)
+        _int("block_size", self.block_size, 1, "rows per Gram block, e.g. 1024")
+        if self.tile_size is not None:
+            _int("tile_size", self.tile_size, 1, "or None for the automatic tile")
+        _int("n_jobs", self.n_jobs, 1, "threads for the Gram builder")
+        if self.jitter is not None and self.jitter != "auto":
+            if not _real(self.jitter) or not math.isfinite(self.jitter) or self.jitter < 0:
+                raise InputError(f"Options.jitter must be None, 'auto' or a finite number >= 0, "
+                                 f"got {self.jitter!r}")
+        _int("refine_steps", self.refine_steps, 0, "0 turns refinement off")
+        if not _real(self.tol) or not (0 < self.tol < 1):
+            raise InputError(f"Options.tol must be a number with 0 < tol < 1 (the CG stopping "
+                             f"relative residual, e.g. 1e-6), got {self.tol!r}")
+        _int("max_iter", self.max_iter, 1, "CG iterations, e.g. 1000")
+        if self.memory_limit is not None:
+            _int("memory_limit", self.memory_limit, 1, "bytes, or None for 90% of free RAM")
+        _choice("backend", self.backend, BACKENDS)
+        if self.device is not None:
+            if not isinstance(self.device, str) or (
+                    self.backend == "torch" and not _TORCH_DEVICE.match(self.device)):
+                raise InputError(f"Options.device must be None (CUDA if present, else the CPU), "
+                                 f"'cpu', 'cuda' or 'cuda:N' (N a device index), "
+                                 f"got {self.device!r}")
+        for name in ("progress", "overwrite_gram", "strict"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"Options.{name} must be True or False, "
+                                 f"got {getattr(self, name)!r}")
 
     def resolve_dtype(self, n: int) -> str:
         """The concrete dtype for n training points ("auto" resolved)."""
@@ -91,3 +140,19 @@ class Options:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _real(v) -> bool:
+    """A real number that is not a bool (True is an int to Python, never a size here)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _int(name: str, v, low: int, hint: str) -> None:
+    if not (isinstance(v, numbers.Integral) and not isinstance(v, bool)) or v < low:
+        raise InputError(f"Options.{name} must be an integer >= {low} ({hint}), got {v!r}")
+
+
+def _choice(name: str, v, choices) -> None:
+    if not isinstance(v, str) or v not in choices:
+        raise InputError(f"Options.{name} must be one of {', '.join(map(repr, choices))}, "
+                         f"got {v!r}")

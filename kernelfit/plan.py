@@ -31,10 +31,11 @@ class Plan:
     gram_bytes: int
     work_bytes: int
     limit_bytes: int
+    extra_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
-        return self.gram_bytes + self.work_bytes
+        return self.gram_bytes + self.work_bytes + self.extra_bytes
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,12 +46,18 @@ def available_memory() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def _gb(b: float) -> str:
-    return f"{b / 1e9:.1f} GB"
+def human_bytes(b: float) -> str:
+    """A byte count in the unit that shows it (never "0.0 GB" for 40 MB)."""
+    b = float(b)
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(b) >= size:
+            return f"{b / size:.1f} {unit}"
+    return f"{b:.0f} B"
 
 
 def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
-             options: Options | None = None, gram_allocated: bool = False) -> Plan:
+             options: Options | None = None, gram_allocated: bool = False,
+             extra_bytes: int = 0) -> Plan:
     """Plan a fit of n points in d dimensions; raise :class:`PlanError` if it cannot fit.
 
     The estimate counts K (n^2 elements unless matrix-free), the data in the
@@ -58,6 +65,9 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
     solver's temporaries (a few tiles, the Gram builder's per-thread panels,
     the float64 upcast chunks of residual products). ``gram_allocated``: K
     exists already and is factored in place (``d`` is then 0: no data).
+    ``extra_bytes``: what the caller allocates besides (a streamed path's
+    K_test and feature chunks, ...), counted into the total so that the whole
+    request is refused before any of it is allocated.
     """
     opts = options or Options()
     if solver not in SOLVERS:
@@ -79,19 +89,29 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
         temps += 8 * n * 500                           # Nyström sketch (rank <= 500)
     work = vectors + data + temps
     limit = opts.memory_limit or int(0.9 * available_memory())
+    extra = int(extra_bytes)
+    if extra < 0:
+        raise PlanError(f"extra_bytes must be >= 0, got {extra_bytes!r}")
     plan = Plan(n=n, d=d, dtype=dtype.name, solver=solver, tile=tile,
-                gram_bytes=gram, work_bytes=work, limit_bytes=limit)
+                gram_bytes=gram, work_bytes=work, limit_bytes=limit, extra_bytes=extra)
     if plan.total_bytes > limit:
         ways = []
-        if item == 8 and n * n * 4 + work <= limit:
+        if item == 8 and (gram // 2 if gram else 0) + work + extra <= limit:
             ways.append("dtype='float32' (halves K; refine_steps recovers float64 residuals)")
-        if solver != "cg-matrix-free":
+        # Matrix-free CG recomputes K from the points: no way out for a K that
+        # was handed over precomputed (d == 0) or already sits in memory.
+        if solver != "cg-matrix-free" and d > 0 and not gram_allocated:
             ways.append("solver='cg-matrix-free' (K is never stored; kernel blocks are "
                         "recomputed every iteration)")
-        fit_n = int(np.sqrt(max(limit - work, 0) / item))
+        fit_n = int(np.sqrt(max(limit - work - extra, 0) / item)) if gram else 0
         ways.append(f"fewer training points (about {fit_n:,} fit with this dtype)" if fit_n
                     else "fewer training points, or free memory held by other processes")
+        parts = [f"K: {human_bytes(gram)}"] if gram else []
+        parts.append(f"working memory: {human_bytes(work)}")
+        if extra:
+            parts.append(f"other allocations of the run: {human_bytes(extra)}")
         raise PlanError(
-            f"a {solver} fit of n={n:,} in {plan.dtype} needs about {_gb(plan.total_bytes)} "
-            f"(K: {_gb(gram)}), but only {_gb(limit)} is available. Try: " + "; ".join(ways) + ".")
+            f"a {solver} fit of n={n:,} in {plan.dtype} needs about "
+            f"{human_bytes(plan.total_bytes)} ({', '.join(parts)}), but only "
+            f"{human_bytes(limit)} is available. Try: " + "; ".join(ways) + ".")
     return plan

@@ -35,6 +35,8 @@ class Solution:
     iterations: int = 0
     timings: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    converged: bool = True      # False: less exact than the dtype allows, or CG short of tol
+    warnings: list = field(default_factory=list)   # each inexactness, in words
 
 
 def _numeric_jitter(jitter) -> float:
