@@ -1,0 +1,368 @@
+"""Hyper-parameter selection on a validation split carved from the training set, never the test set.
+
+:func:`select` splits only the training data it is given (a stratified
+hold-out, or stratified k-fold), fits :class:`~kernelfit.model.KernelInterpolantClassifier`
+once per grid point and fold, scores it on the held-out part, and picks the
+point with the lowest validation error. It never sees a test set, so a
+selection cannot leak test labels into a reported test error.
+
+One inner-product matrix per fold serves every grid point: a kernel value is
+a function of <x_i, x_j> and the squared norms (Gaussian: K = exp(-D2 / (2
+sigma^2)) with D2 = |x_i|^2 + |x_j|^2 - 2 <x_i, x_j>), so a grid of sigmas
+costs one GEMM plus, per sigma, an element-wise map and the solve.
+
+Ties (equal mean validation error, common with a few hundred validation
+points) go to the simplest model: the smallest ``lam``, then the middle of
+the tied bandwidths (the centre of a flat valley is the choice least
+sensitive to which points landed in the validation split).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import InputError, KernelfitError
+from ..kernels import KERNELS, make_kernel, row_sq_norms
+from ..model import KernelInterpolantClassifier
+from ..options import Options
+from ..validation import check_no_duplicates
+
+# Bandwidth factors of the default grid, times the median pairwise distance of
+# a sample: sqrt(2) steps from m / 4 to m. For n points spread in d dimensions
+# E|x - y|^2 = 2 tr Cov(X), so the scale rule 1 / (d Var X) sits near m / 2,
+# the grid's centre (MNIST on [0, 1]: m ~ 10, the paper's sigma = 5).
+SIGMA_FACTORS = (0.25, 0.25 * math.sqrt(2), 0.5, 0.5 * math.sqrt(2), 1.0)
+# The laplacian kernel exp(-|x - y| / sigma) wants its sigma on the distance's own scale.
+LAPLACIAN_FACTORS = (0.5, 1.0, 2.0, 4.0, 8.0)
+# lam = "auto": interpolation plus a small log grid, relative to the mean of K's diagonal.
+LAM_FACTORS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
+# Points sampled for the median distance: its estimate is stable to a few percent.
+MEDIAN_SAMPLE = 1000
+GRID_KEYS = ("sigma", "gamma", "lam")
+
+
+@dataclass
+class Selection:
+    """What :func:`select` chose, every score it saw, and how it split the data.
+
+    Attributes
+    ----------
+    params : dict
+        The chosen values, e.g. ``{"sigma": 4.2, "lam": 0.0}``.
+    scores : list of dict
+        One per grid point, in grid order: its params, ``val_error`` (the
+        mean over folds), ``fold_errors``, ``norms`` and ``residuals`` per
+        fold, and ``failed`` (the error message of a fit that raised, else
+        None; such a point scores ``inf``).
+    rule : str
+        How the validation data was carved, e.g. "hold-out 20% of the
+        training set (stratified, seed 0)".
+    n_fit, n_val : int
+        Points fitted on and scored on (per fold).
+    seconds : float
+        Wall time of the whole selection.
+    """
+
+    params: dict
+    scores: list[dict]
+    rule: str
+    n_fit: int = 0
+    n_val: int = 0
+    seconds: float = 0.0
+    kernel: str = "gaussian"
+    notes: list = field(default_factory=list)
+
+    @property
+    def best(self) -> dict:
+        """The score entry of the chosen point."""
+        return next(s for s in self.scores if s["params"] == self.params)
+
+    def as_dict(self) -> dict:
+        """JSON-able, for run records."""
+        return _jsonable(asdict(self))
+
+    def summary(self) -> str:
+        """One line: what was chosen and on what."""
+        chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
+        return (f"chose {chosen}: validation error {100 * self.best['val_error']:.2f}% "
+                f"({self.rule}; {len(self.scores)} grid points)")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else str(v)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def median_distance(X, *, sample: int = MEDIAN_SAMPLE, seed: int = 0) -> float:
+    """Median Euclidean distance between distinct rows of a seeded sample of ``X``."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or len(X) < 2:
+        raise InputError(f"the median distance needs X shaped (n >= 2, d), got {X.shape}")
+    if len(X) > sample:
+        X = X[np.sort(np.random.default_rng(seed).choice(len(X), sample, replace=False))]
+    sq = row_sq_norms(X)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (X @ X.T), 0.0)
+    m = float(np.sqrt(np.median(d2[np.triu_indices(len(X), k=1)])))
+    if not (math.isfinite(m) and m > 0):
+        raise InputError("the median pairwise distance of X is 0 (most rows coincide): no "
+                         "bandwidth scale can be derived; pass the grid explicitly")
+    return m
+
+
+def default_grid(X, *, kernel: str = "gaussian", sigma="auto", lam=0.0,
+                 sample: int = MEDIAN_SAMPLE, seed: int = 0) -> dict:
+    """A grid for :func:`select` on data like ``X``.
+
+    Parameters
+    ----------
+    X : array (n, d)
+        Training features (a sample of ``sample`` rows sets the scale).
+    kernel : {"gaussian", "laplacian", "linear", "polynomial"}
+    sigma : "auto" or float
+        "auto": the median pairwise distance m times :data:`SIGMA_FACTORS`
+        (gaussian: m/4 ... m in sqrt(2) steps, around the scale rule's ~m/2)
+        or :data:`LAPLACIAN_FACTORS`; a number: that bandwidth only. Ignored
+        for the linear and polynomial kernels.
+    lam : "auto" or float
+        "auto": :data:`LAM_FACTORS` (0 and 1e-4 ... 1e-1 times the mean of
+        K's diagonal, which is 1 for the distance kernels); a number: that one.
+
+    Returns
+    -------
+    dict
+        ``{"sigma": [...], "lam": [...]}`` (no "sigma" for linear/polynomial).
+    """
+    if kernel not in KERNELS:
+        raise InputError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    X = np.asarray(X)
+    grid = {}
+    if kernel in ("gaussian", "laplacian"):
+        if sigma == "auto":
+            m = median_distance(X, sample=sample, seed=seed)
+            factors = SIGMA_FACTORS if kernel == "gaussian" else LAPLACIAN_FACTORS
+            grid["sigma"] = [m * f for f in factors]
+        else:
+            grid["sigma"] = [_positive("sigma", sigma)]
+    if lam == "auto":
+        if kernel in ("gaussian", "laplacian"):
+            diag = 1.0
+        else:
+            k = make_kernel(kernel, X=X)
+            diag = float(np.mean(k.diag(X[:MEDIAN_SAMPLE])))
+        grid["lam"] = [diag * f for f in LAM_FACTORS]
+    else:
+        grid["lam"] = [_nonnegative("lam", lam)]
+    return grid
+
+
+def _positive(name, v) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a positive number or 'auto', got {v!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise InputError(f"{name} must be a positive finite number, got {v!r}")
+    return v
+
+
+def _nonnegative(name, v) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number >= 0 or 'auto', got {v!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
+    return v
+
+
+def _check_grid(grid: dict, kernel: str) -> list[dict]:
+    """Validate ``grid`` and expand it to a list of parameter dicts (lam outermost)."""
+    if not isinstance(grid, dict) or not grid:
+        raise InputError(f"grid must be a non-empty dict like {{'sigma': [2.0, 4.0], 'lam': "
+                         f"[0.0]}}, got {grid!r}")
+    unknown = sorted(set(grid) - set(GRID_KEYS))
+    if unknown:
+        raise InputError(f"unknown grid keys {unknown}; a grid varies {', '.join(GRID_KEYS)}")
+    if "sigma" in grid and "gamma" in grid:
+        raise InputError("grid the kernel scale as sigma or as gamma, not both")
+    if kernel == "linear" and ("sigma" in grid or "gamma" in grid):
+        raise InputError("the linear kernel has no scale to select; grid only lam")
+    values = {}
+    for k, vs in grid.items():
+        vs = [vs] if np.isscalar(vs) else list(vs)
+        if not vs:
+            raise InputError(f"grid[{k!r}] is empty; give at least one value")
+        check = _nonnegative if k == "lam" else _positive
+        values[k] = [check(k, v) for v in vs]
+        if len(set(values[k])) != len(values[k]):
+            raise InputError(f"grid[{k!r}] repeats a value: {values[k]}")
+    lams = values.pop("lam", [0.0])
+    (scale_key, scales), = values.items() if values else ((None, [None]),)
+    return [{**({scale_key: s} if scale_key else {}), "lam": lam}
+            for lam in lams for s in scales]
+
+
+def _splits(y, val_fraction, n_folds, seed):
+    """(fit indices, val indices) pairs and the rule that describes them."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from ..data.dataset import stratified_indices
+
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise InputError(f"selection needs at least 2 classes in the training labels, got "
+                         f"{len(classes)}")
+    if n_folds is not None:
+        if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) \
+                or n_folds < 2:
+            raise InputError(f"n_folds must be an integer >= 2 (or None for a hold-out), got "
+                             f"{n_folds!r}")
+        if n_folds > counts.min():
+            raise InputError(f"{n_folds}-fold stratified CV needs >= {n_folds} points of every "
+                             f"class; the rarest has {counts.min()}. Use fewer folds or a "
+                             "hold-out (n_folds=None)")
+        skf = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=seed)
+        return (list(skf.split(np.zeros(len(y)), y)),
+                f"{n_folds}-fold stratified CV on the training set (seed {seed})")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
+            or not 0 < val_fraction < 1:
+        raise InputError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+    n_val = int(round(val_fraction * len(y)))
+    if not len(classes) <= n_val <= len(y) - 2:
+        raise InputError(f"a {val_fraction:g} hold-out of {len(y)} points leaves {n_val} to "
+                         f"validate on; need between {len(classes)} (one per class) and "
+                         f"{len(y) - 2}. Change val_fraction or use more training points")
+    val = stratified_indices(y, n_val, seed)
+    fit = np.setdiff1d(np.arange(len(y)), val)
+    return ([(fit, val)], f"hold-out {100 * val_fraction:g}% of the training set "
+                          f"(stratified, seed {seed})")
+
+
+def _inner(A, B) -> np.ndarray:
+    """A @ B.T in float64, in row blocks (NumPy's SYRK path crashes on huge A @ A.T)."""
+    out = np.empty((len(A), len(B)))
+    for i in range(0, len(A), 2048):
+        np.matmul(A[i:i + 2048], B.T, out=out[i:i + 2048])
+    return out
+
+
+def _tie_break(scores: list[dict]) -> dict:
+    """The lowest mean validation error; ties: smallest lam, then the middle scale."""
+    best = min(s["val_error"] for s in scores)
+    if not math.isfinite(best):
+        raise KernelfitError("every grid point failed to fit: " +
+                             "; ".join(f"{s['params']}: {s['failed']}" for s in scores[:3]))
+    tied = [s for s in scores if s["val_error"] == best]
+    lam = min(s["params"]["lam"] for s in tied)
+    tied = [s for s in tied if s["params"]["lam"] == lam]
+    scale = next((k for k in ("sigma", "gamma") if k in tied[0]["params"]), None)
+    if scale:
+        tied.sort(key=lambda s: s["params"][scale])
+    return tied[(len(tied) - 1) // 2]
+
+
+def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
+           val_fraction: float = 0.2, n_folds: int | None = None, seed: int = 0,
+           options: Options | None = None, progress: bool = False) -> Selection:
+    """Choose the kernel scale and lam on a validation split of (X, y), the training set only.
+
+    Parameters
+    ----------
+    X : array (n, d)
+        Training features. Never pass test data: nothing here needs it.
+    y : array (n,)
+        Training labels (classification: the error is the misclassified fraction).
+    kernel : {"gaussian", "laplacian", "linear", "polynomial"}
+    grid : dict, optional
+        ``{"sigma": [...], "lam": [...]}`` (or "gamma" instead of "sigma");
+        None: :func:`default_grid` with the bandwidth selected and lam = 0.
+    val_fraction : float in (0, 1)
+        Hold-out share (stratified by class); ignored when ``n_folds`` is set.
+    n_folds : int >= 2, optional
+        Stratified k-fold cross-validation instead of one hold-out.
+    seed : int
+        Seeds the split (and the median-distance sample); same seed, same choice.
+    options : kernelfit.Options, optional
+        Passed to each fit (dtype, jitter, ...).
+    progress : bool
+        A progress bar over grid points x folds.
+
+    Returns
+    -------
+    Selection
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    if kernel not in KERNELS:
+        raise InputError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)} "
+                         "(a precomputed K has no points to split)")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InputError(f"seed must be an integer, got {seed!r}")
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
+        raise InputError(f"X must be (n, d) and y (n,) with the same n, got {X.shape} and "
+                         f"{y.shape}")
+    if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X)):
+        raise InputError("X must be numeric and finite; impute or drop NaN/inf rows first")
+    if grid is None:
+        grid = default_grid(X, kernel=kernel, seed=seed)
+    points = _check_grid(grid, kernel)
+    opts = options or Options()
+    splits, rule = _splits(y, val_fraction, n_folds, seed)
+
+    scores = [{"params": p, "fold_errors": [], "norms": [], "residuals": [], "failed": None}
+              for p in points]
+    X64 = np.asarray(X, dtype=np.float64)
+    bar = tqdm(total=len(points) * len(splits), desc="select", unit="fit",
+               disable=not progress)
+    for fit_idx, val_idx in splits:
+        Xf, Xv = X64[fit_idx], X64[val_idx]
+        if any(p["lam"] == 0 for p in points) and opts.jitter is None:
+            check_no_duplicates(Xf)
+        G, G_val = _inner(Xf, Xf), _inner(Xv, Xf)
+        sq_f, sq_v = row_sq_norms(Xf), row_sq_norms(Xv)
+        for p, s in zip(points, scores, strict=True):
+            kern = make_kernel(kernel, gamma=p.get("gamma"), sigma=p.get("sigma"), X=Xf)
+            K = kern.from_inner(G.copy(), sq_f, sq_f)
+            K_val = kern.from_inner(G_val.copy(), sq_v, sq_f)
+            clf = KernelInterpolantClassifier(kernel="precomputed", lam=p["lam"],
+                                              options=opts.replace(overwrite_gram=True,
+                                                                   progress=False))
+            try:
+                clf.fit(K, y[fit_idx])
+                err = float(np.mean(clf.predict(K_val) != y[val_idx]))
+                s["norms"].append(clf.norm_)
+                s["residuals"].append(clf.relative_residual_)
+            except (KernelfitError, np.linalg.LinAlgError) as e:
+                # A point that cannot be fitted (K singular in this precision) is
+                # a bad choice, not a reason to stop: it scores inf.
+                err, s["failed"] = math.inf, str(e)
+            s["fold_errors"].append(err)
+            del K, K_val, clf
+            bar.update()
+    bar.close()
+    for s in scores:
+        s["val_error"] = float(np.mean(s["fold_errors"]))
+    chosen = _tie_break(scores)
+    fit_idx, val_idx = splits[0]
+    return Selection(params=dict(chosen["params"]), scores=scores, rule=rule,
+                     n_fit=len(fit_idx), n_val=len(val_idx),
+                     seconds=time.perf_counter() - t0, kernel=kernel)
