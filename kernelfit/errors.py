@@ -113,3 +113,14 @@ class OutputPathError(KernelfitError, OSError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"cannot write {self.path}: {problem}.")
+
+
+class StaleGramError(KernelfitError, ValueError):
+    """A kernel matrix stored on disk is not the one asked for (other data, kernel, dtype) or is damaged."""
+
+    def __init__(self, path, reasons):
+        self.path = str(path)
+        self.reasons = list(reasons)
+        super().__init__(f"{self.path} does not hold the kernel matrix asked for: "
+                         + "; ".join(self.reasons) + ". Delete it (and its .progress / "
+                         ".meta.json sidecars), or call build_gram_on_disk with rebuild=True.")
