@@ -10,23 +10,29 @@ to any of them misses the cache instead of returning stale features.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import write_bytes_atomic, write_json_atomic
 from .base import FeatureMap, as_images
+
+#: Sidecar of each cached ``.npy``: its sha256 and size, written after it (the commit marker).
+META_SUFFIX = ".json"
 
 
 def default_cache_dir() -> Path:
-    """``$KERNELFIT_DATA/features``, else the user cache directory's ``kernelfit/features``."""
-    home = os.environ.get("KERNELFIT_DATA")
-    if home:
-        return Path(home).expanduser() / "features"
-    from platformdirs import user_cache_dir
-    return Path(user_cache_dir("kernelfit")) / "features"
+    """``features/`` under the dataset cache root (``$KERNELFIT_DATA`` or the user cache dir).
+
+    One root for datasets and features, so ``kernelfit data list`` / ``clear``
+    see both.
+    """
+    from ..data.cache import data_home
+    return data_home() / "features"
 
 
 def images_sha1(images: np.ndarray) -> str:
@@ -45,6 +51,65 @@ def cache_key(fmap: FeatureMap, images: np.ndarray, key: dict) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"kernelfit: {message}", file=sys.stderr)
+
+
+def load_verified(path: Path, expected_shape=None):
+    """The features stored at ``path`` if they match their recorded sha256, else None.
+
+    A file without its sidecar (killed between the two writes, or written by
+    an older kernelfit) is a miss; a file whose bytes differ from the sidecar
+    is discarded with a warning, since it is damaged, not merely absent.
+    """
+    meta_path = path.with_name(path.name.removesuffix(".npy") + META_SUFFIX)
+    if not path.is_file() or not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        blob = path.read_bytes()
+    except (OSError, ValueError):
+        return None
+    problem = None
+    if not isinstance(meta, dict):
+        meta = {}
+    if len(blob) != meta.get("bytes"):
+        problem = f"{len(blob)} bytes, recorded {meta.get('bytes')}"
+    elif hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        problem = "sha256 differs from the one recorded when it was written"
+    else:
+        try:
+            feats = np.load(io.BytesIO(blob), allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            problem = f"unreadable ({err})"
+        else:
+            if feats.dtype != np.float32 or (expected_shape is not None
+                                             and feats.shape != tuple(expected_shape)):
+                problem = f"holds {feats.dtype} {feats.shape}, expected float32 {expected_shape}"
+            else:
+                return feats
+    warnings.warn(f"cached features {path} are damaged ({problem}); discarding them and "
+                  "computing the features again", stacklevel=3)
+    meta_path.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def store(path: Path, feats: np.ndarray, record: dict) -> Path:
+    """Write ``feats`` to ``path`` and its sidecar (sha256, size, ``record``), atomically."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(feats), allow_pickle=False)
+    blob = buf.getvalue()
+    meta_path = path.with_name(path.name.removesuffix(".npy") + META_SUFFIX)
+    meta_path.unlink(missing_ok=True)  # from here until the new sidecar lands: a miss
+    write_bytes_atomic(path, blob)
+    write_json_atomic(meta_path, {"sha256": hashlib.sha256(blob).hexdigest(),
+                                  "bytes": len(blob), "shape": list(feats.shape),
+                                  "dtype": str(feats.dtype), **record})
+    return path
+
+
 def cached_transform(fmap: FeatureMap, images, *, key: dict, cache_dir=None,
                      progress: bool = False) -> np.ndarray:
     """``fmap.transform(images)``, read from disk when computed before.
@@ -61,25 +126,28 @@ def cached_transform(fmap: FeatureMap, images, *, key: dict, cache_dir=None,
         it, since the image bytes are hashed too.
     cache_dir : path, optional
         Defaults to :func:`default_cache_dir`.
+    progress : bool
+        Show the transform's progress bar, and say on stderr which file is
+        read or written.
 
     Returns
     -------
-    float32 ndarray (n, dim). Written atomically (temporary file, then rename),
-    so a killed run never leaves a partial file that a later run would trust.
+    float32 ndarray (n, dim). Written atomically with its sha256 beside it and
+    checked against it on every read: a killed run or a damaged file is
+    recomputed, never trusted.
     """
     images = as_images(images)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digest = cache_key(fmap, images, key)
     path = folder / f"{fmap.name}-{digest[:32]}.npy"
-    if path.exists():
-        try:
-            feats = np.load(path)
-            expected = (len(images), fmap.dim_for(images.shape[1:]))
-            if feats.shape == expected and feats.dtype == np.float32:
-                return feats
-        except (OSError, ValueError, EOFError):
-            pass  # unreadable: recompute and overwrite
+    expected = (len(images), fmap.dim_for(images.shape[1:]))
+    feats = load_verified(path, expected)
+    if feats is not None:
+        _say(progress, f"{fmap.name} features {expected[0]} x {expected[1]} read from cache "
+                       f"{path} (sha256 verified)")
+        return feats
     feats = fmap.transform(images, progress=progress)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, feats)
+    store(path, feats, {"feature": fmap.name, "params": fmap.params, "key": key})
+    _say(progress, f"{fmap.name} features {feats.shape[0]} x {feats.shape[1]} "
+                   f"({feats.nbytes / 1e6:.1f} MB) cached in {path}")
     return feats

@@ -177,8 +177,11 @@ class RandomConvFeatures(FeatureMap):
         nb, ho, wo, C = win.shape[:4]
         d = C * p * p
         X = np.empty((nb * ho * wo, d + 1), dtype=np.float32)
-        dst = X[:, :d].view()
-        dst.shape = (nb, ho, wo, p, p, C)          # raises rather than copy: writes land in X
+        # Only the leading, strided axis is split, so this reshape is always a view
+        # (setting .shape, which refused to copy, is deprecated since NumPy 2.5).
+        dst = X[:, :d].reshape(nb, ho, wo, p, p, C)
+        if not np.may_share_memory(dst, X):  # a copy would leave X unfilled
+            raise RuntimeError("internal error: patch matrix reshape copied")
         # (p, p, C) order keeps the channel axis innermost on both sides: a 2x faster copy
         np.copyto(dst, win.transpose(0, 1, 2, 4, 5, 3))
         self._normalize(X[:, :d])

@@ -96,3 +96,53 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert cache_mod.default_cache_dir() == tmp_path / "features"
     monkeypatch.delenv("KERNELFIT_DATA")
     assert cache_mod.default_cache_dir().name == "features"
+
+
+def test_feature_cache_detects_corrupt_rows(gray, tmp_path, monkeypatch, capsys):
+    calls = []
+    real = cache_mod.FeatureMap.transform
+
+    def counting(self, images, progress=False):
+        calls.append(self.name)
+        return real(self, images, progress=progress)
+
+    monkeypatch.setattr(cache_mod.FeatureMap, "transform", counting)
+    key = {"dataset": "synthetic", "split": "train"}
+    fmap = make_features("gabor", pool_grid=4).fit(gray)
+    good = cached_transform(fmap, gray, key=key, cache_dir=tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "cached in" in err and str(tmp_path) in err and "MB" in err
+    (path,) = tmp_path.glob("gabor-*.npy")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["feature"] == "gabor" and meta["shape"] == list(good.shape)
+    # overwrite two rows in place, same size (what a bad sector or a stray writer does)
+    blob = bytearray(path.read_bytes())
+    row = good.shape[1] * 4
+    blob[-2 * row:] = np.full(2 * good.shape[1], 1e3, np.float32).tobytes()
+    path.write_bytes(bytes(blob))
+    with pytest.warns(UserWarning, match="damaged.*sha256"):
+        again = cached_transform(fmap, gray, key=key, cache_dir=tmp_path)
+    assert len(calls) == 2  # recomputed, not read
+    np.testing.assert_array_equal(again, good)
+    np.testing.assert_array_equal(np.load(path), good)  # and the cache repaired
+    # read back silently when progress is off, announced when on
+    cached_transform(fmap, gray, key=key, cache_dir=tmp_path)
+    assert capsys.readouterr().err == "" and len(calls) == 2
+    cached_transform(fmap, gray, key=key, cache_dir=tmp_path, progress=True)
+    assert "sha256 verified" in capsys.readouterr().err
+
+
+def test_feature_cache_truncated_or_unrecorded_file_is_recomputed(gray, tmp_path):
+    key = {"dataset": "synthetic"}
+    fmap = make_features("raw", whiten=True)
+    good = cached_transform(fmap, gray, key=key, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("raw-*.npy")
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.warns(UserWarning, match="damaged"):
+        np.testing.assert_array_equal(cached_transform(fmap, gray, key=key, cache_dir=tmp_path),
+                                      good)
+    # a file without its sidecar (killed between the writes, or an older cache): a plain miss
+    path.with_suffix(".json").unlink()
+    np.save(path, np.zeros_like(good))
+    np.testing.assert_array_equal(cached_transform(fmap, gray, key=key, cache_dir=tmp_path),
+                                  good)

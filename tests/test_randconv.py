@@ -106,3 +106,25 @@ def test_errors(images):
         make_features("randconv", filters_from="kmeans")
     with pytest.raises(InputError, match="out of range"):
         fmap.fit(images).transform_columns(images, 5, 1)
+
+
+def test_no_shape_assignment_and_no_numpy_deprecation(images):
+    """NumPy 2.5 deprecates setting ``ndarray.shape`` (121 warnings in the suite there);
+    the patch matrix is filled through a reshape view instead."""
+    import ast
+    import pathlib
+    import warnings
+
+    import kernelfit.features as features
+
+    for path in pathlib.Path(features.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Assign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                assert not any(isinstance(t, ast.Attribute) and t.attr == "shape"
+                               for t in targets), f"{path.name}:{node.lineno} sets .shape"
+    fmap = RandomConvFeatures(n_filters=3, patch_size=3, n_fit_patches=40).fit(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        F = fmap.transform(images)
+    np.testing.assert_allclose(F, naive_features(fmap, images), rtol=1e-4, atol=1e-4)
