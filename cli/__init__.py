@@ -15,15 +15,40 @@ kernel interpolant on scikit-learn's embedded digits and prints its report.
 """
 
 
+EXAMPLES = """\
+examples:
+  kernelfit run                          fit digits and print the report
+  kernelfit run --dataset mnist --n-train 10000 --sigma auto --json run.json
+  kernelfit data fetch mnist             fetch, verify and cache MNIST
+  kernelfit COMMAND --help               options of one command, with examples
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default shown once: appended only where the help text does not say it.
+
+    No "(default: None)" or "(default: False)" either: an unset option's help
+    says what happens instead. Description and epilog keep their line breaks.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == []
+        if "default" in text or unset or action.default is argparse.SUPPRESS \
+                or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
 # One module per command, each with ``register(subparsers)``; listed in help order.
-COMMANDS = ("run_cmd", "data_cmd", "table3_cmd", "sgd_cmd")
+COMMANDS = ("run_cmd", "predict_cmd", "data_cmd", "table3_cmd", "sgd_cmd", "sweep_cmd", "compare_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from importlib import import_module
 
     parser = argparse.ArgumentParser(
-        prog="kernelfit", description=DESCRIPTION,
+        prog="kernelfit", description=DESCRIPTION, epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     from .. import __version__
     parser.add_argument("--version", action="version", version=f"kernelfit {__version__}")

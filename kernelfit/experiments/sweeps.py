@@ -1,0 +1,575 @@
+"""Norm-versus-error studies: one :func:`~kernelfit.experiments.run.run` per point of a grid.
+
+A sweep is a base :class:`~kernelfit.experiments.run.RunConfig` and axes, each
+a setting and the values it takes (``n_train=1000,2000``,
+``randomize=labels:0,labels:0.5``); the points are the cartesian product.
+Every point's outcome (its run record, or the error that stopped it) is
+written through :class:`~kernelfit.experiments.results.ResultStore` the
+moment it is known, so an interrupted sweep resumes: a point whose record
+exists with the same result-changing settings is reused, a failed one is
+retried. Failures never vanish: they are rows of the CSV and the table.
+
+``sigma="auto"`` picks the bandwidth on a validation split carved from the
+*training* set (:func:`kernelfit.experiments.select.select`), on the base
+setting with clean labels, and holds it fixed over the grid: a corruption or
+n_train axis then measures the data, not a re-tuned model. Only axes that
+change the feature space or the kernel (``features``, ``kernel``, ...) get
+one selection per value, since one bandwidth cannot serve two feature scales.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import math
+import re
+import time
+import traceback
+import typing
+import warnings
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from ..atomic import write_text_atomic
+from ..errors import InputError, KernelfitError
+from ..options import Options
+from .results import NOT_RESULT_SETTINGS, ResultStore, result_settings, settings_key
+from .run import RunConfig, run
+
+_OPTION_AXES = tuple(f.name for f in fields(Options)
+                     if f.name not in NOT_RESULT_SETTINGS | {"overwrite_gram"})
+_CONFIG_AXES = tuple(f.name for f in fields(RunConfig)
+                     if f.name not in NOT_RESULT_SETTINGS | {"options"})
+AXES = _CONFIG_AXES + _OPTION_AXES
+# Axes whose every value needs its own bandwidth under sigma="auto".
+SELECTION_AXES = ("dataset", "features", "feature_params", "preprocessing", "kernel", "degree",
+                  "coef0", "lam", "seed")
+# A relative residual above this (per dtype) marks a point "suspect" in its row.
+RESIDUAL_WARN = {"float64": 1e-6, "float32": 1e-3}
+_HINTS = {**typing.get_type_hints(RunConfig), **typing.get_type_hints(Options)}
+
+
+def _choices(name):
+    from ..data import DATASETS
+    from ..features import FEATURES
+    from ..kernels import KERNELS
+    from ..plan import SOLVERS
+    return {"dataset": tuple(DATASETS), "features": FEATURES, "kernel": KERNELS,
+            "solver": SOLVERS}.get(name)
+
+
+def parse_value(name: str, text: str):
+    """``text`` as the value of setting ``name`` (a RunConfig or Options field).
+
+    Numbers become int/float by the field's type, ``none`` is None where the
+    field allows it, ``randomize`` is normalized (``labels:0`` is ``none``),
+    ``preprocessing`` steps are joined with ``+`` (``scale+whiten``) and
+    ``feature_params`` is ``KEY=VALUE`` pairs joined with ``+``.
+
+    Raises
+    ------
+    InputError
+        For an unknown setting (the message lists the valid ones) or a value
+        the setting cannot take.
+    """
+    if name not in AXES:
+        raise InputError(f"unknown sweep axis {name!r}; valid: {', '.join(AXES)}")
+    t = text.strip()
+    bad = f"{name}={text!r}"
+    if name == "randomize":
+        from ..data.randomize import parse_randomization
+        return parse_randomization(t).describe()
+    if name == "preprocessing":
+        from ..data.preprocess import Preprocessing
+        return ",".join(Preprocessing.parse(t.replace("+", ",")).steps) or "none"
+    if name == "feature_params":
+        out = {}
+        for pair in filter(None, t.split("+")):
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise InputError(f"{bad}: feature_params values are KEY=VALUE pairs joined "
+                                 "with '+', e.g. feature_params=J=1+L=8,J=2+L=8")
+            out[key.strip()] = _literal(value.strip())
+        return out
+    kinds = typing.get_args(_HINTS[name]) or (_HINTS[name],)
+    if type(None) in kinds and t.lower() == "none":
+        return None
+    for kind in (bool, int, float, str):
+        if kind not in kinds:
+            continue
+        value = _cast(kind, t)
+        if value is not None:
+            break
+    else:
+        raise InputError(f"{bad}: expected {' or '.join(k.__name__ for k in kinds)}")
+    choices = _choices(name)
+    if choices and value not in choices:
+        raise InputError(f"{bad}: choose from {', '.join(choices)}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        low = 0 if name in ("lam", "coef0", "seed", "jitter", "refine_steps") else None
+        if (low is None and value <= 0) or (low is not None and value < low):
+            raise InputError(f"{bad}: must be {'>= 0' if low is not None else '> 0'}")
+    if name in _OPTION_AXES:
+        Options(**{name: value})  # Options checks its own fields
+    return value
+
+
+def _cast(kind, t):
+    if kind is bool:
+        return {"true": True, "yes": True, "false": False, "no": False}.get(t.lower())
+    try:
+        v = float(t.replace("_", ""))
+    except ValueError:
+        return t if kind is str and t else None
+    if kind is int:
+        return int(v) if v.is_integer() else None
+    return v if kind is float and math.isfinite(v) else None
+
+
+def _literal(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One setting and its values; ``labels`` are the values as written (for names, tables)."""
+
+    name: str
+    values: tuple
+    labels: tuple
+
+
+def parse_axis(spec: str) -> Axis:
+    """``"NAME=V1,V2,..."`` as an :class:`Axis` (values parsed by :func:`parse_value`)."""
+    name, sep, rest = spec.partition("=")
+    name = name.strip().replace("-", "_")
+    labels = tuple(v.strip() for v in rest.split(",")) if sep else ()
+    if not name or not labels or not all(labels):
+        raise InputError(f"--vary takes NAME=V1,V2,... (e.g. n_train=1000,2000), got {spec!r}")
+    values = tuple(parse_value(name, v) for v in labels)
+    seen = [json.dumps(v, sort_keys=True) for v in values]
+    if len(set(seen)) != len(seen):
+        raise InputError(f"--vary {spec!r} lists a value twice (after parsing: {list(values)})")
+    return Axis(name, values, labels)
+
+
+def with_setting(config: RunConfig, name: str, value) -> RunConfig:
+    """``config`` with one RunConfig or Options field changed (feature_params are merged)."""
+    if name in _OPTION_AXES:
+        return replace(config, options=config.options.replace(**{name: value}))
+    if name == "feature_params":
+        value = {**config.feature_params, **value}
+    return replace(config, **{name: value})
+
+
+@dataclass
+class Point:
+    """One grid point: where it sits on the axes, its config, and its outcome."""
+
+    name: str
+    labels: dict
+    config: RunConfig
+    settings: dict
+    status: str = "pending"        # "ok", "failed"
+    reused: bool = False
+    record: dict | None = None
+    error: str | None = None
+    warnings: list = field(default_factory=list)
+    selection: dict | None = None
+    seconds: float = 0.0
+
+
+def grid(base: RunConfig, axes: list[Axis]) -> list[tuple[dict, RunConfig]]:
+    """(labels by axis, config) for every point of the product, first axis slowest."""
+    if not axes:
+        raise InputError("a sweep needs at least one --vary NAME=V1,V2,... axis")
+    names = [a.name for a in axes]
+    if len(set(names)) != len(names):
+        raise InputError(f"an axis is given twice: {names}")
+    out = []
+    for combo in itertools.product(*(range(len(a.values)) for a in axes)):
+        config, labels = base, {}
+        for a, i in zip(axes, combo, strict=True):
+            config = with_setting(config, a.name, a.values[i])
+            labels[a.name] = a.labels[i]
+        out.append((labels, config))
+    return out
+
+
+def _slug(labels: dict) -> str:
+    text = "_".join(f"{k}-{v}" for k, v in labels.items())
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text)[:100]
+
+
+def select_bandwidth(config: RunConfig, *, sigma_grid=None, val_fraction: float = 0.2,
+                     store: ResultStore | None = None, log=print) -> dict | None:
+    """Choose sigma for ``config`` on a validation split of its *clean* training set.
+
+    Returns the :class:`~kernelfit.experiments.select.Selection` as a dict
+    (``params``, ``rule``, ``scores``...), or None for a kernel without a
+    bandwidth (linear, polynomial). Cached in ``store`` like a sweep point.
+    """
+    if config.kernel not in ("gaussian", "laplacian"):
+        return None
+    from ..features import make_features
+    from .run import _featurize, _should_stream, prepare
+    from .select import select
+
+    clean = replace(config, randomize="none", sigma=None, gamma=None)
+    grid_ = {"sigma": list(sigma_grid), "lam": [clean.lam]} if sigma_grid else None
+    settings = {"on": result_settings(clean), "grid": grid_, "val_fraction": val_fraction,
+                "split": "training set only"}
+    name = f"select-{clean.dataset}-{clean.features}-{settings_key(settings)}"
+    if store is not None and (saved := store.load(name, settings)):
+        log(f"selection: reusing {store.path(name)}: sigma={saved['params']['sigma']:.4g}")
+        return {k: v for k, v in saved.items() if k != "settings"}
+    data = prepare(clean)
+    fmap = make_features(clean.features, seed=clean.seed, **clean.feature_params)
+    fmap.fit(data.train_images)
+    if _should_stream(clean, fmap, len(data.train_labels) + len(data.test_labels)):
+        raise InputError(f"--sigma auto cannot select on streamed {clean.features} features "
+                         "(too large to hold); give --sigma or a smaller --n-train")
+    # Test features are made (and cached for the clean point) but never looked at here.
+    X, _ = _featurize(clean, fmap, data)
+    if grid_ is None:
+        from .select import default_grid
+        grid_ = default_grid(X, kernel=clean.kernel, lam=clean.lam, seed=clean.seed)
+    sel = select(X, data.train_labels, kernel=clean.kernel, grid=grid_,
+                 val_fraction=val_fraction, seed=clean.seed, options=clean.options)
+    out = sel.as_dict()
+    out["summary"] = f"{clean.features}: {sel.summary()}"
+    log(f"selection: {out['summary']}")
+    if store is not None:
+        store.save(name, settings, out)
+    return out
+
+
+@dataclass
+class SweepResult:
+    """The points in grid order, the files written, and the plots skipped (with why)."""
+
+    axes: list
+    points: list
+    selections: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)
+    skipped_plots: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list:
+        return [p for p in self.points if p.status != "ok"]
+
+
+def run_sweep(base: RunConfig, axes: list[Axis], out_dir, *, sigma_auto: bool = False,
+              sigma_grid=None, val_fraction: float = 0.2, fail_fast: bool = False,
+              plot: bool = True, log=print) -> SweepResult:
+    """Run every point of the grid (reusing finished ones) and write the CSV, table and plots.
+
+    Parameters
+    ----------
+    base : RunConfig
+        The settings every point starts from.
+    axes : list of Axis
+        The grid: the cartesian product of the axes' values.
+    out_dir : path
+        ``points/`` (one JSON per point), ``selection/``, ``sweep.csv``,
+        ``sweep.md`` and the PNG plots go here.
+    sigma_auto : bool
+        Select the bandwidth on a validation split of the clean training set
+        (:func:`select_bandwidth`), once per value of the :data:`SELECTION_AXES`.
+    fail_fast : bool
+        Stop at the first failed point (the rest are listed as not run).
+        Otherwise every point runs and failures are recorded as results.
+    log : callable
+        Progress lines (``print``; a no-op for quiet).
+    """
+    out_dir = Path(out_dir)
+    store, sel_store = ResultStore(out_dir / "points"), ResultStore(out_dir / "selection")
+    if sigma_auto and (base.gamma is not None or any(a.name in ("sigma", "gamma")
+                                                      for a in axes)):
+        raise InputError("--sigma auto selects the bandwidth itself: drop --gamma and any "
+                         "--vary sigma/gamma axis (or give --sigma a number)")
+    combos = grid(base, axes)
+    result = SweepResult(axes=list(axes), points=[])
+    selections: dict[str, dict | None] = {}
+    stop = False
+    for i, (labels, config) in enumerate(combos, 1):
+        tag = f"[{i}/{len(combos)}] " + " ".join(f"{k}={v}" for k, v in labels.items())
+        selection = None
+        if sigma_auto and not stop:
+            on = replace(base, **{k: getattr(config, k) for k in SELECTION_AXES
+                                  if k in _CONFIG_AXES})
+            key = json.dumps(result_settings(on), sort_keys=True)
+            if key not in selections:
+                selections[key] = select_bandwidth(on, sigma_grid=sigma_grid,
+                                                   val_fraction=val_fraction, store=sel_store,
+                                                   log=log)
+                if selections[key]:
+                    result.selections.append(selections[key])
+            selection = selections[key]
+            if selection:
+                config = replace(config, sigma=selection["params"]["sigma"])
+        settings = result_settings(config)
+        if selection:
+            settings["selection"] = {k: selection[k] for k in ("params", "rule", "n_fit",
+                                                               "n_val")}
+        point = Point(f"{_slug(labels)}-{settings_key(settings, 8)}", labels, config, settings,
+                      selection=settings.get("selection"))
+        result.points.append(point)
+        if stop:
+            point.status, point.error = "not-run", "not run: an earlier point failed (--fail-fast)"
+            continue
+        saved = store.load(point.name, settings)
+        if saved and saved.get("status") == "ok":
+            point.status, point.reused, point.record = "ok", True, saved["record"]
+            point.warnings, point.seconds = saved.get("warnings", []), saved.get("seconds", 0.0)
+            log(f"{tag}: reusing {store.path(point.name)}")
+            continue
+        if saved:
+            log(f"{tag}: retrying (failed before: {saved.get('error')})")
+        _run_point(point)
+        payload = {k: getattr(point, k) for k in ("labels", "status", "record", "error",
+                                                  "warnings", "seconds")}
+        store.save(point.name, settings, payload)
+        if point.status == "ok":
+            r = point.record
+            log(f"{tag}: train {100 * r['train_error']:.2f}%  test "
+                f"{_pct(r['test_error'])}  norm {r['norm']:.4g}  ({point.seconds:.1f} s)"
+                + "".join(f"\n    warning: {w}" for w in point.warnings))
+        else:
+            log(f"{tag}: FAILED: {point.error}")
+            stop = fail_fast
+    result.files["csv"] = write_text_atomic(out_dir / "sweep.csv", to_csv(result.points, axes))
+    result.files["markdown"] = write_text_atomic(out_dir / "sweep.md",
+                                                 markdown(result.points, axes))
+    if plot:
+        drawn, result.skipped_plots = draw_plots(result.points, axes, out_dir)
+        result.files.update(drawn)
+    return result
+
+
+def _run_point(point: Point) -> None:
+    """Fit one point; any error becomes the point's result instead of ending the sweep."""
+    t = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            point.record = run(point.config).to_dict()
+        except Exception as err:  # noqa: BLE001 -- recorded, reported, exit status set
+            point.status, point.error = "failed", f"{type(err).__name__}: {err}"
+            if not isinstance(err, KernelfitError):  # not on purpose: keep where it came from
+                point.error += "\n" + traceback.format_exc(limit=-3).strip()
+    point.seconds = time.perf_counter() - t
+    point.warnings += [f"{w.category.__name__}: {w.message}" for w in caught]
+    if point.record is None:
+        return
+    r = point.record
+    numbers = [r["train_error"], r["norm"], r["relative_residual"]] + (
+        [r["test_error"]] if r["test_error"] is not None else [])
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+        point.status, point.error = "failed", f"non-finite result: {numbers}"
+        return
+    point.status = "ok"
+    limit = RESIDUAL_WARN.get(r["dtype"], 1e-3)
+    if r["relative_residual"] > limit:
+        point.warnings.append(f"relative residual {r['relative_residual']:.2e} > {limit:g} "
+                              f"for {r['dtype']}: the solve is not exact")
+    if r["lam"] == 0 and r["train_error"] > 0:
+        point.warnings.append(f"lam = 0 but train error {100 * r['train_error']:.2f}%: "
+                              "the interpolant does not interpolate")
+
+
+def corruption(randomize: str) -> float | None:
+    """The label-corruption level p of a randomization spec (None: not a label test)."""
+    from ..data.randomize import parse_randomization
+    rand = parse_randomization(randomize)
+    return 0.0 if rand.kind == "none" else rand.p if rand.kind == "labels" else None
+
+
+CSV_COLUMNS = ("dataset", "n_train", "n_test", "features", "feature_dim", "kernel", "sigma",
+               "gamma", "randomization", "corruption", "solver", "dtype", "lam", "jitter",
+               "train_error", "test_error", "norm", "relative_residual", "seconds",
+               "selection_rule", "selected", "warnings", "error", "record")
+
+
+def _row(point: Point) -> dict:
+    r = point.record or {}
+    kern = r.get("kernel", {})
+    sel = point.selection or {}
+    return {
+        "point": point.name, "status": point.status, "reused": point.reused, **point.labels,
+        "dataset": point.config.dataset, "n_train": r.get("n_train", point.config.n_train),
+        "n_test": r.get("n_test", point.config.n_test), "features": point.config.features,
+        "feature_dim": r.get("feature_dim"), "kernel": point.config.kernel,
+        "sigma": kern.get("sigma", point.config.sigma), "gamma": kern.get("gamma"),
+        "randomization": r.get("randomization", point.config.randomize),
+        "corruption": corruption(point.config.randomize), "solver": r.get("solver"),
+        "dtype": r.get("dtype"), "lam": point.config.lam, "jitter": r.get("jitter"),
+        "train_error": r.get("train_error"), "test_error": r.get("test_error"),
+        "norm": r.get("norm"), "relative_residual": r.get("relative_residual"),
+        "seconds": round(point.seconds, 3), "selection_rule": sel.get("rule"),
+        "selected": json.dumps(sel["params"], sort_keys=True) if sel else None,
+        "warnings": " | ".join(point.warnings) or None, "error": point.error,
+        "record": f"points/{point.name}.json" if point.status != "not-run" else None,
+    }
+
+
+def to_csv(points: list[Point], axes: list[Axis]) -> str:
+    """One row per point: its axis values, the headline numbers, status and error."""
+    names = ["point", "status", "reused", *(a.name for a in axes)]
+    columns = names + [c for c in CSV_COLUMNS if c not in names]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for p in points:
+        writer.writerow({k: "" if v is None else v for k, v in _row(p).items()})
+    return buf.getvalue()
+
+
+def markdown(points: list[Point], axes: list[Axis]) -> str:
+    """The grid as a Markdown table; failed points show their error."""
+    names = [a.name for a in axes]
+    lines = ["| " + " | ".join(names + ["train error", "test error", "norm", "residual",
+                                        "time", "status"]) + " |",
+             "|" + "---|" * (len(names) + 6)]
+    for p in points:
+        r = p.record if p.status == "ok" else None
+        cells = [p.labels[n] for n in names]
+        cells += ([_pct(r["train_error"]), _pct(r["test_error"]), f"{r['norm']:.4g}",
+                   f"{r['relative_residual']:.1e}"] if r else ["-"] * 4)
+        status = p.status + (" (reused)" if p.reused else "")
+        if p.error:
+            status += ": " + p.error.replace("|", "/").splitlines()[0][:160]
+        elif p.warnings:
+            status += " (warnings: see CSV)"
+        cells += [f"{p.seconds:.1f} s", status]
+        lines.append("| " + " | ".join(cells) + " |")
+    sels = {json.dumps(p.selection, sort_keys=True): p.selection for p in points if p.selection}
+    notes = [f"\nsigma chosen on {s['rule']} (clean labels): "
+             f"{', '.join(f'{k}={v:.4g}' for k, v in s['params'].items())}"
+             for s in sels.values()]
+    return "\n".join(lines) + "\n" + "".join(n + "\n" for n in notes)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _other(axes, *names) -> list[str]:
+    return [a.name for a in axes if a.name not in names]
+
+
+def _series(points, x_of, group) -> dict:
+    """{line label: [(x, record), ...] sorted by x} over the successful points."""
+    lines: dict[str, list] = {}
+    for p in points:
+        x = x_of(p) if p.status == "ok" else None
+        if x is not None:
+            label = ", ".join(f"{g}={p.labels[g]}" for g in group) or "all"
+            lines.setdefault(label, []).append((x, p.record))
+    return {k: sorted(v, key=lambda t: t[0]) for k, v in lines.items()}
+
+
+def _axis(axes, name):
+    return next((a for a in axes if a.name == name), None)
+
+
+def draw_plots(points: list[Point], axes: list[Axis], out_dir) -> tuple[dict, dict]:
+    """Draw each study plot whose axes the grid has; returns ({name: path}, {name: why not})."""
+    from ..plots import pyplot, save_figure
+
+    drawn, skipped = {}, {}
+    out_dir = Path(out_dir)
+    rand, n_axis, feat = _axis(axes, "randomize"), _axis(axes, "n_train"), _axis(axes, "features")
+    levels = {corruption(v) for v in rand.values} - {None} if rand else set()
+    checks = {
+        "error_vs_corruption": (len(levels) >= 2, "needs --vary randomize with at least two "
+                                "label-corruption levels (none, labels:P, random-labels)"),
+        "norm_vs_n": (n_axis is not None and len(n_axis.values) >= 2,
+                      "needs --vary n_train with at least two values"),
+        "norm_vs_error": (feat is not None and len(feat.values) >= 2,
+                          "needs --vary features with at least two front ends"),
+    }
+    for name, (ok, why) in checks.items():
+        if not ok:
+            skipped[name] = why
+            continue
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        if name == "error_vs_corruption":
+            have = _plot_error_vs_corruption(ax, points, axes)
+        elif name == "norm_vs_n":
+            have = _plot_norm_vs_n(ax, points, axes)
+        else:
+            have = _plot_norm_vs_error(ax, points, axes)
+        if not have:
+            plt.close(fig)
+            skipped[name] = "no successful points to draw"
+            continue
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+        drawn[name] = save_figure(fig, out_dir / f"{name}.png")
+    return drawn, skipped
+
+
+def _title(points, what: str) -> str:
+    ok = [p.record for p in points if p.status == "ok"]
+    data = sorted({r["dataset"] for r in ok})
+    tests = sorted({r["n_test"] for r in ok})
+    return f"{what}\n{', '.join(data)}; test points: {', '.join(f'{t:,}' for t in tests)}"
+
+
+def _plot_error_vs_corruption(ax, points, axes) -> bool:
+    from ..data import DATASETS
+    lines = _series(points, lambda p: corruption(p.config.randomize),
+                    _other(axes, "randomize"))
+    for label, pts in lines.items():
+        xs = [100 * x for x, _ in pts]
+        (line,) = ax.plot(xs, [100 * r["test_error"] for _, r in pts], "o-",
+                          label=f"test: {label}")
+        ax.plot(xs, [100 * r["train_error"] for _, r in pts], "x--", color=line.get_color(),
+                label=f"train: {label}")
+    if lines:
+        k = len(DATASETS[points[0].config.dataset].classes)
+        ax.axhline(100 * (1 - 1 / k), color="grey", ls=":", label=f"chance ({k} classes)")
+    ax.set(xlabel="label corruption p (%)", ylabel="error (%)", ylim=(-2, 100),
+           title=_title(points, "Kernel interpolant: error vs label corruption"))
+    return bool(lines)
+
+
+def _plot_norm_vs_n(ax, points, axes) -> bool:
+    group = (["randomize"] if _axis(axes, "randomize") else []) + _other(axes, "n_train",
+                                                                        "randomize")
+    lines = _series(points, lambda p: p.record["n_train"], group)
+    for label, pts in lines.items():
+        ax.plot([x for x, _ in pts], [r["norm"] for _, r in pts], "o-", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="training points n", ylabel="RKHS norm of the "
+           "interpolant", title=_title(points, "Interpolant norm vs n, per corruption level"))
+    return bool(lines)
+
+
+def _plot_norm_vs_error(ax, points, axes) -> bool:
+    others = _other(axes, "features")
+    lines = _series(points, lambda p: p.labels["features"], ["features"])
+    norms = []
+    for label, pts in lines.items():
+        recs = [r for _, r in pts]
+        ax.plot([100 * r["test_error"] for r in recs], [r["norm"] for r in recs], "o",
+                ms=7, label=label)
+        norms += [r["norm"] for r in recs]
+    for p in points:
+        if p.status == "ok" and others:
+            ax.annotate(" ".join(p.labels[o] for o in others),
+                        (100 * p.record["test_error"], p.record["norm"]), fontsize=6,
+                        textcoords="offset points", xytext=(4, 3))
+    if norms and max(norms) > 20 * min(norms):
+        ax.set_yscale("log")
+    ax.set(xlabel="test error (%)", ylabel="RKHS norm of the interpolant",
+           title=_title(points, "Norm vs test error across front ends"))
+    return bool(lines)
