@@ -3,34 +3,130 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
+import sys
 
-from ..errors import InputError
-from ..experiments.run import RunConfig, run
+from ..errors import InputError, KernelfitError
+from ..experiments.run import RunConfig, fit_run
 from ..kernels import KERNELS
-from ..options import Options
+from ..options import DTYPES, Options
 from ..plan import SOLVERS
+
+EXAMPLES = """\
+examples:
+  kernelfit run                                   digits, Gaussian kernel, exact Cholesky
+  kernelfit run --dataset mnist --n-train 10000 --sigma auto
+  kernelfit run --dataset mnist --features scattering --json mnist.json
+  kernelfit run --randomize random-labels --n-train 1000   fit random labels exactly
+  kernelfit run --solver cg --max-iter 200 --strict        fail unless CG converges
+  kernelfit run --save-model digits.kfm && kernelfit predict --model digits.kfm
+"""
+
+
+# -- argument types: each rejects nonsense with a message argparse prints ------------------
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _integer(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+positive_int = _integer(1)
+nonnegative_int = _integer(0)
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _or_auto(parse):
+    def wrapped(text: str):
+        return "auto" if text.strip().lower() == "auto" else parse(text)
+    wrapped.__name__ = f"{parse.__name__} or auto"
+    return wrapped
+
+
+def fraction(text: str) -> float:
+    value = _number(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
+          "t": 1e12, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def byte_size(text: str) -> int:
+    """'500MB', '2GiB', '1e9' -> bytes."""
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", text)
+    unit = m and _UNITS.get(m.group(2).lower())
+    if not m or unit is None:
+        raise argparse.ArgumentTypeError(f"expected a size like 500MB, 2GiB or 1e9 (bytes), "
+                                         f"got {text!r}")
+    value = positive_float(m.group(1)) * unit
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return int(value)
 
 
 def register(sub) -> None:
+    from . import HelpFormatter
+
     p = sub.add_parser(
         "run", help="fit one kernel interpolant and print its report",
-        description="Fit the minimum-norm kernel interpolant on a dataset and report train "
-                    "error, test error, the interpolant's norm, the residual and timings.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Fit the minimum-norm kernel interpolant on a dataset and report train\n"
+                    "error, test error, the interpolant's norm, the residual and timings.\n"
+                    "Pixels are scaled to [0, 1] first (--preprocess).",
+        epilog=EXAMPLES, formatter_class=HelpFormatter)
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="digits", help="digits (embedded), mnist or cifar10")
-    d.add_argument("--n-train", type=int, default=None, help="training points (stratified "
-                   "subset; default: all)")
-    d.add_argument("--n-test", type=int, default=None, help="test points (default: all)")
-    d.add_argument("--randomize", default="none",
-                   help="labels:P | random-labels | shuffled-pixels | random-pixels | gaussian")
-    d.add_argument("--data-home", default=None, help="dataset cache (default: $KERNELFIT_DATA "
-                   "or the user cache dir)")
-    d.add_argument("--preprocess", default="scale", help="comma-separated steps: scale, "
-                   "crop:SIZE, whiten (per image), flatten")
+    d.add_argument("--dataset", default="digits",
+                   help="digits (embedded), mnist, cifar10, or your own data as npz:PATH "
+                        "(arrays X_train, y_train, X_test, y_test) or idx:DIR")
+    d.add_argument("--n-train", type=positive_int, default=None, metavar="N",
+                   help="training points, a stratified subset (default: all)")
+    d.add_argument("--n-test", type=positive_int, default=None, metavar="N",
+                   help="test points, a stratified subset (default: all)")
+    d.add_argument("--randomize", default="none", metavar="TEST",
+                   help="randomization test: none, labels:P, random-labels, shuffled-pixels, "
+                        "random-pixels or gaussian")
+    d.add_argument("--data-home", default=None, metavar="DIR",
+                   help="dataset cache (default: $KERNELFIT_DATA or the user cache dir)")
+    d.add_argument("--preprocess", default="scale", metavar="STEPS",
+                   help="comma-separated steps: scale, crop:SIZE, whiten (per image), flatten")
     f = p.add_argument_group("features")
-    f.add_argument("--features", default="raw", help="raw | gabor | scattering | randconv")
-    f.add_argument("--filters", type=int, default=None, help="randconv: number of random filters")
+    f.add_argument("--features", default="raw", choices=("raw", "gabor", "scattering",
+                                                         "randconv"),
+                   help="image front end")
+    f.add_argument("--filters", type=positive_int, default=None, metavar="N",
+                   help="randconv: number of random filters (default: the front end's own)")
     f.add_argument("--feature-param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other front-end parameter (repeatable), e.g. J=2, patch=6")
     f.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
@@ -40,36 +136,59 @@ def register(sub) -> None:
     f.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=True,
                    help="reuse features cached on disk")
     k = p.add_argument_group("kernel")
-    k.add_argument("--kernel", default="gaussian", choices=KERNELS)
-    k.add_argument("--sigma", type=float, default=None, help="bandwidth (gaussian: "
-                   "exp(-|x-y|^2 / (2 sigma^2)))")
-    k.add_argument("--gamma", type=float, default=None, help="scale, instead of sigma "
-                   "(default: 1 / (d Var X))")
-    k.add_argument("--degree", type=int, default=3, help="polynomial degree")
-    k.add_argument("--coef0", type=float, default=1.0, help="polynomial offset")
+    k.add_argument("--kernel", default="gaussian", choices=KERNELS, help="kernel function")
+    k.add_argument("--sigma", type=_or_auto(positive_float), default=None,
+                   help="bandwidth (gaussian: exp(-|x-y|^2 / (2 sigma^2))), or 'auto': chosen "
+                        "on a validation split of the training set (default: from --gamma's "
+                        "rule)")
+    k.add_argument("--gamma", type=positive_float, default=None,
+                   help="scale, instead of sigma (default: 1 / (d Var X))")
+    k.add_argument("--degree", type=positive_int, default=3, help="polynomial degree")
+    k.add_argument("--coef0", type=nonnegative_float, default=1.0, help="polynomial offset")
     s = p.add_argument_group("solver")
-    s.add_argument("--lam", type=float, default=0.0, help="ridge on the diagonal; 0 interpolates")
-    s.add_argument("--solver", default="cholesky", choices=SOLVERS)
-    s.add_argument("--dtype", default=Options.dtype, choices=("float32", "float64"))
+    s.add_argument("--lam", type=_or_auto(nonnegative_float), default=0.0,
+                   help="ridge on the diagonal; 0 interpolates; 'auto': chosen on a "
+                        "validation split of the training set")
+    s.add_argument("--solver", default="cholesky", choices=SOLVERS,
+                   help="cholesky: exact, in place; cg: preconditioned conjugate gradients "
+                        "on the stored K; cg-matrix-free: CG without storing K")
+    s.add_argument("--dtype", default=Options.dtype, choices=DTYPES,
+                   help="precision of K; auto: float64 up to n = 20,000, float32 above")
     s.add_argument("--backend", default=Options.backend, choices=("numpy", "torch"),
                    help="numpy: host memory, in-place tiled Cholesky; torch: K and its "
                         "factor on one PyTorch device (cuSOLVER on a GPU)")
-    s.add_argument("--device", default=None, help="torch backend: cuda, cuda:1, cpu "
-                   "(default: CUDA when present)")
-    s.add_argument("--block-size", type=int, default=Options.block_size)
-    s.add_argument("--tile-size", type=int, default=Options.tile_size,
+    s.add_argument("--device", default=None,
+                   help="torch backend: cuda, cuda:1 or cpu (default: CUDA when present)")
+    s.add_argument("--block-size", type=positive_int, default=Options.block_size, metavar="ROWS",
+                   help="rows per Gram-builder panel")
+    s.add_argument("--tile-size", type=positive_int, default=Options.tile_size, metavar="N",
                    help="Cholesky tile width (default: one LAPACK call while n^2 < 2^31, "
                         "else 6144)")
-    s.add_argument("--n-jobs", type=int, default=Options.n_jobs)
-    s.add_argument("--jitter", default=None, help="number, or 'auto' to retry a failed "
-                   "factorization with growing diagonal jitter")
-    s.add_argument("--refine-steps", type=int, default=Options.refine_steps)
-    s.add_argument("--tol", type=float, default=Options.tol, help="CG relative residual")
-    s.add_argument("--max-iter", type=int, default=Options.max_iter, help="CG iterations")
+    s.add_argument("--n-jobs", type=positive_int, default=Options.n_jobs, metavar="N",
+                   help="threads for the Gram builder")
+    s.add_argument("--jitter", type=_or_auto(nonnegative_float), default=None,
+                   help="added to K's diagonal, or 'auto' to retry a failed factorization "
+                        "with growing jitter (default: none)")
+    s.add_argument("--refine-steps", type=nonnegative_int, default=Options.refine_steps,
+                   metavar="N", help="iterative-refinement steps after the direct solve")
+    s.add_argument("--tol", type=fraction, default=Options.tol,
+                   help="CG stopping relative residual")
+    s.add_argument("--max-iter", type=positive_int, default=Options.max_iter, metavar="N",
+                   help="CG iterations at most")
+    s.add_argument("--memory-limit", type=byte_size, default=None, metavar="SIZE",
+                   help="memory the run may plan for, e.g. 8GB (default: 90%% of free RAM)")
+    s.add_argument("--strict", action="store_true",
+                   help="fail (exit status 2) when the solve is less exact than its dtype "
+                        "allows or CG stops short of --tol, instead of warning")
     o = p.add_argument_group("output")
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="picks the subsets, random features and randomization tests")
     o.add_argument("--json", metavar="PATH", default=None, help="write the run record as JSON")
-    o.add_argument("--quiet", action="store_true", help="no progress bars, no table")
+    o.add_argument("--save-model", metavar="PATH", default=None,
+                   help="save the fitted model (estimator, feature map, preprocessing) for "
+                        "`kernelfit predict`")
+    o.add_argument("--quiet", action="store_true",
+                   help="no progress bars or notices; the result table is still printed")
     p.set_defaults(func=main)
 
 
@@ -92,17 +211,50 @@ def feature_params(args) -> dict:
     return params
 
 
-def _jitter(value):
-    if value is None or value == "auto":
-        return value
-    return float(value)
+def notice(message: str) -> None:
+    print(f"kernelfit: {message}", file=sys.stderr)
+
+
+def check_outputs(*paths) -> None:
+    """Refuse unwritable output paths now, before the work (a directory, a device, no access)."""
+    from ..atomic import check_writable
+
+    for path in paths:
+        if path:
+            check_writable(path)
+
+
+def write_outputs(writers) -> int:
+    """Run each ``(what, path, write)``; report each failure; 2 if any failed, else 0."""
+    status = 0
+    for what, path, write in writers:
+        if not path:
+            continue
+        try:
+            write(path)
+        except (KernelfitError, OSError) as err:
+            print(f"kernelfit: error: the {what} could not be written to {path}: {err}",
+                  file=sys.stderr)
+            status = 2
+            continue
+        print(f"{what} written to {path}")
+    return status
 
 
 def main(args) -> int:
+    from ..experiments.saved_model import STREAMED_REFUSAL, save_model
+
+    if args.save_model and args.stream:
+        raise InputError(STREAMED_REFUSAL)
+    if args.device is not None and args.backend != "torch":
+        raise InputError(f"--device {args.device} applies to --backend torch only; add "
+                         "--backend torch or drop --device")
+    check_outputs(args.json, args.save_model)
     options = Options(dtype=args.dtype, block_size=args.block_size, tile_size=args.tile_size,
-                      n_jobs=args.n_jobs, jitter=_jitter(args.jitter),
+                      n_jobs=args.n_jobs, jitter=args.jitter,
                       refine_steps=args.refine_steps, tol=args.tol, max_iter=args.max_iter,
-                      backend=args.backend, device=args.device, progress=not args.quiet)
+                      memory_limit=args.memory_limit, backend=args.backend,
+                      device=args.device, progress=not args.quiet, strict=args.strict)
     config = RunConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
                        seed=args.seed, kernel=args.kernel, gamma=args.gamma, sigma=args.sigma,
                        degree=args.degree, coef0=args.coef0, lam=args.lam, solver=args.solver,
@@ -110,11 +262,10 @@ def main(args) -> int:
                        feature_params=feature_params(args), stream=args.stream,
                        feature_cache=args.feature_cache, randomize=args.randomize,
                        data_home=args.data_home, options=options)
-    record = run(config)
-    if args.json:
-        record.write_json(args.json)
-    if not args.quiet:
-        print(record.table())
-        if args.json:
-            print(f"record written to {args.json}")
-    return 0
+    fitted = fit_run(config, log=None if args.quiet else notice,
+                     refuse_streamed=bool(args.save_model))
+    record = fitted.record
+    # The table first: whatever happens to the files, the result is on the screen.
+    print(record.table())
+    return write_outputs([("record", args.json, record.write_json),
+                          ("model", args.save_model, lambda p: save_model(p, fitted))])

@@ -1,14 +1,26 @@
 """One result record per run: a dataclass, written as JSON, printed as a table.
 
 Records are written whole or not at all (temporary file + rename), and many
-records collect into a Markdown table for the experiments.
+records collect into a Markdown table for the experiments. A run that is less
+exact than it should be (CG short of its tolerance, a residual above what the
+dtype allows, a non-finite answer) says so in the record (``converged``,
+``warnings``) and in a WARNING line of the table: a wrong answer must never
+look like a right one.
+
+:func:`stage` is the progress display of a stage that is one library call (a
+LAPACK factorization, a prediction): a spinner with the elapsed time and the
+time expected from the stage's flop count at a GEMM rate measured here.
 """
 
 from __future__ import annotations
 
+import functools
 import platform
 import resource
 import sys
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -53,10 +65,15 @@ class RunRecord:
     preprocessing: list = field(default_factory=list)
     randomization: str = "none"
     backend: str = "numpy"
+    device: str = "cpu"
     jitter: float = 0.0
     iterations: int = 0
+    converged: bool = True
+    warnings: list = field(default_factory=list)
+    selection: dict | None = None
     timings: dict = field(default_factory=dict)
     gflops: dict = field(default_factory=dict)
+    memory_plan_bytes: int | None = None
     peak_rss_bytes: int = 0
     seed: int | None = None
     versions: dict = field(default_factory=versions)
@@ -83,7 +100,9 @@ class RunRecord:
                                                if self.feature_dim else "")),
             ("kernel", f"{self.kernel.get('name')}  ({kern})"),
             ("solver", f"{self.solver}, {self.dtype}, lambda={_fmt(self.lam)}"
-                       + (f", jitter={_fmt(self.jitter)}" if self.jitter else "")),
+                       + (f", jitter={_fmt(self.jitter)}" if self.jitter else "")
+                       + ("" if self.converged else "  (NOT CONVERGED)")),
+            ("backend", f"{self.backend} on {self.device}"),
             ("train error", _pct(self.train_error)),
             ("test error", _pct(self.test_error)),
             ("norm", f"{self.norm:.4g}"),
@@ -91,15 +110,101 @@ class RunRecord:
         ]
         if self.randomization != "none":
             rows.insert(2, ("randomization", self.randomization))
+        if self.selection:
+            sel = self.selection
+            chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in sel["params"].items())
+            best = min(s["val_error"] for s in sel["scores"]
+                       if isinstance(s["val_error"], float))
+            at = next(i for i, (k, _) in enumerate(rows) if k == "kernel") + 1
+            rows.insert(at, ("selected", f"{chosen}  (validation error {100 * best:.2f}%; "
+                                        f"{sel['rule']}; {len(sel['scores'])} grid points)"))
         if self.iterations:
             rows.append(("iterations", str(self.iterations)))
         if self.timings:
             rows.append(("time", "  ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())))
-        if self.gflops:
-            rows.append(("GFLOP/s", "  ".join(f"{k} {v:.0f}" for k, v in self.gflops.items())))
+        # A rate timed over a few milliseconds of work measures the clock, not the machine.
+        rates = {}
+        for k, v in self.gflops.items():
+            secs = self.timings.get("factor" if k == "cholesky" else k, 0.0)
+            if secs >= MIN_RATE_SECONDS and v * secs >= MIN_RATE_GFLOP:
+                rates[k] = v
+        if rates:
+            rows.append(("GFLOP/s", "  ".join(f"{k} {v:.0f}" for k, v in rates.items())))
         rows.append(("peak memory", f"{self.peak_rss_bytes / 2**20:,.0f} MiB"))
+        rows.extend(("WARNING", w) for w in self.warnings)
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+# Stages shorter than this, or with less work, get no GFLOP/s figure in the table.
+MIN_RATE_SECONDS = 0.5
+MIN_RATE_GFLOP = 1.0
+
+
+@functools.lru_cache(maxsize=2)
+def gemm_gflops(dtype: str = "float64") -> float:
+    """GEMM rate of this machine (GFLOP/s): best of three 512^3 products, about 10 ms."""
+    a = np.ones((512, 512), dtype=dtype)
+    best = np.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t)
+    return 2 * 512**3 / max(best, 1e-9) / 1e9
+
+
+def expected_seconds(flops: float, dtype: str = "float64") -> float:
+    """Seconds ``flops`` take at the measured GEMM rate (a floor: real stages run slower)."""
+    return float(flops) / (gemm_gflops(str(dtype)) * 1e9)
+
+
+@contextmanager
+def stage(desc: str, *, expected_s: float | None = None, enabled: bool = True,
+          delay: float = 2.0, interval: float = 0.5, file=None):
+    """A spinner for a stage that is one long library call: elapsed and expected time.
+
+    Nothing is shown for a stage that ends within ``delay`` seconds, nor when
+    ``enabled`` is False (``--quiet``). The line is refreshed every
+    ``interval`` seconds by a daemon thread and removed when the stage ends.
+
+    Parameters
+    ----------
+    desc : str
+        What is running ("fit", "predict").
+    expected_s : float, optional
+        The stage's flop count over the measured GEMM rate (:func:`expected_seconds`).
+    """
+    if not enabled:
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    done = threading.Event()
+
+    def spin():
+        if done.wait(delay):
+            return
+        hint = f", expected ~{_duration(expected_s)}" if expected_s else ""
+        bar = tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed} elapsed{postfix}",
+                   file=file or sys.stderr, leave=False)
+        bar.set_postfix_str(hint.lstrip(", "), refresh=False)
+        while not done.wait(interval):
+            bar.refresh()
+        bar.close()
+
+    thread = threading.Thread(target=spin, name=f"kernelfit-{desc}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 1 else "<1 s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
 def markdown_table(records, columns=("dataset", "features", "kernel", "n_train", "n_test",

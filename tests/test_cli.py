@@ -1,9 +1,22 @@
 """The `kernelfit` command, called in process through its entry point."""
 
+import argparse
+import io
 import json
+import re
+import time
 
 import pytest
 from kernelfit.cli import build_parser, main
+
+from kernelfit.report import stage
+
+SMALL = ["--n-train", "300", "--n-test", "100"]
+
+
+def _subparser(name):
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
 
 
 def test_run_on_digits_writes_a_record(tmp_path, capsys):
@@ -15,26 +28,184 @@ def test_run_on_digits_writes_a_record(tmp_path, capsys):
     assert record["test_error"] < 0.05
     assert record["norm"] > 0 and record["relative_residual"] < 1e-6
     assert set(record["timings"]) >= {"gram", "factor", "solve", "predict"}
+    assert record["backend"] == "numpy" and record["device"] == "cpu"
+    assert record["converged"] is True and record["warnings"] == []
     printed = capsys.readouterr().out
     assert "train error" in printed and "0.00%" in printed and "norm" in printed
+    assert "WARNING" not in printed
+    assert f"record written to {out}" in printed
 
 
-def test_quiet_prints_nothing(tmp_path, capsys):
-    assert main(["run", "--quiet", "--n-train", "300", "--kernel", "laplacian",
-                 "--sigma", "20"]) == 0
-    assert capsys.readouterr().out == ""
+def test_quiet_hides_progress_but_keeps_the_table(capsys):
+    assert main(["run", "--quiet", *SMALL, "--kernel", "laplacian", "--sigma", "20"]) == 0
+    captured = capsys.readouterr()
+    assert "test error" in captured.out and "laplacian" in captured.out
+    assert captured.err == ""
+
+
+def test_progress_reaches_the_feature_cache(monkeypatch):
+    import kernelfit.features.cache as cache
+    from kernelfit.features import make_features
+
+    from kernelfit.experiments.run import RunConfig, _featurize, prepare
+    from kernelfit.options import Options
+
+    seen = []
+
+    def spy(fmap, images, *, key, progress=False, **kw):
+        seen.append(progress)
+        return fmap.transform(images)
+
+    monkeypatch.setattr(cache, "cached_transform", spy)
+    config = RunConfig(features="gabor", n_train=20, n_test=10, options=Options(progress=True))
+    fmap = make_features("gabor").fit(prepare(config).train_images)
+    _featurize(config, fmap, prepare(config))
+    assert seen == [True, True]
+
+
+def test_stage_spinner_shows_elapsed_and_expected_time():
+    buf = io.StringIO()
+    with stage("predict", expected_s=3.0, delay=0.0, interval=0.05, file=buf):
+        time.sleep(0.3)
+    shown = buf.getvalue()
+    assert "predict" in shown and "elapsed" in shown and "expected ~3 s" in shown
+    quiet = io.StringIO()
+    with stage("predict", expected_s=3.0, enabled=False, delay=0.0, file=quiet):
+        time.sleep(0.1)
+    assert quiet.getvalue() == ""
+    short = io.StringIO()
+    with stage("predict", delay=5.0, file=short):   # over before the delay: nothing shown
+        pass
+    assert short.getvalue() == ""
 
 
 def test_bad_input_is_a_clean_error(capsys):
-    assert main(["run", "--sigma", "-1", "--quiet"]) == 2
+    assert main(["run", "--feature-param", "oops", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kernelfit: error:") and "KEY=VALUE" in err
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--jitter", "abc", "expected a number, got 'abc'"),
+    ("--jitter", "nan", "finite"),
+    ("--sigma", "-1", "must be > 0"),
+    ("--sigma", "abc", "expected a number"),
+    ("--lam", "-0.1", "must be >= 0"),
+    ("--block-size", "-5", "must be >= 1"),
+    ("--block-size", "0", "must be >= 1"),
+    ("--max-iter", "0", "must be >= 1"),
+    ("--tol", "nan", "finite"),
+    ("--tol", "2", "between 0 and 1"),
+    ("--filters", "0", "must be >= 1"),
+    ("--degree", "2.5", "whole number"),
+    ("--n-train", "0", "must be >= 1"),
+    ("--seed", "-1", "must be >= 0"),
+    ("--memory-limit", "lots", "a size like"),
+])
+def test_nonsense_numbers_are_refused_by_the_parser(option, value, says, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", option, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: " in err and says in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("sigma", ["1e-300", "1e300"])
+def test_extreme_bandwidths_are_typed_errors(sigma, capsys):
+    assert main(["run", "--quiet", *SMALL, "--sigma", sigma]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kernelfit: error:") and "sigma" in err
-    assert main(["run", "--feature-param", "oops", "--quiet"]) == 2
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["data"]])
+def test_device_needs_the_torch_backend(capsys):
+    assert main(["run", "--device", "bogus", "--quiet"]) == 2
+    assert "--backend torch" in capsys.readouterr().err
+
+
+def test_memory_limit_option_reaches_the_planner(capsys):
+    t = time.perf_counter()
+    assert main(["run", "--quiet", *SMALL, "--memory-limit", "1MB"]) == 2
+    assert time.perf_counter() - t < 10
+    err = capsys.readouterr().err
+    assert "kernelfit: error:" in err and "1.0 MB is available" in err
+
+
+# -- output paths ------------------------------------------------------------------------
+def test_json_to_a_directory_fails_before_the_fit(tmp_path, monkeypatch, capsys):
+    import kernelfit.experiments.run as runmod
+
+    def no_fit(*a, **k):
+        raise AssertionError("the fit ran before the output path was checked")
+
+    monkeypatch.setattr(runmod, "prepare", no_fit)
+    assert main(["run", "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kernelfit: error:") and "is a directory" in err
+
+
+def test_json_write_failure_after_the_fit_keeps_the_table(tmp_path, monkeypatch, capsys):
+    from kernelfit.report import RunRecord
+
+    def disk_full(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RunRecord, "write_json", disk_full)
+    assert main(["run", "--quiet", *SMALL, "--json", str(tmp_path / "r.json")]) == 2
+    captured = capsys.readouterr()
+    assert "test error" in captured.out
+    assert "the record could not be written" in captured.err
+    assert "No space left on device" in captured.err
+
+
+# -- the torch backend says where it ran ----------------------------------------------------
+def test_torch_without_a_gpu_says_so_and_records_the_device(tmp_path, monkeypatch, capsys):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "t.json"
+    assert main(["run", "--backend", "torch", *SMALL, "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "no CUDA device" in captured.err and "on the CPU" in captured.err
+    record = json.loads(out.read_text())
+    assert record["backend"] == "torch" and record["device"] == "cpu"
+    assert "torch on cpu" in captured.out
+    numpy_out = tmp_path / "n.json"
+    assert main(["run", "--quiet", *SMALL, "--json", str(numpy_out)]) == 0
+    assert record["test_error"] == json.loads(numpy_out.read_text())["test_error"]
+
+
+# -- help -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", [[], ["run"], ["predict"], ["data"]])
 def test_help_reads(command, capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args([*command, "--help"])
     assert exc.value.code == 0
     assert "kernelfit" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["predict"]])
+def test_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and "kernelfit run" in text
+
+
+@pytest.mark.parametrize("name", ["run", "predict"])
+def test_every_option_has_help_and_states_its_default_once(name, capsys):
+    parser = _subparser(name)
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    text = capsys.readouterr().out
+    options = re.split(r"\n  (?=-)", text.split("examples:")[0])
+    for block in options:
+        assert len(re.findall(r"default", block)) <= 1, block
+    assert "(default: None)" not in text and "(default: False)" not in text
+    if name == "run":
+        assert "{auto,float32,float64}" in text
+
+
+def test_dtype_auto_is_accepted(capsys):
+    assert main(["run", "--quiet", *SMALL, "--dtype", "auto"]) == 0
+    assert "float64" in capsys.readouterr().out

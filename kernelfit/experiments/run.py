@@ -5,31 +5,46 @@ matrices and lets the estimator build K blockwise. Front ends whose features
 come in column chunks (randconv's filter groups) can instead be *streamed*:
 K += Phi_c Phi_c^T chunk by chunk, so that the n x 8F feature matrix of a
 32,000-filter network never exists; the estimator then takes K precomputed.
+
+Either road is planned before anything large is allocated (:func:`plan_run`):
+K, k(test, train) or the test features, the feature matrices (or one streamed
+chunk) and the prediction temporaries are counted together, so a request that
+cannot fit is refused in seconds instead of being found by the OOM killer.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import AccuracyError, AccuracyWarning, InputError
 from ..kernels import make_kernel
 from ..model import KernelInterpolantClassifier
 from ..options import Options
-from ..report import RunRecord, peak_rss_bytes
+from ..plan import Plan, plan_fit
+from ..report import RunRecord, expected_seconds, peak_rss_bytes, stage
 
 # Stream when the train + test feature matrices would take more than this.
 STREAM_ABOVE_BYTES = 2 * 2**30
 # Filters (units) per streamed column chunk: 256 randconv filters are 2,048 feature
 # columns, 400 MB per chunk at n = 50,000.
 STREAM_CHUNK_UNITS = 256
+# Prediction works on row blocks of k(test, train) of at most this many float64
+# elements (the estimator's own bound, counted here by the planner).
+PREDICT_BLOCK_ELEMENTS = 2**25
 
 
 @dataclass
 class RunConfig:
-    """What a run needs; every field has the default `kernelfit run` uses."""
+    """What a run needs; every field has the default `kernelfit run` uses.
+
+    ``sigma`` and ``lam`` also take ``"auto"``: chosen by
+    :func:`kernelfit.experiments.select.select` on a validation split carved
+    from the training set (never the test set) before the final fit.
+    """
 
     dataset: str = "digits"
     n_train: int | None = None
@@ -37,10 +52,10 @@ class RunConfig:
     seed: int = 0
     kernel: str = "gaussian"
     gamma: float | None = None
-    sigma: float | None = None
+    sigma: float | str | None = None
     degree: int = 3
     coef0: float = 1.0
-    lam: float = 0.0
+    lam: float | str = 0.0
     solver: str = "cholesky"
     preprocessing: str = "scale"
     features: str = "raw"
@@ -63,6 +78,22 @@ class Prepared:
     preprocessing: list
     randomization: str
     seconds: float
+
+
+@dataclass
+class FittedRun:
+    """A finished run: its record, and what predicting new images needs.
+
+    ``estimator`` and ``feature_map`` are None-free for the in-memory road; a
+    streamed run's estimator takes a precomputed k(test, train), so it cannot
+    featurize new images by itself (``streamed`` is then True).
+    """
+
+    record: RunRecord
+    estimator: KernelInterpolantClassifier
+    feature_map: object
+    config: RunConfig
+    streamed: bool = False
 
 
 def prepare(config: RunConfig) -> Prepared:
@@ -90,70 +121,234 @@ def _should_stream(config: RunConfig, fmap, n: int) -> bool:
     return hasattr(fmap, "transform_columns") and n * fmap.dim * 4 > STREAM_ABOVE_BYTES
 
 
+def plan_run(fmap, n: int, m: int, n_classes: int, *, solver: str, options: Options,
+             streamed: bool) -> Plan:
+    """Plan the whole run before any of it is allocated; raise PlanError if it cannot fit.
+
+    Besides what :func:`kernelfit.plan.plan_fit` counts for the fit itself (K,
+    the data in the working dtype, the solver's temporaries), the run holds:
+
+    - streamed: k(test, train) (m x n, K's dtype) and one column chunk of
+      train + test features, float32 as computed plus its standardized copy
+      in K's dtype;
+    - in memory: the float32 train and test feature matrices;
+    - both: the float64 row blocks of k(test, train) that prediction uses.
+
+    Parameters
+    ----------
+    fmap : FeatureMap
+        Fitted (its ``dim`` is known).
+    n, m : int
+        Training and test points.
+    n_classes : int
+        Columns of the one-hot right-hand side.
+    solver : str
+    options : Options
+        ``dtype`` already resolved; ``memory_limit`` caps the plan.
+    streamed : bool
+        Which road to plan.
+    """
+    item = np.dtype(options.resolve_dtype(n)).itemsize
+    predict_rows = min(m, max(1, PREDICT_BLOCK_ELEMENTS // max(n, 1)))
+    predict_temps = predict_rows * n * 8 * 2
+    if streamed:
+        cols = min(fmap.dim, STREAM_CHUNK_UNITS * fmap.features_per_unit)
+        chunk = (n + m) * cols * (4 + item)
+        return plan_fit(n, 0, n_classes, solver=solver, options=options,
+                        extra_bytes=m * n * item + chunk + predict_temps)
+    features = (n + m) * fmap.dim * 4
+    if options.backend == "torch":
+        # K and its factor: on a GPU they are device memory, which solve_torch
+        # checks before allocating them (the host then holds the features only:
+        # counted as if K were already paid for); on the CPU both are host memory.
+        on_gpu = not str(options.device or "cpu").startswith("cpu")
+        return plan_fit(n, fmap.dim, n_classes, solver=solver, options=options,
+                        gram_allocated=on_gpu,
+                        extra_bytes=features + predict_temps + (0 if on_gpu else n * n * item))
+    return plan_fit(n, fmap.dim, n_classes, solver=solver, options=options,
+                    extra_bytes=features + predict_temps)
+
+
 def _featurize(config: RunConfig, fmap, data: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    progress = config.options.progress
     # Raw pixels cost less to recompute than to read back: never cached.
     if not config.feature_cache or fmap.name == "raw":
-        progress = config.options.progress
         return (fmap.transform(data.train_images, progress=progress),
                 fmap.transform(data.test_images, progress=progress))
     from ..features.cache import cached_transform
     key = dict(dataset=config.dataset, seed=config.seed, preprocessing=data.preprocessing,
                randomization=data.randomization, data_home=config.data_home)
-    return (cached_transform(fmap, data.train_images, key={**key, "split": "train"}),
-            cached_transform(fmap, data.test_images, key={**key, "split": "test"}))
+    return (cached_transform(fmap, data.train_images, key={**key, "split": "train"},
+                             progress=progress),
+            cached_transform(fmap, data.test_images, key={**key, "split": "test"},
+                             progress=progress))
 
 
-def _streamed_gram(config: RunConfig, fmap, data: Prepared, dtype: str):
+def _stream_kernel(config: RunConfig, fmap):
+    if config.gamma is None and config.sigma is None and config.kernel != "linear":
+        # The "scale" rule 1 / (d Var X) on standardized features (Var = 1).
+        return make_kernel(config.kernel, gamma=1.0 / fmap.dim, degree=config.degree,
+                           coef0=config.coef0)
+    return make_kernel(config.kernel, gamma=config.gamma, sigma=config.sigma,
+                       degree=config.degree, coef0=config.coef0)
+
+
+def _streamed_gram(config: RunConfig, fmap, data: Prepared, kernel, options: Options):
     """K (n x n) and k(test, train) accumulated from the front end's column chunks."""
     from ..gram_stream import build_gram_streamed
 
-    if config.gamma is None and config.sigma is None and config.kernel != "linear":
-        # The "scale" rule 1 / (d Var X) on standardized features (Var = 1).
-        kernel = make_kernel(config.kernel, gamma=1.0 / fmap.dim, degree=config.degree,
-                             coef0=config.coef0)
-    else:
-        kernel = make_kernel(config.kernel, gamma=config.gamma, sigma=config.sigma,
-                             degree=config.degree, coef0=config.coef0)
     chunks = fmap.iter_column_chunks(data.train_images, data.test_images, STREAM_CHUNK_UNITS,
-                                     progress=config.options.progress)
-    K, K_test = build_gram_streamed(chunks, len(data.train_images), len(data.test_images),
-                                    kernel, options=config.options, standardize=True, dtype=dtype)
-    return kernel, K, K_test
+                                     progress=options.progress)
+    return build_gram_streamed(chunks, len(data.train_images), len(data.test_images),
+                               kernel, options=options, standardize=True,
+                               dtype=options.dtype)
 
 
-def run(config: RunConfig) -> RunRecord:
-    """Fit the interpolant the config describes and return its record."""
+def _resolve_backend(opts: Options, log) -> tuple[Options, str, list]:
+    """The device a run will actually use, with a notice when torch falls back to the CPU."""
+    if opts.backend != "torch":
+        return opts, "cpu", []
+    from ..solvers.torch_solve import resolve_device
+    device = resolve_device(opts.device)
+    notes = []
+    if opts.device is None and device.type == "cpu":
+        notes.append("--backend torch: PyTorch sees no CUDA device, so K is built and factored "
+                     "on the CPU (expect it to be slower than --backend numpy)")
+        log(f"notice: {notes[-1]}")
+    return opts.replace(device=str(device)), str(device), notes
+
+
+def _auto_grid(config: RunConfig, X) -> dict:
+    """The grid of every "auto" hyper-parameter; the fixed ones as single values."""
+    from .select import default_grid
+
+    if config.sigma == "auto" and config.kernel not in ("gaussian", "laplacian"):
+        raise InputError(f"the {config.kernel} kernel has no bandwidth to choose; drop "
+                         "--sigma auto (use --lam auto to choose the ridge)")
+    if config.sigma == "auto" and config.gamma is not None:
+        raise InputError("give the kernel scale as --sigma or as --gamma, not both")
+    scale = "auto" if config.sigma == "auto" else (config.sigma or 1.0)
+    grid = default_grid(X, kernel=config.kernel, sigma=scale, lam=config.lam, seed=config.seed)
+    if config.sigma is None:
+        grid.pop("sigma", None)
+        if config.gamma is not None:
+            grid["gamma"] = [config.gamma]
+    return grid
+
+
+def _select(config: RunConfig, X, y, opts: Options, log) -> dict:
+    """Choose the "auto" hyper-parameters on the training set; returns what the record keeps."""
+    from .select import select
+
+    grid = _auto_grid(config, X)
+    sel = select(X, y, kernel=config.kernel, grid=grid, seed=config.seed, options=opts,
+                 progress=opts.progress)
+    log(f"selection: {sel.summary()}")
+    for s in sel.scores:
+        chosen = "  <- chosen" if s["params"] == sel.params else ""
+        params = ", ".join(f"{k}={v:.4g}" for k, v in s["params"].items())
+        score = ("failed: " + s["failed"]) if s["failed"] else \
+            f"validation error {100 * s['val_error']:.2f}%"
+        log(f"  {params}: {score}{chosen}")
+    return {"grid": grid, **sel.as_dict()}
+
+
+def _fit_checked(clf, X, y, opts: Options) -> list[str]:
+    """Fit, collecting the solver's accuracy warnings for the record instead of stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AccuracyWarning)
+        clf.fit(X, y)
+    found = list(getattr(clf, "warnings_", []))
+    for w in caught:
+        if issubclass(w.category, AccuracyWarning):
+            if str(w.message) not in found:
+                found.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not (np.isfinite(clf.norm_) and np.isfinite(clf.relative_residual_)):
+        found.append(f"the solution is not finite (norm {clf.norm_}, residual "
+                     f"{clf.relative_residual_}): the model predicts nothing meaningful")
+    if found and opts.strict:
+        raise AccuracyError("; ".join(found))
+    return found
+
+
+def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> FittedRun:
+    """Fit the interpolant the config describes; return its record and the fitted model.
+
+    Parameters
+    ----------
+    config : RunConfig
+    log : callable, optional
+        Receives one-line notices (a torch fallback to the CPU, the
+        hyper-parameter selection); None: they go to the record only.
+    refuse_streamed : bool
+        Raise InputError instead of streaming K (the caller will save the
+        model, which needs the training features).
+
+    Raises
+    ------
+    PlanError
+        Before any large allocation, when the run cannot fit in memory.
+    AccuracyError
+        ``config.options.strict`` and the solve was less exact than its dtype
+        allows (or CG stopped short of its tolerance).
+    """
     from ..features import make_features
 
+    log = log or (lambda message: None)
+    auto = config.sigma == "auto" or config.lam == "auto"
     data = prepare(config)
-    n = len(data.train_labels)
+    n, m = len(data.train_labels), len(data.test_labels)
     opts = config.options.replace(dtype=config.options.resolve_dtype(n))
+    opts, device, notes = _resolve_backend(opts, log)
     timings = {"load": data.seconds}
-    notes = []
 
     t = time.perf_counter()
     fmap = make_features(config.features, seed=config.seed, **config.feature_params)
     fmap.fit(data.train_images)
     timings["fit_features"] = time.perf_counter() - t
+    streamed = _should_stream(config, fmap, n + m)
+    if streamed and refuse_streamed:
+        from .saved_model import STREAMED_REFUSAL
+        raise InputError(STREAMED_REFUSAL)
+    if streamed and auto:
+        raise InputError("--sigma auto / --lam auto select on the training features, which a "
+                         "streamed K never holds; add --no-stream or give the values")
+    n_classes = len(np.unique(data.train_labels))
+    plan = plan_run(fmap, n, m, n_classes, solver=config.solver, options=opts,
+                    streamed=streamed)
 
     t = time.perf_counter()
-    if _should_stream(config, fmap, n + len(data.test_labels)):
-        kernel, K, K_test = _streamed_gram(config, fmap, data, opts.dtype)
+    selection = None
+    if streamed:
+        kernel = _stream_kernel(config, fmap)
+        K, X_test = _streamed_gram(config, fmap, data, kernel, opts)
         timings["features+gram"] = time.perf_counter() - t
         clf = KernelInterpolantClassifier(kernel="precomputed", lam=config.lam,
                                           solver=config.solver,
                                           options=opts.replace(overwrite_gram=True))
-        clf.fit(K, data.train_labels)
+        with stage("fit", expected_s=_fit_seconds(n, 0, n_classes, config.solver, opts),
+                   enabled=opts.progress):
+            found = _fit_checked(clf, K, data.train_labels, opts)
         del K
-        X_test, solver = K_test, f"{config.solver} (streamed K)"
+        solver = f"{config.solver} (streamed K)"
     else:
         X_train, X_test = _featurize(config, fmap, data)
         timings["features"] = time.perf_counter() - t
-        clf = KernelInterpolantClassifier(kernel=config.kernel, gamma=config.gamma,
-                                          sigma=config.sigma, degree=config.degree,
-                                          coef0=config.coef0, lam=config.lam,
-                                          solver=config.solver, options=opts)
-        clf.fit(X_train, data.train_labels)
+        params = dict(gamma=config.gamma, sigma=config.sigma, lam=config.lam)
+        if auto:
+            t = time.perf_counter()
+            selection = _select(config, X_train, data.train_labels, opts, log)
+            timings["select"] = time.perf_counter() - t
+            params = {**{k: v for k, v in params.items() if v != "auto"},
+                      **selection["params"]}
+        clf = KernelInterpolantClassifier(kernel=config.kernel, degree=config.degree,
+                                          coef0=config.coef0, solver=config.solver,
+                                          options=opts, **params)
+        with stage("fit", expected_s=_fit_seconds(n, fmap.dim, n_classes, config.solver,
+                                                  opts), enabled=opts.progress):
+            found = _fit_checked(clf, X_train, data.train_labels, opts)
         kernel, solver = clf.kernel_, config.solver
     timings.update(clf.timings_)
 
@@ -162,17 +357,37 @@ def run(config: RunConfig) -> RunRecord:
                      "double-descent peak; expect poor test error (use a Gaussian kernel "
                      "or keep dim far from n)")
     t = time.perf_counter()
-    test_error = (float(np.mean(clf.predict(X_test) != data.test_labels))
-                  if len(data.test_labels) else None)
+    test_error = None
+    if m:
+        d = 0 if streamed else fmap.dim
+        with stage("predict", expected_s=expected_seconds(2.0 * m * n * (d + n_classes),
+                                                          opts.dtype), enabled=opts.progress):
+            test_error = float(np.mean(clf.predict(X_test) != data.test_labels))
     timings["predict"] = time.perf_counter() - t
     gflops = {"cholesky": clf.solver_info_["gflops"]} if "gflops" in clf.solver_info_ else {}
-    return RunRecord(
-        dataset=config.dataset, n_train=n, n_test=len(data.test_labels), kernel=kernel.params,
-        solver=solver, dtype=opts.dtype, lam=config.lam,
+    record = RunRecord(
+        dataset=config.dataset, n_train=n, n_test=m, kernel=kernel.params,
+        solver=solver, dtype=opts.dtype, lam=float(clf.lam),
         train_error=clf.train_error_, test_error=test_error, norm=clf.norm_,
         relative_residual=clf.relative_residual_, features=fmap.name,
         feature_params=fmap.params, feature_dim=fmap.dim,
         preprocessing=data.preprocessing + list(fmap.preprocessing),
-        randomization=data.randomization, jitter=clf.solver_info_.get("jitter", 0.0),
-        iterations=clf.n_iter_, timings=timings, gflops=gflops,
+        randomization=data.randomization, backend=opts.backend, device=device,
+        jitter=clf.solver_info_.get("jitter", 0.0), iterations=clf.n_iter_,
+        converged=bool(getattr(clf, "converged_", True)) and not found, warnings=found,
+        selection=selection, timings=timings, gflops=gflops,
+        memory_plan_bytes=plan.total_bytes,
         peak_rss_bytes=peak_rss_bytes(), seed=config.seed, notes=notes)
+    return FittedRun(record, clf, fmap, config, streamed)
+
+
+def run(config: RunConfig, *, log=None) -> RunRecord:
+    """Fit the interpolant the config describes and return its record."""
+    return fit_run(config, log=log).record
+
+
+def _fit_seconds(n: int, d: int, c: int, solver: str, opts: Options) -> float | None:
+    """Expected fit time of the exact solve (Gram + Cholesky + solves) at the measured rate."""
+    if solver != "cholesky":
+        return None     # CG: as many passes over K as iterations, not known in advance
+    return expected_seconds(n * n * d + n**3 / 3 + 4.0 * n * n * c, opts.dtype)
