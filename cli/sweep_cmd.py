@@ -88,11 +88,13 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def base_config(args) -> tuple[RunConfig, bool]:
-    """The base RunConfig from `kernelfit run`'s options, and whether sigma is 'auto'."""
-    auto = args.sigma is not None and args.sigma.strip().lower() == "auto"
-    sigma = None if args.sigma is None or auto else parse_value("sigma", args.sigma)
-    jitter = None if args.jitter is None else parse_value("jitter", args.jitter)
+def base_config(args) -> RunConfig:
+    """The base RunConfig from `kernelfit run`'s options (sigma may be 'auto')."""
+    if getattr(args, "save_model", None):
+        raise InputError("--save-model saves one fitted run; a sweep keeps records only "
+                         "(refit a point with `kernelfit run` to save its model)")
+    sigma = args.sigma if args.sigma in (None, "auto") else parse_value("sigma", args.sigma)
+    jitter = parse_value("jitter", args.jitter) if isinstance(args.jitter, str) else args.jitter
     # The run options that share a name with a field go straight across.
     given = {k: v for k, v in vars(args).items() if k not in ("sigma", "jitter", "progress")}
     options = Options(**{f.name: given[f.name] for f in fields(Options) if f.name in given},
@@ -100,19 +102,19 @@ def base_config(args) -> tuple[RunConfig, bool]:
     config = RunConfig(**{f.name: given[f.name] for f in fields(RunConfig) if f.name in given},
                        sigma=sigma, preprocessing=args.preprocess,
                        feature_params=run_cmd.feature_params(args), options=options)
-    return config, auto
+    return config
 
 
 def main(args) -> int:
     log = (lambda *_: None) if args.quiet else print
-    base, auto = base_config(args)
+    base = base_config(args)
     axes = [parse_axis(spec) for spec in args.vary]
     sigma_grid = None
     if args.sigma_grid:
-        if not auto:
+        if base.sigma != "auto":
             raise InputError("--sigma-grid is the grid of --sigma auto; add --sigma auto")
         sigma_grid = [parse_value("sigma", s) for s in args.sigma_grid.split(",")]
-    result = run_sweep(base, axes, args.out, sigma_auto=auto, sigma_grid=sigma_grid,
+    result = run_sweep(base, axes, args.out, sigma_grid=sigma_grid,
                        val_fraction=args.val_fraction, fail_fast=args.fail_fast,
                        plot=args.plot, log=log)
     if args.json:

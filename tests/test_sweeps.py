@@ -157,9 +157,8 @@ def test_sigma_auto_selects_on_clean_training_data_and_holds_it_fixed(tmp_path, 
         seen.append((len(X), np.bincount(y, minlength=10)))
         return real(X, y, **kw)
     monkeypatch.setattr(select_module, "select", spy)
-    base = replace(BASE, n_train=150)
-    result = _sweep(tmp_path, ["n_train=100,200", "randomize=none,labels:1"], base=base,
-                    sigma_auto=True)
+    base = replace(BASE, n_train=150, sigma="auto")
+    result = _sweep(tmp_path, ["n_train=100,200", "randomize=none,labels:1"], base=base)
     assert len(seen) == 1 and seen[0][0] == 150          # once, on the base n_train
     sigma = result.selections[0]["params"]["sigma"]
     rows = _rows(tmp_path / "sweep.csv")
@@ -173,7 +172,7 @@ def test_sigma_auto_selects_on_clean_training_data_and_holds_it_fixed(tmp_path, 
     train, _ = load_split("digits", n_train=150, n_test=100, seed=0)
     assert np.array_equal(seen[0][1], np.bincount(train.labels, minlength=10))
     with pytest.raises(InputError, match="sigma auto"):
-        _sweep(tmp_path, ["sigma=1,2"], sigma_auto=True)
+        _sweep(tmp_path, ["sigma=1,2"], base=replace(BASE, sigma="auto"))
 
 
 def test_cli_runs_exits_nonzero_on_failures_and_is_quiet(tmp_path, capsys):
@@ -198,3 +197,14 @@ def test_help_has_examples(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "kernelfit sweep --dataset mnist" in text and "--vary" in text and "n_train" in text
+
+
+def test_a_failed_selection_fails_the_points_that_need_it(tmp_path):
+    base = replace(BASE, n_train=100, sigma="auto")
+    result = _sweep(tmp_path, ["kernel=gaussian,linear"], base=base)
+    assert [p.status for p in result.points] == ["ok", "failed"]
+    assert "selection failed: InputError: the linear kernel has no bandwidth" in \
+        result.points[1].error
+    assert _rows(tmp_path / "sweep.csv")[1]["status"] == "failed"
+    with pytest.raises(InputError, match="auto"):
+        parse_axis("sigma=1,auto")

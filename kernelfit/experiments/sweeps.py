@@ -104,6 +104,8 @@ def parse_value(name: str, text: str):
             break
     else:
         raise InputError(f"{bad}: expected {' or '.join(k.__name__ for k in kinds)}")
+    if isinstance(value, str) and float in kinds and value != "auto":
+        raise InputError(f"{bad}: expected a number or 'auto'")
     choices = _choices(name)
     if choices and value not in choices:
         raise InputError(f"{bad}: choose from {', '.join(choices)}")
@@ -154,6 +156,10 @@ def parse_axis(spec: str) -> Axis:
     if not name or not labels or not all(labels):
         raise InputError(f"--vary takes NAME=V1,V2,... (e.g. n_train=1000,2000), got {spec!r}")
     values = tuple(parse_value(name, v) for v in labels)
+    if "auto" in values:
+        raise InputError(f"--vary {name}=auto would select on each point's own training "
+                         f"labels (corrupted ones too); use --{name} auto instead: chosen once "
+                         "on the clean base setting, then held fixed")
     seen = [json.dumps(v, sort_keys=True) for v in values]
     if len(set(seen)) != len(seen):
         raise InputError(f"--vary {spec!r} lists a value twice (after parsing: {list(values)})")
@@ -208,43 +214,49 @@ def _slug(labels: dict) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", text)[:100]
 
 
-def select_bandwidth(config: RunConfig, *, sigma_grid=None, val_fraction: float = 0.2,
-                     store: ResultStore | None = None, log=print) -> dict | None:
-    """Choose sigma for ``config`` on a validation split of its *clean* training set.
+def select_once(config: RunConfig, *, sigma_grid=None, val_fraction: float = 0.2,
+                store: ResultStore | None = None, log=print) -> dict:
+    """Choose ``config``'s "auto" sigma / lam on a validation split of its *clean* training set.
 
-    Returns the :class:`~kernelfit.experiments.select.Selection` as a dict
-    (``params``, ``rule``, ``scores``...), or None for a kernel without a
-    bandwidth (linear, polynomial). Cached in ``store`` like a sweep point.
+    The labels are the true ones whatever ``config.randomize`` says, and no
+    test point is looked at. Returns the
+    :class:`~kernelfit.experiments.select.Selection` as a dict (``params``,
+    ``rule``, ``scores``...), cached in ``store`` like a sweep point.
     """
-    if config.kernel not in ("gaussian", "laplacian"):
-        return None
     from ..features import make_features
     from .run import _featurize, _should_stream, prepare
-    from .select import select
+    from .select import default_grid, select
 
-    clean = replace(config, randomize="none", sigma=None, gamma=None)
-    grid_ = {"sigma": list(sigma_grid), "lam": [clean.lam]} if sigma_grid else None
-    settings = {"on": result_settings(clean), "grid": grid_, "val_fraction": val_fraction,
-                "split": "training set only"}
+    if config.sigma == "auto" and config.kernel not in ("gaussian", "laplacian"):
+        raise InputError(f"the {config.kernel} kernel has no bandwidth to choose; drop "
+                         "--sigma auto")
+    clean = replace(config, randomize="none")
+    settings = {"on": result_settings(clean), "sigma_grid": sigma_grid,
+                "val_fraction": val_fraction, "split": "training set only"}
     name = f"select-{clean.dataset}-{clean.features}-{settings_key(settings)}"
     if store is not None and (saved := store.load(name, settings)):
-        log(f"selection: reusing {store.path(name)}: sigma={saved['params']['sigma']:.4g}")
+        log(f"selection: reusing {store.path(name)}: {saved['summary']}")
         return {k: v for k, v in saved.items() if k != "settings"}
     data = prepare(clean)
     fmap = make_features(clean.features, seed=clean.seed, **clean.feature_params)
     fmap.fit(data.train_images)
     if _should_stream(clean, fmap, len(data.train_labels) + len(data.test_labels)):
-        raise InputError(f"--sigma auto cannot select on streamed {clean.features} features "
-                         "(too large to hold); give --sigma or a smaller --n-train")
+        raise InputError(f"cannot select on streamed {clean.features} features (too large "
+                         "to hold): give --sigma / --lam values, or --no-stream")
     # Test features are made (and cached for the clean point) but never looked at here.
     X, _ = _featurize(clean, fmap, data)
-    if grid_ is None:
-        from .select import default_grid
-        grid_ = default_grid(X, kernel=clean.kernel, lam=clean.lam, seed=clean.seed)
+    sigma = clean.sigma
+    grid_ = default_grid(X, kernel=clean.kernel, lam=clean.lam, seed=clean.seed,
+                         sigma=sigma if sigma == "auto" else (sigma or 1.0))
+    if sigma is None:           # no bandwidth given: the kernel's scale rule (or gamma)
+        grid_.pop("sigma", None)
+        if clean.gamma is not None:
+            grid_["gamma"] = [clean.gamma]
+    elif sigma == "auto" and sigma_grid:
+        grid_["sigma"] = list(sigma_grid)
     sel = select(X, data.train_labels, kernel=clean.kernel, grid=grid_,
                  val_fraction=val_fraction, seed=clean.seed, options=clean.options)
-    out = sel.as_dict()
-    out["summary"] = f"{clean.features}: {sel.summary()}"
+    out = {**sel.as_dict(), "grid": grid_, "summary": f"{clean.features}: {sel.summary()}"}
     log(f"selection: {out['summary']}")
     if store is not None:
         store.save(name, settings, out)
@@ -266,23 +278,24 @@ class SweepResult:
         return [p for p in self.points if p.status != "ok"]
 
 
-def run_sweep(base: RunConfig, axes: list[Axis], out_dir, *, sigma_auto: bool = False,
-              sigma_grid=None, val_fraction: float = 0.2, fail_fast: bool = False,
-              plot: bool = True, log=print) -> SweepResult:
+def run_sweep(base: RunConfig, axes: list[Axis], out_dir, *, sigma_grid=None,
+              val_fraction: float = 0.2, fail_fast: bool = False, plot: bool = True,
+              log=print) -> SweepResult:
     """Run every point of the grid (reusing finished ones) and write the CSV, table and plots.
 
     Parameters
     ----------
     base : RunConfig
-        The settings every point starts from.
+        The settings every point starts from. ``sigma="auto"`` / ``lam="auto"``
+        are chosen by :func:`select_once` on the base setting with clean
+        labels (once per value of the :data:`SELECTION_AXES`) and held fixed.
     axes : list of Axis
         The grid: the cartesian product of the axes' values.
     out_dir : path
         ``points/`` (one JSON per point), ``selection/``, ``sweep.csv``,
         ``sweep.md`` and the PNG plots go here.
-    sigma_auto : bool
-        Select the bandwidth on a validation split of the clean training set
-        (:func:`select_bandwidth`), once per value of the :data:`SELECTION_AXES`.
+    sigma_grid : list of float, optional
+        The bandwidths ``sigma="auto"`` tries (default: around the median distance).
     fail_fast : bool
         Stop at the first failed point (the rest are listed as not run).
         Otherwise every point runs and failures are recorded as results.
@@ -291,32 +304,37 @@ def run_sweep(base: RunConfig, axes: list[Axis], out_dir, *, sigma_auto: bool = 
     """
     out_dir = Path(out_dir)
     store, sel_store = ResultStore(out_dir / "points"), ResultStore(out_dir / "selection")
-    if sigma_auto and (base.gamma is not None or any(a.name in ("sigma", "gamma")
-                                                      for a in axes)):
+    auto = base.sigma == "auto" or base.lam == "auto"
+    if base.sigma == "auto" and (base.gamma is not None or any(a.name in ("sigma", "gamma")
+                                                               for a in axes)):
         raise InputError("--sigma auto selects the bandwidth itself: drop --gamma and any "
                          "--vary sigma/gamma axis (or give --sigma a number)")
     combos = grid(base, axes)
     result = SweepResult(axes=list(axes), points=[])
-    selections: dict[str, dict | None] = {}
+    selections: dict[str, dict | Exception] = {}
     stop = False
     for i, (labels, config) in enumerate(combos, 1):
         tag = f"[{i}/{len(combos)}] " + " ".join(f"{k}={v}" for k, v in labels.items())
         selection = None
-        if sigma_auto and not stop:
+        if auto and not stop:
             on = replace(base, **{k: getattr(config, k) for k in SELECTION_AXES
                                   if k in _CONFIG_AXES})
             key = json.dumps(result_settings(on), sort_keys=True)
             if key not in selections:
-                selections[key] = select_bandwidth(on, sigma_grid=sigma_grid,
-                                                   val_fraction=val_fraction, store=sel_store,
-                                                   log=log)
-                if selections[key]:
+                try:
+                    selections[key] = select_once(on, sigma_grid=sigma_grid,
+                                                  val_fraction=val_fraction, store=sel_store,
+                                                  log=log)
                     result.selections.append(selections[key])
+                except KernelfitError as err:   # the points that need it fail, with why
+                    selections[key] = err
+                    log(f"selection FAILED: {type(err).__name__}: {err}")
             selection = selections[key]
-            if selection:
-                config = replace(config, sigma=selection["params"]["sigma"])
+            if isinstance(selection, dict):
+                config = replace(config, **{k: selection["params"][k] for k in ("sigma", "lam")
+                                            if getattr(config, k) == "auto"})
         settings = result_settings(config)
-        if selection:
+        if isinstance(selection, dict):
             settings["selection"] = {k: selection[k] for k in ("params", "rule", "n_fit",
                                                                "n_val")}
         point = Point(f"{_slug(labels)}-{settings_key(settings, 8)}", labels, config, settings,
@@ -324,6 +342,12 @@ def run_sweep(base: RunConfig, axes: list[Axis], out_dir, *, sigma_auto: bool = 
         result.points.append(point)
         if stop:
             point.status, point.error = "not-run", "not run: an earlier point failed (--fail-fast)"
+            continue
+        if isinstance(selection, Exception):
+            point.status = "failed"
+            point.error = f"selection failed: {type(selection).__name__}: {selection}"
+            log(f"{tag}: FAILED: {point.error}")
+            stop = fail_fast
             continue
         saved = store.load(point.name, settings)
         if saved and saved.get("status") == "ok":
@@ -370,6 +394,7 @@ def _run_point(point: Point) -> None:
     if point.record is None:
         return
     r = point.record
+    point.warnings += [w for w in r.get("warnings", []) if w not in point.warnings]
     numbers = [r["train_error"], r["norm"], r["relative_residual"]] + (
         [r["test_error"]] if r["test_error"] is not None else [])
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
