@@ -153,3 +153,13 @@ def test_selection_summary_names_the_choice():
     s = select(X, y, grid={"sigma": [1.5]})
     assert isinstance(s, Selection)
     assert "sigma=1.5" in s.summary() and "hold-out 20%" in s.summary()
+
+
+def test_inner_products_in_cast_blocks_match_numpy(monkeypatch):
+    monkeypatch.setattr(sel, "INNER_BLOCK_BYTES", 8 * 16 * 50)    # 16-row blocks
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(70, 50)).astype(np.float32)
+    B = rng.normal(size=(37, 50)).astype(np.float32)
+    G = sel._inner(A, B)
+    assert G.dtype == np.float64
+    np.testing.assert_allclose(G, A.astype(float) @ B.astype(float).T, rtol=1e-13, atol=1e-12)

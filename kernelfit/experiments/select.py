@@ -43,6 +43,8 @@ LAM_FACTORS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
 # Points sampled for the median distance: its estimate is stable to a few percent.
 MEDIAN_SAMPLE = 1000
 GRID_KEYS = ("sigma", "gamma", "lam")
+# Bytes of one float64 row block in the inner-product matrix's GEMMs.
+INNER_BLOCK_BYTES = 2**27
 
 
 @dataclass
@@ -255,10 +257,19 @@ def _splits(y, val_fraction, n_folds, seed):
 
 
 def _inner(A, B) -> np.ndarray:
-    """A @ B.T in float64, in row blocks (NumPy's SYRK path crashes on huge A @ A.T)."""
+    """A @ B.T in float64, from row blocks cast one at a time.
+
+    No float64 copy of A or B is made (a streamed front end's features are
+    8 x filters wide), and no single NumPy A @ A.T of a huge A (its SYRK path
+    crashed here at n = 47,000).
+    """
     out = np.empty((len(A), len(B)))
-    for i in range(0, len(A), 2048):
-        np.matmul(A[i:i + 2048], B.T, out=out[i:i + 2048])
+    step = int(max(16, min(2048, INNER_BLOCK_BYTES // (8 * max(A.shape[1], 1)))))
+    for j in range(0, len(B), step):
+        Bj = np.asarray(B[j:j + step], dtype=np.float64)
+        for i in range(0, len(A), step):
+            np.matmul(np.asarray(A[i:i + step], dtype=np.float64), Bj.T,
+                      out=out[i:i + step, j:j + step])
     return out
 
 
@@ -330,11 +341,10 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
 
     scores = [{"params": p, "fold_errors": [], "norms": [], "residuals": [], "failed": None}
               for p in points]
-    X64 = np.asarray(X, dtype=np.float64)
     bar = tqdm(total=len(points) * len(splits), desc="select", unit="fit",
                disable=not progress)
     for fit_idx, val_idx in splits:
-        Xf, Xv = X64[fit_idx], X64[val_idx]
+        Xf, Xv = X[fit_idx], X[val_idx]
         if any(p["lam"] == 0 for p in points) and opts.jitter is None:
             check_no_duplicates(Xf)
         G, G_val = _inner(Xf, Xf), _inner(Xv, Xf)
