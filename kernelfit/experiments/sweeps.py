@@ -371,7 +371,8 @@ def run_sweep(base: RunConfig, axes: list[Axis], out_dir, *, sigma_grid=None,
             stop = fail_fast
     result.files["csv"] = write_text_atomic(out_dir / "sweep.csv", to_csv(result.points, axes))
     result.files["markdown"] = write_text_atomic(out_dir / "sweep.md",
-                                                 markdown(result.points, axes))
+                                                 markdown(result.points, axes,
+                                                          result.selections))
     if plot:
         drawn, result.skipped_plots = draw_plots(result.points, axes, out_dir)
         result.files.update(drawn)
@@ -457,8 +458,8 @@ def to_csv(points: list[Point], axes: list[Axis]) -> str:
     return buf.getvalue()
 
 
-def markdown(points: list[Point], axes: list[Axis]) -> str:
-    """The grid as a Markdown table; failed points show their error."""
+def markdown(points: list[Point], axes: list[Axis], selections=()) -> str:
+    """The grid as a Markdown table; failed points show their error; then the selections."""
     names = [a.name for a in axes]
     lines = ["| " + " | ".join(names + ["train error", "test error", "norm", "residual",
                                         "time", "status"]) + " |",
@@ -475,10 +476,7 @@ def markdown(points: list[Point], axes: list[Axis]) -> str:
             status += " (warnings: see CSV)"
         cells += [f"{p.seconds:.1f} s", status]
         lines.append("| " + " | ".join(cells) + " |")
-    sels = {json.dumps(p.selection, sort_keys=True): p.selection for p in points if p.selection}
-    notes = [f"\nsigma chosen on {s['rule']} (clean labels): "
-             f"{', '.join(f'{k}={v:.4g}' for k, v in s['params'].items())}"
-             for s in sels.values()]
+    notes = [f"\nselected once on clean labels, held fixed: {s['summary']}" for s in selections]
     return "\n".join(lines) + "\n" + "".join(n + "\n" for n in notes)
 
 
@@ -537,7 +535,7 @@ def draw_plots(points: list[Point], axes: list[Axis], out_dir) -> tuple[dict, di
             plt.close(fig)
             skipped[name] = "no successful points to draw"
             continue
-        ax.grid(True, alpha=0.3)
+        ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
         drawn[name] = save_figure(fig, out_dir / f"{name}.png")
     return drawn, skipped
@@ -547,7 +545,10 @@ def _title(points, what: str) -> str:
     ok = [p.record for p in points if p.status == "ok"]
     data = sorted({r["dataset"] for r in ok})
     tests = sorted({r["n_test"] for r in ok})
-    return f"{what}\n{', '.join(data)}; test points: {', '.join(f'{t:,}' for t in tests)}"
+    sigmas = {r["kernel"].get("sigma") for r in ok}
+    held = f"; sigma = {sigmas.pop():.3g} at every point" if len(sigmas) == 1 else ""
+    return (f"{what}\n{', '.join(data)}; test points: {', '.join(f'{t:,}' for t in tests)}"
+            + held)
 
 
 def _plot_error_vs_corruption(ax, points, axes) -> bool:
@@ -576,25 +577,36 @@ def _plot_norm_vs_n(ax, points, axes) -> bool:
         ax.plot([x for x, _ in pts], [r["norm"] for _, r in pts], "o-", label=label)
     ax.set(xscale="log", yscale="log", xlabel="training points n", ylabel="RKHS norm of the "
            "interpolant", title=_title(points, "Interpolant norm vs n, per corruption level"))
+    _plain_log_ticks(ax, sorted({x for pts in lines.values() for x, _ in pts}))
     return bool(lines)
 
 
+def _plain_log_ticks(ax, xs) -> None:
+    """Ticks at the grid's n and plain numbers on log axes (not 3 x 10^2)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    ax.set_xticks(xs)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    for which in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        which(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
 def _plot_norm_vs_error(ax, points, axes) -> bool:
+    """One colour per front end, one marker per setting of the other axes."""
     others = _other(axes, "features")
-    lines = _series(points, lambda p: p.labels["features"], ["features"])
-    norms = []
-    for label, pts in lines.items():
-        recs = [r for _, r in pts]
-        ax.plot([100 * r["test_error"] for r in recs], [r["norm"] for r in recs], "o",
-                ms=7, label=label)
-        norms += [r["norm"] for r in recs]
+    colors, markers, norms = {}, {}, []
     for p in points:
-        if p.status == "ok" and others:
-            ax.annotate(" ".join(p.labels[o] for o in others),
-                        (100 * p.record["test_error"], p.record["norm"]), fontsize=6,
-                        textcoords="offset points", xytext=(4, 3))
+        if p.status != "ok":
+            continue
+        rest = ", ".join(f"{o}={p.labels[o]}" for o in others)
+        color = colors.setdefault(p.labels["features"], f"C{len(colors) % 10}")
+        marker = markers.setdefault(rest, "osD^vPX*"[len(markers) % 8])
+        r = p.record
+        ax.plot([100 * r["test_error"]], [r["norm"]], marker, color=color, ms=8, ls="none",
+                label=p.labels["features"] + (f" | {rest}" if rest else ""))
+        norms.append(r["norm"])
     if norms and max(norms) > 20 * min(norms):
         ax.set_yscale("log")
     ax.set(xlabel="test error (%)", ylabel="RKHS norm of the interpolant",
            title=_title(points, "Norm vs test error across front ends"))
-    return bool(lines)
+    return bool(norms)
