@@ -163,3 +163,17 @@ def test_inner_products_in_cast_blocks_match_numpy(monkeypatch):
     G = sel._inner(A, B)
     assert G.dtype == np.float64
     np.testing.assert_allclose(G, A.astype(float) @ B.astype(float).T, rtol=1e-13, atol=1e-12)
+
+
+def test_accuracy_warnings_of_wide_bandwidths_go_into_the_scores():
+    import warnings
+
+    X, y = blobs(spread=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # nothing escapes to the terminal
+        s = select(X, y, grid={"sigma": [0.5, 8.0]})
+    narrow, wide = s.scores
+    assert narrow["warnings"] == [] and narrow["failed"] is None
+    # sigma = 8 on points 0.05 apart: K is numerically singular; either the solver says
+    # so (a warning kept in the score) or the point failed (scored inf)
+    assert wide["warnings"] or wide["failed"]

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import InputError, KernelfitError
+from ..errors import AccuracyWarning, InputError, KernelfitError
 from ..kernels import KERNELS, make_kernel, row_sq_norms
 from ..model import KernelInterpolantClassifier
 from ..options import Options
@@ -58,8 +59,9 @@ class Selection:
     scores : list of dict
         One per grid point, in grid order: its params, ``val_error`` (the
         mean over folds), ``fold_errors``, ``norms`` and ``residuals`` per
-        fold, and ``failed`` (the error message of a fit that raised, else
-        None; such a point scores ``inf``).
+        fold, ``warnings`` (accuracy warnings of its fits: an ill-conditioned
+        K at a wide bandwidth), and ``failed`` (the error message of a fit
+        that raised, else None; such a point scores ``inf``).
     rule : str
         How the validation data was carved, e.g. "hold-out 20% of the
         training set (stratified, seed 0)".
@@ -160,7 +162,7 @@ def default_grid(X, *, kernel: str = "gaussian", sigma="auto", lam=0.0,
             factors = SIGMA_FACTORS if kernel == "gaussian" else LAPLACIAN_FACTORS
             grid["sigma"] = [m * f for f in factors]
         else:
-            grid["sigma"] = [_positive("sigma", sigma)]
+            grid["sigma"] = [_number("sigma", sigma, positive=True)]
     if lam == "auto":
         if kernel in ("gaussian", "laplacian"):
             diag = 1.0
@@ -169,27 +171,19 @@ def default_grid(X, *, kernel: str = "gaussian", sigma="auto", lam=0.0,
             diag = float(np.mean(k.diag(X[:MEDIAN_SAMPLE])))
         grid["lam"] = [diag * f for f in LAM_FACTORS]
     else:
-        grid["lam"] = [_nonnegative("lam", lam)]
+        grid["lam"] = [_number("lam", lam, positive=False)]
     return grid
 
 
-def _positive(name, v) -> float:
+def _number(name, v, *, positive: bool) -> float:
+    """``v`` as a finite float > 0 (``positive``) or >= 0, else :class:`InputError`."""
+    bound = "> 0" if positive else ">= 0"
     try:
         v = float(v)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a positive number or 'auto', got {v!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise InputError(f"{name} must be a positive finite number, got {v!r}")
-    return v
-
-
-def _nonnegative(name, v) -> float:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number >= 0 or 'auto', got {v!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
+        raise InputError(f"{name} must be a number {bound} or 'auto', got {v!r}") from None
+    if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
+        raise InputError(f"{name} must be a finite number {bound}, got {v!r}")
     return v
 
 
@@ -210,8 +204,7 @@ def _check_grid(grid: dict, kernel: str) -> list[dict]:
         vs = [vs] if np.isscalar(vs) else list(vs)
         if not vs:
             raise InputError(f"grid[{k!r}] is empty; give at least one value")
-        check = _nonnegative if k == "lam" else _positive
-        values[k] = [check(k, v) for v in vs]
+        values[k] = [_number(k, v, positive=k != "lam") for v in vs]
         if len(set(values[k])) != len(values[k]):
             raise InputError(f"grid[{k!r}] repeats a value: {values[k]}")
     lams = values.pop("lam", [0.0])
@@ -339,8 +332,8 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
     opts = options or Options()
     splits, rule = _splits(y, val_fraction, n_folds, seed)
 
-    scores = [{"params": p, "fold_errors": [], "norms": [], "residuals": [], "failed": None}
-              for p in points]
+    scores = [{"params": p, "fold_errors": [], "norms": [], "residuals": [], "failed": None,
+               "warnings": []} for p in points]
     bar = tqdm(total=len(points) * len(splits), desc="select", unit="fit",
                disable=not progress)
     for fit_idx, val_idx in splits:
@@ -357,7 +350,16 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
                                               options=opts.replace(overwrite_gram=True,
                                                                    progress=False))
             try:
-                clf.fit(K, y[fit_idx])
+                with warnings.catch_warnings(record=True) as caught:
+                    # An ill-conditioned K at a wide bandwidth is expected on a grid:
+                    # its accuracy warning goes into the score, not to the terminal.
+                    warnings.simplefilter("always", AccuracyWarning)
+                    clf.fit(K, y[fit_idx])
+                for w in caught:
+                    if not issubclass(w.category, AccuracyWarning):
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                    elif str(w.message) not in s["warnings"]:
+                        s["warnings"].append(str(w.message))
                 err = float(np.mean(clf.predict(K_val) != y[val_idx]))
                 s["norms"].append(clf.norm_)
                 s["residuals"].append(clf.relative_residual_)
