@@ -120,14 +120,13 @@ def choose(row: Row, config: RunConfig, *, n_select: int = N_SELECT,
     the lowest validation error wins, ties to the earlier (simpler) one.
     """
     t0 = time.perf_counter()
-    cap = STREAM_SELECT_MAX if config.stream else n_select
+    cap = min(STREAM_SELECT_MAX, n_select) if config.stream else n_select
     n = cap if config.n_train is None else min(cap, config.n_train)
     candidates: dict[str, Selection] = {}
     for pre in row.preprocessings:
         cfg = replace(config, preprocessing=pre)
         X, y = _selection_features(cfg, n)
-        grid = default_grid(X, kernel=config.kernel, seed=config.seed,
-                            lam=config.lam if not row.select_lam else 0.0)
+        grid = default_grid(X, kernel=config.kernel, seed=config.seed, lam=config.lam)
         if row.select_lam:
             grid["lam"] = list(L2_LAM_FACTORS)
         sel = select(X, y, kernel=config.kernel, grid=grid, val_fraction=val_fraction,
@@ -153,7 +152,7 @@ def _selection_spec(row: Row, config: RunConfig, select_on: bool, n_select: int,
         return None
     return {"preprocessings": list(row.preprocessings), "sigma_factors": list(SIGMA_FACTORS),
             "lam_factors": list(L2_LAM_FACTORS) if row.select_lam else None,
-            "n_select": STREAM_SELECT_MAX if config.stream else n_select,
+            "n_select": min(STREAM_SELECT_MAX, n_select) if config.stream else n_select,
             "val_fraction": val_fraction}
 
 
