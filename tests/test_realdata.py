@@ -47,3 +47,26 @@ def test_mnist_gaussian_interpolant_on_2000_points(mnist_cached):
     test_error = np.mean(clf.predict(Xte) != test.labels)
     assert train_error == 0
     assert test_error < 0.08, f"test error {test_error:.2%}"
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_cached_real_data_match_the_pinned_official_sha256(name):
+    """The cache (fetched through npm) decodes to exactly the pinned official arrays, and
+    the same arrays written back as IDX files match the pinned IDX files (MNIST)."""
+    from kernelfit.data import load_dataset, pins
+
+    if not is_cached(name):
+        pytest.skip(f"{name} is not cached (`kernelfit data fetch {name}`)")
+    decoded = {split: (ds.images, ds.labels) for split in ("train", "test")
+               for ds in [load_dataset(name, split)]}
+    assert pins.decoded_digests(decoded) == pins.DECODED_SHA256[name]
+    if name == "mnist":
+        import hashlib
+        import struct
+
+        from kernelfit.data.idx import MNIST_FILES
+        for split, (img_name, lab_name) in MNIST_FILES.items():
+            x, y = decoded[split]
+            for fname, a, magic in ((img_name, x, 2051), (lab_name, y.astype(np.uint8), 2049)):
+                blob = struct.pack(f">i{a.ndim}i", magic, *a.shape) + a.tobytes()
+                assert hashlib.sha256(blob).hexdigest() == pins.FILE_SHA256["mnist"][fname]

