@@ -80,6 +80,8 @@ def register(sub) -> None:
     g.add_argument("--out", default="results/sweep", help="directory of records, CSV, plots")
     g.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True,
                    help="draw the PNG plots (needs the plots extra)")
+    g.add_argument("--quiet", action="store_true", help="no progress lines and no table "
+                   "(failures are still listed on stderr)")
     g.add_argument("--fail-fast", action="store_true", help="stop at the first failed point")
     g.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even when points failed (they are still recorded and listed)")

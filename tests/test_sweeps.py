@@ -208,3 +208,24 @@ def test_a_failed_selection_fails_the_points_that_need_it(tmp_path):
     assert _rows(tmp_path / "sweep.csv")[1]["status"] == "failed"
     with pytest.raises(InputError, match="auto"):
         parse_axis("sigma=1,auto")
+
+
+def test_results_are_checked_warnings_kept_and_non_finite_points_fail(tmp_path, monkeypatch):
+    import warnings
+    real = sweeps.run
+
+    def odd(config):
+        record = real(config)
+        if config.n_train == 100:
+            warnings.warn("solve less exact than float64 allows", UserWarning, stacklevel=2)
+            record.relative_residual = 1e-3
+        else:
+            record.norm = float("nan")
+        return record
+    monkeypatch.setattr(sweeps, "run", odd)
+    result = _sweep(tmp_path)
+    assert [p.status for p in result.points] == ["ok", "ok", "failed", "failed"]
+    assert result.points[2].error.startswith("non-finite result")
+    row = _rows(tmp_path / "sweep.csv")[0]
+    assert "UserWarning: solve less exact than float64 allows" in row["warnings"]
+    assert "relative residual 1.00e-03 > 1e-06 for float64" in row["warnings"]

@@ -91,7 +91,10 @@ def parse_value(name: str, text: str):
             if not sep or not key.strip():
                 raise InputError(f"{bad}: feature_params values are KEY=VALUE pairs joined "
                                  "with '+', e.g. feature_params=J=1+L=8,J=2+L=8")
-            out[key.strip()] = _literal(value.strip())
+            try:                    # numbers and true/false as JSON reads them, else text
+                out[key.strip()] = json.loads(value.strip())
+            except ValueError:
+                out[key.strip()] = value.strip()
         return out
     kinds = typing.get_args(_HINTS[name]) or (_HINTS[name],)
     if type(None) in kinds and t.lower() == "none":
@@ -128,15 +131,6 @@ def _cast(kind, t):
     if kind is int:
         return int(v) if v.is_integer() else None
     return v if kind is float and math.isfinite(v) else None
-
-
-def _literal(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 @dataclass(frozen=True)
@@ -391,7 +385,11 @@ def _run_point(point: Point) -> None:
             if not isinstance(err, KernelfitError):  # not on purpose: keep where it came from
                 point.error += "\n" + traceback.format_exc(limit=-3).strip()
     point.seconds = time.perf_counter() - t
-    point.warnings += [f"{w.category.__name__}: {w.message}" for w in caught]
+    for w in caught:
+        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)  # not ours
+        else:
+            point.warnings.append(f"{w.category.__name__}: {w.message}")
     if point.record is None:
         return
     r = point.record
