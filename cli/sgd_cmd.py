@@ -6,7 +6,7 @@ import argparse
 from importlib import import_module
 
 # One module per `sgd` subcommand, each with ``register(subparsers)``.
-SUBCOMMANDS = ()
+SUBCOMMANDS = ("sgd_net_cmd", "sgd_linear_cmd")
 
 
 def register(sub) -> None:

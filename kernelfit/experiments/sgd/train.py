@@ -1,0 +1,381 @@
+"""Training one network by SGD as in the paper's appendix A, with a resumable record.
+
+Data: the project's split, randomization test and preprocessing
+(``experiments.run.prepare``: pixels / 255), then a centre crop to 28 x 28
+and per-image whitening (``data.preprocess``). With ``augment`` each
+training batch is instead a random 28 x 28 crop of the 32 x 32 image,
+flipped left-right with probability 1/2, then whitened: the paper's "crop"
+setting. Optimizer: SGD with momentum 0.9, learning rate 0.1 (Inception) or
+0.01 (the others) times 0.95 per epoch, no weight decay unless asked.
+
+Training stops at 100% training accuracy (measured on the whole training set
+in eval mode after each epoch) or at ``max_epochs``. Every epoch appends
+loss, train and test error, learning rate, steps and seconds to the record's
+history and writes a checkpoint, so a killed run resumes at its last epoch;
+the finished run is one JSON record in a :class:`ResultStore` and is not
+rerun with the same result-changing settings.
+
+Same seed, same bits on the CPU: torch's generator is seeded before the
+model is built, and every epoch's batch order and augmentation come from a
+NumPy generator seeded by ``(seed, epoch)``, so a resumed run draws what an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ...atomic import atomic_path
+from ...data.preprocess import Preprocessing, per_image_whiten
+from ...errors import BackendError, InputError
+from ..results import ResultStore, result_settings, settings_key
+from .nets import MODELS, PAPER_PARAMS, build_model, count_parameters, default_lr, import_torch
+
+CROP = 28                 # appendix A: centre crop 32 -> 28
+EVAL_BATCH = 1000         # images per no-grad forward pass when measuring errors
+# Where a run's resources go, never its numbers: left out of the record key.
+_NOT_KEY = ("device", "threads", "quiet", "data_home")
+
+
+@dataclass
+class NetConfig:
+    """One SGD run of a network; every field has the `kernelfit sgd net` default."""
+
+    model: str = "mlp1x512"
+    dataset: str = "cifar10"
+    n_train: int | None = None
+    n_test: int | None = None
+    seed: int = 0
+    randomize: str = "none"
+    lr: float | None = None          # None: the paper's (0.1 Inception, 0.01 others)
+    lr_decay: float = 0.95           # multiplies the learning rate after every epoch
+    momentum: float = 0.9
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    augment: bool = False
+    max_epochs: int = 100
+    crop: int | None = None          # None: 28, or the image size if smaller
+    data_home: str | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    quiet: bool = False
+
+    def resolved(self) -> NetConfig:
+        """A validated copy with ``lr`` filled in (the record stores what was used)."""
+        validate(self)
+        from ...data.randomize import parse_randomization
+
+        out = NetConfig(**asdict(self))
+        # "labels:0" and "none" are one run; the canonical spec keys the record.
+        out.randomize = parse_randomization(out.randomize).describe()
+        if out.lr is None:
+            out.lr = default_lr(out.model)
+        return out
+
+    def settings(self) -> dict:
+        """The settings that change the result: the record's key."""
+        d = {k: v for k, v in asdict(self.resolved()).items() if k not in _NOT_KEY}
+        return result_settings(d)
+
+    def name(self) -> str:
+        """The record's file name in the store."""
+        return f"{self.model}-{self.dataset}-{settings_key(self.settings())}"
+
+
+def _positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer{' or None' if allow_none else ''},"
+                         f" got {value!r}")
+
+
+def _finite(name, value, lo, hi, lo_open=False, hi_open=False):
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) \
+        and (value < hi if hi_open else value <= hi)
+    if not ok:
+        lo_s, hi_s = ("(" if lo_open else "[") + f"{lo}", f"{hi}" + (")" if hi_open else "]")
+        raise InputError(f"{name} must be a finite number in {lo_s}, {hi_s}, got {value!r}")
+
+
+def validate(config: NetConfig) -> None:
+    """Raise :class:`InputError` for any setting that cannot run, saying what to pass."""
+    from ...data.randomize import parse_randomization
+
+    if config.model not in MODELS:
+        raise InputError(f"unknown model {config.model!r}; valid: {', '.join(MODELS)}")
+    _positive_int("n_train", config.n_train, allow_none=True)
+    _positive_int("n_test", config.n_test, allow_none=True)
+    _positive_int("batch_size", config.batch_size)
+    _positive_int("max_epochs", config.max_epochs)
+    _positive_int("crop", config.crop, allow_none=True)
+    _positive_int("threads", config.threads, allow_none=True)
+    if isinstance(config.seed, bool) or not isinstance(config.seed, (int, np.integer)) \
+            or config.seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {config.seed!r}")
+    if config.lr is not None:
+        _finite("lr", config.lr, 0.0, math.inf, lo_open=True, hi_open=True)
+    _finite("lr_decay", config.lr_decay, 0.0, 1.0, lo_open=True)
+    _finite("momentum", config.momentum, 0.0, 1.0, hi_open=True)
+    _finite("weight_decay", config.weight_decay, 0.0, math.inf, hi_open=True)
+    if not isinstance(config.augment, bool):
+        raise InputError(f"augment must be True or False, got {config.augment!r}")
+    parse_randomization(config.randomize)
+    if not isinstance(config.device, str) or not (
+            config.device == "cpu" or config.device == "cuda" or
+            (config.device.startswith("cuda:") and config.device[5:].isdigit())):
+        raise InputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {config.device!r}")
+
+
+def _device(torch, name: str):
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"device={name!r} was asked for, but this PyTorch sees no CUDA "
+                           "device; use --device cpu")
+    return torch.device(name)
+
+
+@dataclass
+class NetData:
+    """Preprocessed arrays, NHWC float32; ``train_raw`` is the uncropped scaled images."""
+
+    train: np.ndarray
+    train_labels: np.ndarray
+    test: np.ndarray
+    test_labels: np.ndarray
+    train_raw: np.ndarray | None
+    n_classes: int
+    crop: int
+    preprocessing: list
+    randomization: str
+
+
+def prepare_net_data(config: NetConfig) -> NetData:
+    """Split, randomization and pixels / 255 (``run.prepare``), then crop and whitening."""
+    from ...data import DATASETS
+    from .. import run as runmod
+
+    if config.dataset not in DATASETS:
+        raise InputError(f"unknown dataset {config.dataset!r}; valid: {', '.join(DATASETS)}")
+    scaled = runmod.prepare(runmod.RunConfig(
+        dataset=config.dataset, n_train=config.n_train, n_test=config.n_test, seed=config.seed,
+        preprocessing="scale", randomize=config.randomize, data_home=config.data_home))
+    train, test = (_channels_last(scaled.train_images), _channels_last(scaled.test_images))
+    size = min(train.shape[1:3])
+    crop = min(CROP, size) if config.crop is None else config.crop
+    if crop > size:
+        raise InputError(f"crop {crop} does not fit {config.dataset}'s {size} x {size} images; "
+                         f"pass crop <= {size}")
+    pipeline = Preprocessing.parse(f"crop:{crop},whiten")
+    return NetData(pipeline.apply(train, 1.0), scaled.train_labels.astype(np.int64),
+                   pipeline.apply(test, 1.0), scaled.test_labels.astype(np.int64),
+                   train if config.augment else None,
+                   len(DATASETS[config.dataset].classes), crop,
+                   scaled.preprocessing + pipeline.describe()
+                   + (["augment: random crop + left-right flip per batch (train only)"]
+                      if config.augment else []),
+                   scaled.randomization)
+
+
+def _channels_last(images: np.ndarray) -> np.ndarray:
+    return images[..., None] if images.ndim == 3 else images
+
+
+def augment_batch(raw: np.ndarray, crop: int, rng) -> np.ndarray:
+    """Random ``crop x crop`` windows, each flipped left-right with probability 1/2, whitened."""
+    n, h, w = raw.shape[:3]
+    tops = rng.integers(0, h - crop + 1, n)
+    lefts = rng.integers(0, w - crop + 1, n)
+    flips = rng.random(n) < 0.5
+    out = np.empty((n, crop, crop, raw.shape[3]), dtype=np.float32)
+    for i in range(n):
+        window = raw[i, tops[i]:tops[i] + crop, lefts[i]:lefts[i] + crop]
+        out[i] = window[:, ::-1] if flips[i] else window
+    return per_image_whiten(out)
+
+
+def _nchw(torch, x: np.ndarray, device):
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+
+
+def _error(torch, model, x: np.ndarray, y: np.ndarray, device) -> float | None:
+    if len(y) == 0:
+        return None
+    model.eval()
+    wrong = 0
+    with torch.no_grad():
+        for start in range(0, len(y), EVAL_BATCH):
+            logits = model(_nchw(torch, x[start:start + EVAL_BATCH], device))
+            pred = logits.argmax(dim=1).cpu().numpy()
+            wrong += int(np.sum(pred != y[start:start + EVAL_BATCH]))
+    return wrong / len(y)
+
+
+def _load_checkpoint(torch, path, settings):
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, ValueError):
+        return None
+    return state if isinstance(state, dict) and state.get("settings") == settings else None
+
+
+def train_net(config: NetConfig, out_dir, *, force: bool = False) -> tuple[dict, bool]:
+    """Train (or reuse) the run ``config`` describes; its record lives in ``out_dir``.
+
+    Parameters
+    ----------
+    config : NetConfig
+    out_dir : str or Path
+        The :class:`ResultStore` directory (records and per-epoch checkpoints).
+    force : bool
+        Retrain even when a record with the same settings exists.
+
+    Returns
+    -------
+    record : dict
+        What the store holds (``settings`` included).
+    reused : bool
+        True when the record was already there.
+    """
+    config = config.resolved()
+    settings, name = config.settings(), config.name()
+    store = ResultStore(out_dir)
+    if not force:
+        saved = store.load(name, settings)
+        if saved is not None:
+            return saved, True
+    torch = import_torch()
+    device = _device(torch, config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    data = prepare_net_data(config)
+    n = len(data.train_labels)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.train.shape[1:], data.n_classes).to(device)
+    n_params = count_parameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    history, steps, start_epoch, notes = [], 0, 0, []
+    ckpt = store.path(name).with_suffix(".ckpt")
+    state = _load_checkpoint(torch, ckpt, settings) if not force else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history, steps, start_epoch = state["history"], state["steps"], state["epoch"]
+        notes.append(f"resumed from the checkpoint of epoch {start_epoch}")
+    y_train = torch.from_numpy(data.train_labels).to(device)
+    x_train = None if config.augment else _nchw(torch, data.train, device)
+
+    fitted = bool(history) and history[-1]["train_error"] == 0.0
+    epochs = range(start_epoch, config.max_epochs)
+    bar = None
+    if not config.quiet:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=config.max_epochs, initial=start_epoch, unit="epoch",
+                   desc=f"{config.model} {data.randomization}")
+    for epoch in epochs:
+        if fitted:
+            break
+        t = time.perf_counter()
+        lr = config.lr * config.lr_decay ** epoch
+        for group in opt.param_groups:
+            group["lr"] = lr
+        rng = np.random.default_rng([config.seed, 7, epoch])
+        order = rng.permutation(n)
+        model.train()
+        total, diverged = 0.0, False
+        for start in range(0, n, config.batch_size):
+            idx = order[start:start + config.batch_size]
+            if config.augment:
+                xb = _nchw(torch, augment_batch(data.train_raw[idx], data.crop, rng), device)
+            else:
+                xb = x_train[torch.from_numpy(idx).to(device)]
+            loss = loss_fn(model(xb), y_train[torch.from_numpy(idx).to(device)])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                diverged = True
+                break
+            total += value * len(idx)
+        train_error = _error(torch, model, data.train, data.train_labels, device)
+        test_error = _error(torch, model, data.test, data.test_labels, device)
+        history.append({"epoch": epoch + 1, "lr": lr, "steps": steps,
+                        "loss": total / n if not diverged else float("nan"),
+                        "train_error": train_error, "test_error": test_error,
+                        "seconds": time.perf_counter() - t})
+        if diverged:
+            notes.append(f"training loss became non-finite in epoch {epoch + 1}: diverged; "
+                         "lower --lr")
+            warnings.warn(notes[-1], stacklevel=2)
+            break
+        fitted = train_error == 0.0
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3g}", train_err=f"{train_error:.4f}",
+                            test_err=f"{test_error:.4f}" if test_error is not None else "-")
+        if not fitted and epoch + 1 < config.max_epochs:
+            with atomic_path(ckpt) as tmp:
+                torch.save({"settings": settings, "model": model.state_dict(),
+                            "optimizer": opt.state_dict(), "history": history,
+                            "steps": steps, "epoch": epoch + 1}, tmp)
+    if bar is not None:
+        bar.close()
+    if not fitted and not any("diverged" in s for s in notes):
+        notes.append(f"did not reach 100% training accuracy in {config.max_epochs} epochs "
+                     f"(train error {history[-1]['train_error']:.4f})")
+    last = history[-1]
+    record = {
+        "kind": "sgd-net", "model": config.model, "n_params": n_params,
+        "paper_params": PAPER_PARAMS[config.model],
+        "input_shape": list(data.train.shape[1:]), "dataset": config.dataset,
+        "n_train": n, "n_test": len(data.test_labels), "n_classes": data.n_classes,
+        "randomization": data.randomization,
+        "preprocessing": data.preprocessing,
+        "optimizer": {"name": "sgd", "lr": config.lr, "lr_decay_per_epoch": config.lr_decay,
+                      "momentum": config.momentum, "weight_decay": config.weight_decay,
+                      "batch_size": config.batch_size},
+        "fitted": fitted, "epochs": len(history), "steps": steps,
+        "epochs_to_fit": len(history) if fitted else None,
+        "steps_to_fit": steps if fitted else None,
+        "train_error": last["train_error"], "test_error": last["test_error"],
+        "final_loss": last["loss"], "seconds": sum(h["seconds"] for h in history),
+        "history": history, "device": str(device), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "seed": config.seed, "notes": notes,
+    }
+    store.save(name, settings, record)
+    ckpt.unlink(missing_ok=True)
+    return store.load(name, settings), False
+
+
+def summary(record: dict) -> str:
+    """A few lines for the terminal: the model, the data, the outcome."""
+    pct = lambda e: "-" if e is None else f"{100 * e:.2f}%"  # noqa: E731
+    gap = (record["n_params"] - record["paper_params"]) / record["paper_params"]
+    lines = [
+        f"model        {record['model']}: {record['n_params']:,} parameters "
+        f"(paper {record['paper_params']:,}; {100 * gap:+.2f}%)",
+        f"data         {record['dataset']}, {record['n_train']:,} train / "
+        f"{record['n_test']:,} test, randomization {record['randomization']}",
+        f"optimizer    SGD lr {record['optimizer']['lr']:g} x "
+        f"{record['optimizer']['lr_decay_per_epoch']:g}/epoch, momentum "
+        f"{record['optimizer']['momentum']:g}, weight decay "
+        f"{record['optimizer']['weight_decay']:g}, batch {record['optimizer']['batch_size']}",
+        f"train error  {pct(record['train_error'])} (accuracy "
+        f"{100 * (1 - record['train_error']):.2f}%)",
+        f"test error   {pct(record['test_error'])}",
+        f"fitted       {'yes' if record['fitted'] else 'no'} after {record['epochs']} epochs, "
+        f"{record['steps']:,} steps, {record['seconds']:.1f} s, final loss "
+        f"{record['final_loss']:.4g}",
+    ]
+    lines += [f"note         {n}" for n in record.get("notes", [])]
+    return "\n".join(lines)
