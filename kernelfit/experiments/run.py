@@ -266,8 +266,13 @@ def _fit_checked(clf, X, y, opts: Options) -> list[str]:
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not (np.isfinite(clf.norm_) and np.isfinite(clf.relative_residual_)):
-        found.append(f"the solution is not finite (norm {clf.norm_}, residual "
-                     f"{clf.relative_residual_}): the model predicts nothing meaningful")
+        # No reading of a NaN model is right: never a record that looks like a result.
+        raise AccuracyError(f"the {clf.solver} solve returned a non-finite solution (norm "
+                            f"{clf.norm_}, residual {clf.relative_residual_}); "
+                            + ("; ".join(found) + "; " if found else "")
+                            + "try --solver cholesky, --dtype float64, --lam > 0"
+                            + (", or a smaller --sigma" if clf.kernel in ("gaussian", "laplacian")
+                               else ""))
     if found and opts.strict:
         raise AccuracyError("; ".join(found))
     return found
@@ -291,8 +296,8 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
     PlanError
         Before any large allocation, when the run cannot fit in memory.
     AccuracyError
-        ``config.options.strict`` and the solve was less exact than its dtype
-        allows (or CG stopped short of its tolerance).
+        The solution is not finite; or ``config.options.strict`` and the solve
+        was less exact than its dtype allows (or CG stopped short of its tolerance).
     """
     from ..features import make_features
 
