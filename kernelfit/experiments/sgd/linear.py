@@ -1,0 +1,560 @@
+"""SGD on the linear model the interpolant solves (paper section 5), against the exact answer.
+
+Two forms of one model. *Kernel form*: f = sum_i alpha_i k(x_i, .), and a
+mini-batch B of b points takes the step alpha_B <- alpha_B - eta (K_B alpha - y_B)
+(the functional gradient of the batch's square loss). *Primal form* (linear
+kernel, d > n): w <- w - eta X_B^T (X_B w - y_B). Started at 0 both stay in the
+span of the data, so their only possible limit is the minimum-norm
+interpolant: alpha* = K^{-1} Y from kernelfit's Cholesky path, or w* from
+``numpy.linalg.lstsq``. From a random w0 the primal iterate never changes its
+null-space part, so it converges to w* + P_null(w0), predicted here in closed
+form, with norm^2 = ||w*||^2 + ||P_null(w0)||^2.
+
+Step size (``lr=None``): eta = 1 / L_b, with L_b an upper bound on
+lambda_max(K_BB) over *every* batch of b points:
+L_b = min(lambda_1(K) (Lanczos Ritz value + residual norm, an upper bound once
+it has converged to the top eigenvalue; Cauchy interlacing gives
+lambda_max(K_BB) <= lambda_1(K)), max_i [sum of the b largest |K_ij| in row i]
+(Gershgorin on the batch's rows)). Then every step maps the error
+e = alpha - alpha* to (I - eta P_B K) e, which is a contraction of the K-norm
+whenever eta < 2 / lambda_max(K_BB): ||alpha_t - alpha*||_K (primal:
+||w_t - w_lim||) never increases, step by step, and in expectation it shrinks
+by (1 - eta (b/n) lambda_min(K)) per step. Slow directions are those with small
+eigenvalues of K: an epoch shrinks the error along eigenvalue lambda by about
+exp(-eta lambda), and MNIST's Gaussian K (n = 2,000, sigma = 5) spans
+lambda = 317 ... 0.007.
+
+Preconditioned (EigenPro, Ma & Belkin 2017): with the top-k eigenpairs
+(lambda_j, v_j) of K, the step is multiplied by Q = I - sum_j (1 -
+lambda_{k+1} / lambda_j) v_j v_j^T, which flattens the top of the spectrum to
+lambda_{k+1}; the same bound computed on K Q allows a far larger eta. The
+quantity that then provably never increases is sqrt(e^T K Q^{-1} e), which the
+history records as ``contraction_dist`` (for plain SGD it is the K-norm).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+from scipy.sparse.linalg import eigsh
+from tqdm.auto import tqdm
+
+from ...errors import AccuracyWarning, InputError
+from ..results import ResultStore, result_settings, settings_key
+
+FORMS = ("kernel", "primal")
+INITS = ("zero", "random")
+# Dense eigh (subset) below this n or for ranks above n / 4; Lanczos (ARPACK) otherwise.
+DENSE_EIGEN_MAX_N = 3000
+# A measured distance may grow by rounding only: relative slack per epoch, and an
+# absolute floor relative to the starting distance.
+MONOTONE_RTOL, MONOTONE_ATOL = 1e-10, 1e-13
+
+
+@dataclass
+class SGDLinearConfig:
+    """One run of `kernelfit sgd linear`; every field has the command's default."""
+
+    dataset: str = "digits"
+    n_train: int | None = 500
+    n_test: int | None = None
+    seed: int = 0
+    kernel: str = "gaussian"
+    sigma: float | None = None      # None: kernelfit's default scale 1 / (d Var X)
+    form: str = "kernel"
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float | None = None         # None: 1 / L_b (see the module docstring)
+    precondition_rank: int = 0      # k > 0: EigenPro steps on the top-k eigenpairs of K
+    split_rank: int | None = None   # error split top-k / rest (None: precondition_rank)
+    init: str = "zero"
+    init_scale: float = 1.0         # random init: entries N(0, s^2 / dim), columns of norm ~ s
+    tol: float = 1e-3               # stop at relative distance <= tol to the limit; 0: never
+    data_home: str | None = None
+
+    def settings(self) -> dict:
+        """The settings that change the result (the record's key), validated."""
+        validate(self)
+        return result_settings({**asdict(self), "split_rank": self.rank})
+
+    def name(self) -> str:
+        k = f"k{self.precondition_rank}" if self.precondition_rank else "plain"
+        return f"{self.form}-{self.dataset}-n{self.n_train}-{k}-{settings_key(self.settings())}"
+
+    @property
+    def rank(self) -> int:
+        return self.precondition_rank if self.split_rank is None else self.split_rank
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise InputError(message)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def validate(c: SGDLinearConfig) -> None:
+    """Raise :class:`InputError` for any setting that cannot run, saying what to pass."""
+    from ...kernels import KERNELS
+
+    _check(c.form in FORMS, f"form must be one of {', '.join(FORMS)}, got {c.form!r}")
+    _check(c.init in INITS, f"init must be one of {', '.join(INITS)}, got {c.init!r}")
+    _check(c.kernel in KERNELS, f"kernel must be one of {', '.join(KERNELS)}, got {c.kernel!r}")
+    for name in ("n_train", "n_test"):
+        v = getattr(c, name)
+        _check(v is None or (_is_int(v) and v >= 1), f"{name} must be a positive integer or "
+               f"None (all), got {v!r}")
+    _check(c.n_train is None or c.n_train >= 2, "n_train must be >= 2 (an interpolant of one "
+           "point is trivial)")
+    for name in ("epochs", "batch_size"):
+        v = getattr(c, name)
+        _check(_is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
+    for name in ("precondition_rank", "seed"):
+        v = getattr(c, name)
+        _check(_is_int(v) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+    _check(c.split_rank is None or (_is_int(c.split_rank) and c.split_rank >= 0),
+           f"split_rank must be an integer >= 0 or None, got {c.split_rank!r}")
+    _check(c.lr is None or (_is_real(c.lr) and c.lr > 0), f"lr must be a positive finite "
+           f"number, or None for the provable step 1 / L_b, got {c.lr!r}")
+    _check(c.sigma is None or (_is_real(c.sigma) and c.sigma > 0), f"sigma must be a positive "
+           f"finite number or None, got {c.sigma!r}")
+    _check(_is_real(c.init_scale) and c.init_scale > 0, f"init_scale must be a positive finite "
+           f"number, got {c.init_scale!r}")
+    _check(_is_real(c.tol) and 0 <= c.tol < 1, f"tol must be in [0, 1), got {c.tol!r}")
+    _check(not (c.kernel == "linear" and c.sigma is not None), "the linear kernel has no "
+           "bandwidth; drop --sigma")
+    _check(c.form == "kernel" or c.kernel == "linear", "the primal form is the linear model "
+           "w: pass --kernel linear (or --form kernel for other kernels)")
+    n = c.n_train
+    if n is not None:
+        for name in ("precondition_rank", "split_rank"):
+            k = getattr(c, name) or 0
+            _check(k <= n - 2, f"{name}={k} needs at most n_train - 2 = {n - 2} eigenpairs "
+                   "(the rank-(k+1) eigenvalue sets the flattened spectrum)")
+        _check(c.batch_size <= n, f"batch_size={c.batch_size} exceeds n_train={n}")
+
+
+# -- spectrum and step size --------------------------------------------------------
+
+def top_eigenvalue_bound(K, seed: int) -> float:
+    """An upper estimate of lambda_1(K): Lanczos Ritz value plus its residual norm."""
+    v0 = np.random.default_rng([seed, 7]).standard_normal(len(K))
+    theta, v = eigsh(K, k=1, which="LA", v0=v0, tol=1e-10)
+    resid = np.linalg.norm(K @ v[:, 0] - theta[0] * v[:, 0])
+    return float(theta[0] + resid)
+
+
+def top_eigenpairs(K, k: int, seed: int):
+    """The k + 1 largest eigenpairs of K, descending (dense subset eigh, or Lanczos)."""
+    n = len(K)
+    if n <= DENSE_EIGEN_MAX_N or k + 1 > n // 4:
+        lam, V = scipy.linalg.eigh(K, subset_by_index=[n - k - 1, n - 1])
+    else:
+        v0 = np.random.default_rng([seed, 7]).standard_normal(n)
+        lam, V = eigsh(K, k=k + 1, which="LA", v0=v0, tol=1e-10)
+    order = np.argsort(lam)[::-1]
+    lam, V = lam[order], V[:, order]
+    _check(lam[-1] > 0, f"K's eigenvalue of rank {k + 1} is {lam[-1]:.3g} <= 0: K is singular "
+           "there; use a smaller --precondition-rank")
+    return lam, V
+
+
+def batch_curvature_bound(K, b: int, lam1: float, rows: int = 512) -> dict:
+    """Upper bounds on lambda_max(K_BB) over every batch B of b points, and their minimum."""
+    gersh = 0.0
+    for i in range(0, len(K), rows):
+        A = np.abs(K[i:i + rows])
+        top = A if b >= A.shape[1] else np.partition(A, A.shape[1] - b, axis=1)[:, -b:]
+        gersh = max(gersh, float(top.sum(axis=1).max()))
+    return {"lanczos": lam1, "gershgorin": gersh, "bound": min(lam1, gersh)}
+
+
+# -- the two parameterizations -----------------------------------------------------
+
+class _KernelForm:
+    """alpha (n, c): f = K alpha on the training points, K_test alpha on the test points.
+
+    ``lam``, ``V``: top eigenpairs of K (V: n x r); the first ``k_pre`` precondition.
+    """
+
+    def __init__(self, K, K_test, Y, lam, V, k_pre):
+        self.K, self.K_test, self.Y, self.lam, self.V = K, K_test, Y, lam, V
+        self.P = V[:, :k_pre]
+
+    def train_out(self, theta):
+        return self.K @ theta
+
+    def test_out(self, theta):
+        return self.K_test @ theta
+
+    def step(self, theta, idx, eta, scale):
+        r = self.K[idx] @ theta - self.Y[idx]
+        theta[idx] -= eta * r
+        if scale is not None:       # + eta V D V_B^T r: the EigenPro correction
+            theta += self.P @ ((eta * scale)[:, None] * (self.P[idx].T @ r))
+
+    def norm(self, theta):
+        return float(np.sqrt(max(np.sum(theta * (self.K @ theta)), 0.0)))
+
+    def rkhs_coords(self, e):
+        """Coordinates of the function e along the top eigenfunctions: sqrt(lambda_j) v_j^T e."""
+        return np.sqrt(self.lam)[:, None] * (self.V.T @ e)
+
+
+class _PrimalForm:
+    """w (d, c): f = X w; the RKHS of the linear kernel is R^d itself."""
+
+    def __init__(self, X, X_test, Y, lam, V, k_pre):
+        self.X, self.X_test, self.Y = X, X_test, Y
+        # right singular vectors of X from the left ones: X^T v_j / sqrt(lambda_j)
+        self.W = (X.T @ V) / np.sqrt(lam)
+        self.P = self.W[:, :k_pre]
+
+    def train_out(self, theta):
+        return self.X @ theta
+
+    def test_out(self, theta):
+        return self.X_test @ theta
+
+    def step(self, theta, idx, eta, scale):
+        Xb = self.X[idx]
+        g = Xb.T @ (Xb @ theta - self.Y[idx])
+        if scale is not None:       # Q g = g - W D W^T g
+            g -= self.P @ (scale[:, None] * (self.P.T @ g))
+        theta -= eta * g
+
+    def norm(self, theta):
+        return float(np.linalg.norm(theta))
+
+    def rkhs_coords(self, e):
+        return self.W.T @ e
+
+
+# -- one run --------------------------------------------------------------------------
+
+def _data(c: SGDLinearConfig):
+    from ..run import RunConfig, prepare
+
+    data = prepare(RunConfig(dataset=c.dataset, n_train=c.n_train, n_test=c.n_test, seed=c.seed,
+                             preprocessing="scale,flatten", data_home=c.data_home))
+    return data, (np.asarray(data.train_images, dtype=np.float64), data.train_labels,
+                  np.asarray(data.test_images, dtype=np.float64), data.test_labels)
+
+
+def _reference(c, X, Y, K) -> tuple[np.ndarray, dict]:
+    """The minimum-norm interpolant theta* (alpha* or w*) and how exactly it interpolates."""
+    from ...options import Options
+    from ...solvers.solve import solve_stored
+
+    if c.form == "kernel":
+        sol = solve_stored(K.copy(), Y, solver="cholesky",
+                           options=Options(dtype="float64", progress=False))
+        return sol.alpha, {"reference": "kernelfit Cholesky (float64)",
+                           "reference_residual": sol.relative_residual}
+    w_star = np.linalg.lstsq(X, Y, rcond=None)[0]
+    return w_star, {"reference": "numpy.linalg.lstsq minimum-norm solution",
+                    "reference_residual": float(np.linalg.norm(X @ w_star - Y)
+                                                / np.linalg.norm(Y))}
+
+
+def _step_rule(c, K, lam, V, lam1):
+    """(eta, the EigenPro scales or None, the bound L_b and its parts)."""
+    k = c.precondition_rank
+    if k:
+        scale = 1.0 - lam[k] / lam[:k]
+        # K Q: the spectrum flattened to lambda_{k+1} above rank k
+        Kq = K - (V[:, :k] * (lam[:k] - lam[k])) @ V[:, :k].T
+        bound = batch_curvature_bound(Kq, c.batch_size, float(lam[k]))
+    else:
+        scale, bound = None, batch_curvature_bound(K, c.batch_size, lam1)
+    return (1.0 / bound["bound"] if c.lr is None else float(c.lr)), scale, bound
+
+
+class _Meter:
+    """The per-epoch measurements of one run against its predicted limit."""
+
+    def __init__(self, c, form, Y, classes, test_labels, theta_star, lim, lam):
+        self.c, self.form, self.Y, self.classes, self.test_labels = c, form, Y, classes, test_labels
+        self.theta_star, self.lim, self.lam = theta_star, lim, lam
+        self.lim_coef_norm = float(np.linalg.norm(lim))
+        self.lim_norm = form.norm(lim)
+
+    def test_error(self, theta) -> float:
+        pred = self.classes[np.argmax(self.form.test_out(theta), axis=1)]
+        return float(np.mean(pred != self.test_labels))
+
+    def __call__(self, theta, epoch: int, seconds: float) -> dict:
+        c, form = self.c, self.form
+        F = form.train_out(theta)
+        e = theta - self.lim
+        m = {"epoch": epoch, "seconds": seconds,
+             "train_error": float(np.mean(np.argmax(F, 1) != np.argmax(self.Y, 1))),
+             "test_error": self.test_error(theta),
+             "loss": float(np.sum((F - self.Y) ** 2) / len(F)), "norm": form.norm(theta),
+             "rel_dist": float(np.linalg.norm(e) / self.lim_coef_norm),
+             "rkhs_dist": form.norm(e)}
+        m["rel_rkhs_dist"] = m["rkhs_dist"] / self.lim_norm
+        z = form.rkhs_coords(e)
+        contraction2 = m["rkhs_dist"] ** 2
+        if c.rank:
+            top = float(np.linalg.norm(z[:c.rank]))
+            m["rkhs_top"] = top
+            m["rkhs_rest"] = float(np.sqrt(max(m["rkhs_dist"] ** 2 - top**2, 0.0)))
+        k = c.precondition_rank
+        if k:       # e^T K Q^{-1} e: the norm preconditioned SGD provably never increases
+            contraction2 += float(np.sum((self.lam[:k] / self.lam[k] - 1.0)[:, None] * z[:k]**2))
+        m["contraction_dist"] = float(np.sqrt(contraction2))
+        if c.form == "primal" and c.init == "random":
+            m["rel_dist_min_norm"] = float(np.linalg.norm(theta - self.theta_star)
+                                           / np.linalg.norm(self.theta_star))
+        return m
+
+
+@dataclass
+class SGDResult:
+    """What :func:`fit_linear_sgd` returns: the iterate, the references, the measurements."""
+
+    theta: np.ndarray           # final alpha (n, c) or w (d, c)
+    theta_star: np.ndarray      # the minimum-norm interpolant (alpha* or lstsq's w*)
+    limit: np.ndarray           # the predicted limit: theta*, or w* + P_null(w0)
+    history: list               # one dict of measurements per epoch (epoch 0: the start)
+    facts: dict                 # step size and its bound, spectrum, references, timings
+
+
+def fit_linear_sgd(c: SGDLinearConfig, X, y, X_test, y_test, *,
+                   progress: bool = False) -> SGDResult:
+    """Run SGD as ``c`` says on the arrays given (``c``'s data fields are not used).
+
+    Parameters
+    ----------
+    c : SGDLinearConfig
+        form, kernel, sigma, epochs, batch_size, lr, precondition_rank,
+        split_rank, init, init_scale, tol, seed.
+    X, X_test : ndarray (n, d), (m, d)
+    y, y_test : ndarray (n,), (m,)
+        Class labels; the targets are their one-hot rows (as the classifier fits).
+    """
+    from ...gram import build_gram
+    from ...kernels import make_kernel
+    from ...options import Options
+
+    validate(c)
+    X, X_test = np.asarray(X, dtype=np.float64), np.asarray(X_test, dtype=np.float64)
+    classes, codes = np.unique(y, return_inverse=True)
+    Y = np.zeros((len(codes), len(classes)))
+    Y[np.arange(len(codes)), codes] = 1.0
+    n, d = X.shape
+    _check(c.batch_size <= n and max(c.precondition_rank, c.rank) <= n - 2,
+           f"n_train resolved to {n}: batch_size and ranks must fit it")
+    _check(c.form == "kernel" or d > n, f"the primal form shows the minimum-norm interpolant "
+           f"only when d > n (here d = {d}, n = {n}); use a smaller --n-train")
+    t = time.perf_counter()
+    kernel = make_kernel(c.kernel, sigma=c.sigma, X=X)
+    K = build_gram(X, kernel, options=Options(dtype="float64", progress=False))
+    timings = {"gram": time.perf_counter() - t}
+
+    t = time.perf_counter()
+    r = max(c.precondition_rank, c.rank)
+    lam, V = top_eigenpairs(K, r, c.seed) if r else (np.zeros(0), np.zeros((n, 0)))
+    lam1 = top_eigenvalue_bound(K, c.seed)
+    eta, scale, bound = _step_rule(c, K, lam, V, lam1)
+    timings["spectrum"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    theta_star, info = _reference(c, X, Y, K)
+    if c.form == "kernel":
+        form = _KernelForm(K, kernel.block(X_test, X), Y, lam[:r], V[:, :r], c.precondition_rank)
+    else:
+        form = _PrimalForm(X, X_test, Y, lam[:r], V[:, :r], c.precondition_rank)
+    theta = np.zeros((n if c.form == "kernel" else d, Y.shape[1]))
+    if c.init == "random":
+        g = np.random.default_rng([c.seed, 3]).standard_normal(theta.shape)
+        theta = c.init_scale * g / np.sqrt(len(theta))
+    lim = theta_star
+    if c.form == "primal" and c.init == "random":
+        # w_t - w0 stays in the row space of X, so the null-space part of w0 survives.
+        p_null = theta - np.linalg.lstsq(X, X @ theta, rcond=None)[0]
+        lim = theta_star + p_null
+        info["p_null_norm"] = float(np.linalg.norm(p_null))
+    meter = _Meter(c, form, Y, classes, y_test, theta_star, lim, lam)
+    info.update(test_error_exact=meter.test_error(theta_star), norm_min=form.norm(theta_star),
+                norm_limit=meter.lim_norm)
+    timings["reference"] = time.perf_counter() - t
+
+    rng = np.random.default_rng([c.seed, 11])
+    history = [meter(theta, 0, 0.0)]
+    bar = tqdm(range(1, c.epochs + 1), desc=f"sgd {c.form}", unit="epoch", disable=not progress,
+               delay=1.0)
+    t_sgd = time.perf_counter()
+    for epoch in bar:
+        perm = rng.permutation(n)
+        # A step beyond the bound may overflow: checked below, by value, every epoch.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for s in range(0, n, c.batch_size):
+                form.step(theta, perm[s:s + c.batch_size], eta, scale)
+            m = meter(theta, epoch, time.perf_counter() - t_sgd)
+        history.append(m)
+        if not np.all(np.isfinite([m["loss"], m["rkhs_dist"]])):
+            raise InputError(f"SGD diverged at epoch {epoch} with lr = {eta:.4g} (the provable "
+                             f"step is 1 / L_b = {1 / bound['bound']:.4g}); use --lr auto")
+        bar.set_postfix(train=f"{m['train_error']:.3f}", dist=f"{m['rel_dist']:.2e}")
+        if c.tol and m["rel_dist"] <= c.tol:
+            break
+    bar.close()
+    timings["sgd"] = time.perf_counter() - t_sgd
+    facts = {"n_train": n, "dim": d, "n_test": len(X_test), "n_classes": int(Y.shape[1]),
+             "kernel": kernel.params, **info,
+             "lr": eta, "lr_rule": "1 / L_b" if c.lr is None else "given", "step_bound": bound,
+             "lambda_1": lam1, "eigenvalues_top": lam[:50].tolist(),
+             "lambda_k+1": float(lam[c.precondition_rank]) if c.precondition_rank else None,
+             "timings": timings}
+    return SGDResult(theta, theta_star, lim, history, facts)
+
+
+def run_sgd_linear(c: SGDLinearConfig, *, progress: bool = True) -> dict:
+    """Load ``c``'s data (pixels scaled to [0, 1]), run SGD, and return the record."""
+    validate(c)
+    data, arrays = _data(c)
+    res = fit_linear_sgd(c, *arrays, progress=progress)
+    res.facts["timings"] = {"data": data.seconds, **res.facts["timings"]}
+    return _record(c, res.history, {**res.facts, "preprocessing": data.preprocessing})
+
+
+def _monotone(values) -> list[int]:
+    """Epochs at which a distance grew by more than rounding."""
+    v = np.asarray(values)
+    slack = MONOTONE_RTOL * v[:-1] + MONOTONE_ATOL * v[0]
+    return [int(i) + 1 for i in np.flatnonzero(v[1:] > v[:-1] + slack)]
+
+
+def _record(c, history, facts) -> dict:
+    last, notes = history[-1], []
+    eta, bound = facts["lr"], facts["step_bound"]["bound"]
+    provable = eta < 2.0 / bound
+    grew = _monotone([h["contraction_dist"] for h in history])
+    grew_rkhs = _monotone([h["rkhs_dist"] for h in history])
+    if provable and grew:
+        notes.append(f"the contraction distance grew at epochs {grew[:10]} although eta < "
+                     "2 / L_b: the step-size bound failed")
+    if not provable:
+        notes.append(f"lr {eta:.4g} exceeds the provable 2 / L_b = {2 / bound:.4g}; "
+                     "no monotone decrease is guaranteed")
+    converged = None if not c.tol else bool(last["rel_dist"] <= c.tol)
+    if converged is False:
+        notes.append(f"relative distance to the limit {last['rel_dist']:.3g} > tol {c.tol:g} "
+                     f"after {last['epoch']} epochs: not converged")
+    for note in notes:
+        warnings.warn(note, AccuracyWarning, stacklevel=4)
+    out = {
+        "config": asdict(c), **facts, "lr_provable": bool(provable),
+        "epochs_run": last["epoch"], "steps": last["epoch"] * -(-facts["n_train"] // c.batch_size),
+        **{k: last[k] for k in ("train_error", "test_error", "rel_dist", "rel_rkhs_dist",
+                                "rkhs_dist", "norm", "loss")},
+        "converged": converged, "monotone": not grew, "monotone_rkhs": not grew_rkhs,
+        "grew_at_epochs": grew[:50], "rkhs_grew_at_epochs": grew_rkhs[:50],
+        "first_epoch_train_error_0": next((h["epoch"] for h in history
+                                           if h["train_error"] == 0), None),
+        "notes": notes, "history": history,
+    }
+    if c.form == "primal" and c.init == "random":
+        out["rel_dist_min_norm"] = last["rel_dist_min_norm"]
+        out["norm_excess"] = facts["norm_limit"] - facts["norm_min"]
+        out["norm_ratio"] = facts["norm_limit"] / facts["norm_min"]
+    return out
+
+
+def sgd_linear(c: SGDLinearConfig, out_dir, *, progress: bool = True, log=print) -> dict:
+    """The record of ``c`` from ``out_dir`` if one was made with the same settings, else run it."""
+    store = ResultStore(out_dir)
+    settings, name = c.settings(), c.name()
+    saved = store.load(name, settings)
+    if saved is not None:
+        log(f"{name}: reusing {store.path(name)}")
+        return {**saved, "name": name, "reused": True}
+    log(f"{name}: running")
+    record = run_sgd_linear(c, progress=progress)
+    store.save(name, settings, record)
+    return {**store.load(name, settings), "name": name, "reused": False}
+
+
+# -- reporting -------------------------------------------------------------------------
+
+def label(record: dict) -> str:
+    """A short legend / table label: the method and its step."""
+    c = record["config"]
+    how = f"EigenPro k={c['precondition_rank']}" if c["precondition_rank"] else "plain SGD"
+    return f"{how}, b={c['batch_size']}, lr={record['lr']:.3g}, init {c['init']}"
+
+
+def summary_table(records: list[dict]) -> str:
+    """Markdown: one line per run, then its notes."""
+    pct = lambda e: f"{100 * e:.2f}%"  # noqa: E731
+    lines = ["| run | data | epochs | train err | test err (exact) | rel dist to limit "
+             "| RKHS dist / norm | norm (min-norm; limit) | monotone | SGD time |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        c = r["config"]
+        lines.append(
+            f"| {c['form']}: {label(r)} | {c['dataset']} n={r['n_train']} d={r['dim']} "
+            f"{r['kernel']['name']} | {r['epochs_run']} | {pct(r['train_error'])} | "
+            f"{pct(r['test_error'])} ({pct(r['test_error_exact'])}) | {r['rel_dist']:.3g} | "
+            f"{r['rel_rkhs_dist']:.3g} | {r['norm']:.4g} ({r['norm_min']:.4g}; "
+            f"{r['norm_limit']:.4g}) | {'yes' if r['monotone'] else 'NO'} | "
+            f"{r['timings']['sgd']:.1f} s |")
+    for r in records:
+        if "norm_ratio" in r:
+            lines.append(f"\n{label(r)}: converges to w* + P_null(w0), norm "
+                         f"{r['norm_limit']:.4g} vs ||w*|| = {r['norm_min']:.4g} "
+                         f"(+{r['norm_excess']:.4g}, x{r['norm_ratio']:.4f}); distance "
+                         f"to w* {r['rel_dist_min_norm']:.3g}")
+        lines += [f"\nnote ({label(r)}): {n}" for n in r["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_runs(records: list[dict], path) -> Path:
+    """Per-epoch curves of one or more runs on the same axes, saved as a PNG."""
+    from ...plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    titles = ["train (solid) / test (dashed) error", "training loss (MSE)",
+              "||theta_t - theta_lim|| / ||theta_lim||", "RKHS distance ||theta_t - theta_lim||_K",
+              "norm of the iterate (dotted: minimum norm)",
+              "RKHS error: top-k eigen-directions (solid) / rest (dashed)"]
+    for ax, title in zip(axes.flat, titles, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+    for i, r in enumerate(records):
+        h, col = r["history"], f"C{i}"
+        ep = [m["epoch"] for m in h]
+        ax = axes.flat
+        ax[0].plot(ep, [m["train_error"] for m in h], color=col, label=label(r))
+        ax[0].plot(ep, [m["test_error"] for m in h], color=col, ls="--")
+        ax[0].axhline(r["test_error_exact"], color="k", ls=":", lw=1)
+        for j, key in ((1, "loss"), (2, "rel_dist"), (3, "rkhs_dist")):
+            ax[j].semilogy(ep, [max(m[key], 1e-300) for m in h], color=col)
+        ax[4].plot(ep, [m["norm"] for m in h], color=col)
+        ax[4].axhline(r["norm_min"], color="k", ls=":", lw=1)
+        if r["norm_limit"] != r["norm_min"]:
+            ax[4].axhline(r["norm_limit"], color=col, ls=":", lw=1)
+        if "rkhs_top" in h[0]:
+            ax[5].semilogy(ep, [max(m["rkhs_top"], 1e-300) for m in h], color=col)
+            ax[5].semilogy(ep, [max(m["rkhs_rest"], 1e-300) for m in h], color=col, ls="--")
+    axes.flat[0].legend(fontsize=8)
+    c = records[0]["config"]
+    fig.suptitle(f"SGD on the linear model ({c['form']} form, {c['dataset']}, "
+                 f"n = {records[0]['n_train']}, {records[0]['kernel']['name']} kernel) "
+                 f"vs the exact minimum-norm interpolant (dotted: exact)", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path)
