@@ -19,9 +19,7 @@ examples:
   # primal form, linear kernel, d = 784 > n = 200: from 0 to lstsq's minimum-norm w*,
   # and from a random w0 to w* + P_null(w0) (a larger norm)
   kernelfit sgd linear --dataset mnist --n-train 200 --form primal --kernel linear \\
-      --batch-size 1 --epochs 8000 --plot
-  kernelfit sgd linear --dataset mnist --n-train 200 --form primal --kernel linear \\
-      --batch-size 1 --epochs 8000 --init random --init-scale 5 --plot
+      --batch-size 1 --epochs 8000 --compare-init --plot
 
 Step size (--lr auto): 1 / L_b, L_b = min(lambda_1(K), max_i sum of the b largest
 |K_ij| of row i) >= lambda_max(K_BB) for every batch B of b points, so every
@@ -65,6 +63,8 @@ def register(group) -> None:
                    help="run plain SGD and the --precondition-rank K run on the same data, "
                         "both tracking the error split at K, and plot them together")
     s.add_argument("--init", default="zero", choices=("zero", "random"))
+    s.add_argument("--compare-init", action="store_true",
+                   help="run from zero and from a random start, and plot them together")
     s.add_argument("--init-scale", type=float, default=1.0, help="random init: N(0, s^2 / "
                    "dim) entries (default: %(default)s)")
     s.add_argument("--tol", type=float, default=1e-3, help="stop once ||theta - theta_lim|| / "
@@ -89,6 +89,7 @@ def _lr(text: str):
 
 
 def main(args) -> int:
+    from ..experiments.results import settings_key
     from ..experiments.sgd.linear import SGDLinearConfig, plot_runs, sgd_linear, summary_table
 
     if args.device != "cpu":
@@ -105,14 +106,18 @@ def main(args) -> int:
             raise InputError("--compare-preconditioned needs --precondition-rank K > 0")
         configs = [replace(config, precondition_rank=0, split_rank=args.precondition_rank),
                    config]
+    if args.compare_init:
+        configs = [replace(c, init=init) for c in configs for init in ("zero", "random")]
     for c in configs:
         c.settings()        # validate every run before the first one starts
     log = (lambda *_: None) if args.quiet else print
     records = [sgd_linear(c, args.out, progress=not args.quiet, log=log) for c in configs]
     print(summary_table(records), end="")
     if args.plot:
-        stem = records[-1]["name"] if len(records) == 1 else \
-            f"compare-{records[0]['name']}-vs-k{args.precondition_rank}"
+        names = [r["name"] for r in records]
+        # one figure per set of runs: the first run's name without its key, + the set's key
+        stem = names[0] if len(names) == 1 else \
+            f"compare-{names[0].rsplit('-', 1)[0]}-{settings_key({'runs': names}, 8)}"
         path = plot_runs(records, Path(args.out) / f"{stem}.png")
         print(f"figure: {path}")
     return 0

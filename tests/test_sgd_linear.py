@@ -159,3 +159,12 @@ def test_cli_compare_preconditioned_plots_both(tmp_path):
 def test_cli_bad_parameters_exit_2(tmp_path, capsys, args):
     assert _cli(tmp_path, "--n-train", "40", "--batch-size", "4", "--epochs", "1", *args) == 2
     assert "kernelfit: error:" in capsys.readouterr().err
+
+
+def test_cli_compare_init_plots_zero_and_random_start(tmp_path):
+    with pytest.warns(AccuracyWarning):
+        assert _cli(tmp_path, "--n-train", "30", "--form", "primal", "--kernel", "linear",
+                    "--batch-size", "3", "--epochs", "2", "--compare-init", "--plot") == 0
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert sorted(r["config"]["init"] for r in records) == ["random", "zero"]
+    assert len(list(tmp_path.glob("compare-*.png"))) == 1

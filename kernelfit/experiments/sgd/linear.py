@@ -45,7 +45,7 @@ from scipy.sparse.linalg import eigsh
 from tqdm.auto import tqdm
 
 from ...errors import AccuracyWarning, InputError
-from ..results import ResultStore, result_settings, settings_key
+from ..results import result_settings, settings_key
 
 FORMS = ("kernel", "primal")
 INITS = ("zero", "random")
@@ -476,16 +476,10 @@ def _record(c, history, facts) -> dict:
 
 def sgd_linear(c: SGDLinearConfig, out_dir, *, progress: bool = True, log=print) -> dict:
     """The record of ``c`` from ``out_dir`` if one was made with the same settings, else run it."""
-    store = ResultStore(out_dir)
-    settings, name = c.settings(), c.name()
-    saved = store.load(name, settings)
-    if saved is not None:
-        log(f"{name}: reusing {store.path(name)}")
-        return {**saved, "name": name, "reused": True}
-    log(f"{name}: running")
-    record = run_sgd_linear(c, progress=progress)
-    store.save(name, settings, record)
-    return {**store.load(name, settings), "name": name, "reused": False}
+    from ..expressivity import load_or_compute
+
+    return load_or_compute(out_dir, c.name(), c.settings(),
+                           lambda: run_sgd_linear(c, progress=progress), log=log)
 
 
 # -- reporting -------------------------------------------------------------------------
@@ -514,10 +508,10 @@ def summary_table(records: list[dict]) -> str:
             f"{r['timings']['sgd']:.1f} s |")
     for r in records:
         if "norm_ratio" in r:
-            lines.append(f"\n{label(r)}: converges to w* + P_null(w0), norm "
+            lines.append(f"\n{label(r)}: its limit w* + P_null(w0) has norm "
                          f"{r['norm_limit']:.4g} vs ||w*|| = {r['norm_min']:.4g} "
-                         f"(+{r['norm_excess']:.4g}, x{r['norm_ratio']:.4f}); distance "
-                         f"to w* {r['rel_dist_min_norm']:.3g}")
+                         f"(+{r['norm_excess']:.4g}, x{r['norm_ratio']:.4f}); ||w_T - w*|| / "
+                         f"||w*|| = {r['rel_dist_min_norm']:.3g}")
         lines += [f"\nnote ({label(r)}): {n}" for n in r["notes"]]
     return "\n".join(lines) + "\n"
 
