@@ -27,11 +27,13 @@ from ..errors import InputError
 DEFAULT_BATCH = 1024
 
 
-def as_images(images, *, name: str = "images") -> np.ndarray:
+def as_images(images, *, name: str = "images", any_shape: bool = False) -> np.ndarray:
     """Check and return images as C-contiguous float32 ``(n, H, W)`` or ``(n, H, W, 3)``.
 
     Integer input is refused rather than silently scaled: the caller knows
-    the data set's ``max_value``, the feature map does not.
+    the data set's ``max_value``, the feature map does not. ``any_shape``
+    accepts any ``(n, ...)`` array, e.g. ``(n, d)`` vectors of user data, for
+    maps that only flatten.
     """
     arr = np.asarray(images)
     if arr.dtype.kind in "iub":
@@ -39,6 +41,11 @@ def as_images(images, *, name: str = "images") -> np.ndarray:
                          "convert with images.astype(np.float32) / max_value")
     if arr.dtype.kind != "f":
         raise InputError(f"{name} must be a float array, got {arr.dtype}")
+    if any_shape and arr.ndim >= 2 and arr.shape[0] > 0:
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise InputError(f"{name} contain NaN or infinite values")
+        return arr
     if not (arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] in (1, 3))):
         raise InputError(f"{name} must be shaped (n, H, W) or (n, H, W, 3), got {arr.shape}")
     if arr.ndim == 4 and arr.shape[-1] == 1:
@@ -85,6 +92,8 @@ class FeatureMap:
 
     name = "base"
     needs_fit = False
+    # True for maps that only flatten: they take any (n, ...) array, not just images.
+    any_shape = False
     _param_names: tuple[str, ...] = ()
 
     def __init__(self, *, seed: int = 0, batch_size: int = DEFAULT_BATCH):
@@ -224,7 +233,7 @@ class FeatureMap:
         return np.ascontiguousarray(self.transform(images, progress=progress)[:, u0 * f:u1 * f])
 
     def _check_input(self, images) -> np.ndarray:
-        images = as_images(images)
+        images = as_images(images, any_shape=self.any_shape)
         if self.needs_fit and not self._fitted:
             raise InputError(f"{self.name} features learn from data: call fit(train_images) "
                              "before transform")

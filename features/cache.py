@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_bytes_atomic, write_json_atomic
+from ..data.cache import human_bytes
 from .base import FeatureMap, as_images
 
 #: Sidecar of each cached ``.npy``: its sha256 and size, written after it (the commit marker).
@@ -136,7 +137,7 @@ def cached_transform(fmap: FeatureMap, images, *, key: dict, cache_dir=None,
     checked against it on every read: a killed run or a damaged file is
     recomputed, never trusted.
     """
-    images = as_images(images)
+    images = as_images(images, any_shape=fmap.any_shape)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digest = cache_key(fmap, images, key)
     path = folder / f"{fmap.name}-{digest[:32]}.npy"
@@ -149,5 +150,5 @@ def cached_transform(fmap: FeatureMap, images, *, key: dict, cache_dir=None,
     feats = fmap.transform(images, progress=progress)
     store(path, feats, {"feature": fmap.name, "params": fmap.params, "key": key})
     _say(progress, f"{fmap.name} features {feats.shape[0]} x {feats.shape[1]} "
-                   f"({feats.nbytes / 1e6:.1f} MB) cached in {path}")
+                   f"({human_bytes(feats.nbytes)}) cached in {path}")
     return feats

@@ -22,6 +22,7 @@ class RawPixels(FeatureMap):
 
     name = "raw"
     _param_names = ("whiten",)
+    any_shape = True
 
     def __init__(self, *, whiten: bool = False, seed: int = 0, batch_size: int = 8192):
         super().__init__(seed=seed, batch_size=batch_size)

@@ -20,18 +20,27 @@ class InputError(KernelfitError, ValueError):
 
 
 class DuplicatePointsError(InputError):
-    """Two or more training points coincide, so K is exactly singular."""
+    """Two or more training points coincide, so K is exactly singular.
 
-    def __init__(self, pairs, n_duplicates: int):
+    ``conflicting=True``: the coinciding points carry different targets, so
+    no function interpolates them (with agreeing targets the minimum-norm
+    interpolant K^+ y still exists, and the estimators compute it).
+    """
+
+    def __init__(self, pairs, n_duplicates: int, *, conflicting: bool = False, dtype=None):
         self.pairs = list(pairs)
         self.n_duplicates = int(n_duplicates)
+        self.conflicting = bool(conflicting)
         shown = ", ".join(f"{i}={j}" for i, j in self.pairs[:5])
         more = "" if len(self.pairs) <= 5 else f" (and {len(self.pairs) - 5} more)"
+        where = f" once rounded to {np.dtype(dtype).name}" if dtype is not None else ""
+        why = ("with different targets, so no function interpolates them"
+               if self.conflicting else
+               "so the kernel matrix is singular and no unique interpolant exists")
         super().__init__(
-            f"{self.n_duplicates} training rows duplicate earlier ones (rows {shown}{more}), "
-            "so the kernel matrix is singular and no unique interpolant exists. Remove the "
-            "duplicates (e.g. numpy.unique(X, axis=0, return_index=True)), or pass lam > 0 "
-            "(ridge) or jitter='auto'."
+            f"{self.n_duplicates} training rows duplicate earlier ones{where} (rows "
+            f"{shown}{more}), {why}. Remove the duplicates (e.g. numpy.unique(X, axis=0, "
+            "return_index=True)), or pass lam > 0 (ridge) or jitter='auto'."
         )
 
 
@@ -67,8 +76,32 @@ class AccuracyError(KernelfitError, ArithmeticError):
     """Raised instead of :class:`AccuracyWarning` when ``Options(strict=True)``."""
 
 
+class NonFiniteError(AccuracyError):
+    """A solve produced NaN or infinity (K itself holds non-finite entries, or overflowed).
+
+    Always raised, whatever ``Options.strict`` says: a NaN model is never an answer.
+    """
+
+
 class PlanError(KernelfitError, MemoryError):
     """A request does not fit in the memory that is available."""
+
+
+def __getattr__(name):
+    # ParameterError derives from scikit-learn's InvalidParameterError (its estimator
+    # checks expect that class), whose import costs ~1.5 s: built on first use, so that
+    # `import kernelfit` stays cheap.
+    if name == "ParameterError":
+        from sklearn.utils._param_validation import InvalidParameterError
+
+        class ParameterError(InputError, InvalidParameterError):
+            """An estimator parameter has a wrong type or value (scikit-learn's message + a hint)."""
+
+        ParameterError.__module__ = __name__
+        ParameterError.__qualname__ = "ParameterError"
+        globals()["ParameterError"] = ParameterError
+        return ParameterError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BackendError(KernelfitError, ImportError):
@@ -124,3 +157,22 @@ class StaleGramError(KernelfitError, ValueError):
         super().__init__(f"{self.path} does not hold the kernel matrix asked for: "
                          + "; ".join(self.reasons) + ". Delete it (and its .progress / "
                          ".meta.json sidecars), or call build_gram_on_disk with rebuild=True.")
+
+
+class ModelFileError(KernelfitError, ValueError):
+    """A saved model file is not one, is damaged or modified, or has another format version."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}. Save the model again with "
+                         "`kernelfit run ... --save-model PATH`.")
+
+
+class UserDataError(DatasetError, ValueError):
+    """User data (``npz:PATH``, ``idx:DIR``) cannot be used as given."""
+
+    def __init__(self, source, problem: str):
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}.")

@@ -429,7 +429,7 @@ def test_load_split_stratified_and_seeded():
     assert not np.array_equal(tr.images, tr3.images)
     full_tr, full_te = load_split("digits")
     assert (len(full_tr), len(full_te)) == (1297, 500)
-    with pytest.raises(InputError, match="1..1297"):
+    with pytest.raises(InputError, match="1 to 1297"):
         load_split("digits", n_train=5000)
 
 

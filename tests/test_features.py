@@ -53,7 +53,11 @@ def test_input_checks(gray):
     with pytest.raises(InputError, match="max_value"):
         make_features("raw").transform((gray * 255).astype(np.uint8))
     with pytest.raises(InputError, match=r"\(n, H, W\)"):
-        make_features("raw").transform(gray[0])
+        make_features("gabor").transform(gray[0])
+    with pytest.raises(InputError, match=r"\(n, H, W\)"):
+        make_features("raw").transform(gray[0, 0])
+    # raw only flattens: it takes (n, d) vectors too (user data given as npz:PATH)
+    np.testing.assert_array_equal(make_features("raw").transform(gray[:, 0]), gray[:, 0])
     fmap = make_features("raw").fit(gray)
     with pytest.raises(InputError, match="shape"):
         fmap.transform(gray[:, :10, :10])
@@ -111,7 +115,7 @@ def test_feature_cache_detects_corrupt_rows(gray, tmp_path, monkeypatch, capsys)
     fmap = make_features("gabor", pool_grid=4).fit(gray)
     good = cached_transform(fmap, gray, key=key, cache_dir=tmp_path, progress=True)
     err = capsys.readouterr().err
-    assert "cached in" in err and str(tmp_path) in err and "MB" in err
+    assert "cached in" in err and str(tmp_path) in err and " kB)" in err
     (path,) = tmp_path.glob("gabor-*.npy")
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["feature"] == "gabor" and meta["shape"] == list(good.shape)

@@ -110,13 +110,18 @@ def cache_dir(name: str, data_home_=None) -> Path:
     return data_home(data_home_) / name
 
 
-def read_manifest(name: str, data_home_=None) -> dict | None:
-    """The dataset's manifest, or None when there is no readable one."""
+def manifest_at(root: Path) -> dict | None:
+    """The manifest in cache directory ``root``, or None when there is no readable one."""
     try:
-        manifest = json.loads((cache_dir(name, data_home_) / MANIFEST).read_text())
+        manifest = json.loads((Path(root) / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
+
+
+def read_manifest(name: str, data_home_=None) -> dict | None:
+    """The dataset's manifest, or None when there is no readable one."""
+    return manifest_at(cache_dir(name, data_home_))
 
 
 def stored_name(fname: str, meta: dict) -> str:
@@ -125,6 +130,17 @@ def stored_name(fname: str, meta: dict) -> str:
     if Path(stored).name != stored or stored.startswith("."):
         raise VerificationError(f"manifest names {stored!r}, which is not a plain file name")
     return stored
+
+
+def sizes_ok(root: Path, manifest: dict | None) -> bool:
+    """Whether every file the manifest names is there at its recorded size (no hashing)."""
+    if manifest is None:
+        return False
+    try:
+        return all((Path(root) / stored_name(f, meta)).stat().st_size == meta["bytes"]
+                   for f, meta in manifest["files"].items())
+    except (OSError, KeyError, TypeError, AttributeError, VerificationError):
+        return False
 
 
 def is_cached(name: str, data_home=None) -> bool:
@@ -136,27 +152,19 @@ def is_cached(name: str, data_home=None) -> bool:
     if name == "digits":
         return True
     _spec(name)
-    manifest = read_manifest(name, data_home)
-    if manifest is None:
-        return False
     root = cache_dir(name, data_home)
-    try:
-        return all((root / stored_name(f, meta)).stat().st_size == meta["bytes"]
-                   for f, meta in manifest["files"].items())
-    except (OSError, KeyError, TypeError, VerificationError):
-        return False
+    return sizes_ok(root, manifest_at(root))
 
 
-def check_cache(name: str, data_home=None) -> list[str]:
-    """Every problem with the cache (missing files, sizes, sha256 mismatches); [] if sound."""
-    manifest = read_manifest(name, data_home)
+def problems_at(root: Path) -> list[str]:
+    """Every problem with the cache in ``root`` (missing files, sizes, sha256); [] if sound."""
+    manifest = manifest_at(root)
     if manifest is None:
-        return [f"no manifest in {cache_dir(name, data_home)}"]
-    root = cache_dir(name, data_home)
+        return [f"no manifest in {root}"]
     problems = []
     for fname, meta in manifest.get("files", {}).items():
         try:
-            path = root / stored_name(fname, meta)
+            path = Path(root) / stored_name(fname, meta)
         except VerificationError as err:
             problems.append(str(err))
             continue
@@ -169,22 +177,18 @@ def check_cache(name: str, data_home=None) -> list[str]:
     return problems
 
 
-def load_arrays(name: str, split: str, data_home=None):
-    """The cached (images, labels) of one split, fetching the dataset first if absent.
+def check_cache(name: str, data_home=None) -> list[str]:
+    """Every problem with the cache (missing files, sizes, sha256 mismatches); [] if sound."""
+    return problems_at(cache_dir(name, data_home))
 
-    Each file's sha256 is checked against the manifest as it is read: hashing
-    runs at over 1 GB/s, a small cost beside reading the file.
 
-    Raises
-    ------
-    VerificationError
-        A file's content no longer matches the manifest.
+def read_split(root: Path, split: str, repair: str):
+    """(images, labels, manifest) of one split in cache directory ``root``, sha256-checked.
+
+    ``repair`` is the sentence that tells the user how to mend a damaged file.
     """
-    if not is_cached(name, data_home):
-        fetch(name, data_home=data_home)
-    root = cache_dir(name, data_home)
     for attempt in (0, 1):
-        manifest = read_manifest(name, data_home)
+        manifest = manifest_at(root)
         try:
             blobs = [(root / stored_name(f, manifest["files"][f]), manifest["files"][f])
                      for f in (f"{split}_images.npy", f"{split}_labels.npy")]
@@ -196,12 +200,28 @@ def load_arrays(name: str, split: str, data_home=None):
     out = []
     for path, meta, blob in blobs:
         if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-            raise VerificationError(
-                f"{path}: sha256 differs from the one recorded at first fetch; the cache was "
-                f"modified. Repair it with `kernelfit data fetch {name} --from PATH` (the "
-                f"official files), or `kernelfit data clear {name}` and fetch again.")
+            raise VerificationError(f"{path}: sha256 differs from the one recorded when it was "
+                                    f"cached; the cache was modified. {repair}")
         out.append(np.load(io.BytesIO(blob), allow_pickle=False))
     return out[0], out[1], manifest
+
+
+def load_arrays(name: str, split: str, data_home=None, progress: bool = True):
+    """The cached (images, labels) of one split, fetching the dataset first if absent.
+
+    Each file's sha256 is checked against the manifest as it is read: hashing
+    runs at over 1 GB/s, a small cost beside reading the file.
+
+    Raises
+    ------
+    VerificationError
+        A file's content no longer matches the manifest.
+    """
+    if not is_cached(name, data_home):
+        fetch(name, data_home=data_home, progress=progress)
+    return read_split(cache_dir(name, data_home), split,
+                      f"Repair it with `kernelfit data fetch {name} --from PATH` (the official "
+                      f"files), or `kernelfit data clear {name}` and fetch again.")
 
 
 def _write_atomic(path: Path, blob: bytes) -> dict:
@@ -252,7 +272,7 @@ def verify_decoded(spec: FetchSpec, decoded: dict, origin: str, read_log=None) -
     return status
 
 
-def _encode(decoded: dict) -> dict:
+def encode(decoded: dict) -> dict:
     """The cache's file contents: ``{split}_{images,labels}.npy`` name -> bytes."""
     blobs = {}
     for split in SPLITS:
@@ -288,8 +308,16 @@ def _say(progress: bool, message: str) -> None:
         print(f"kernelfit: {message}", file=sys.stderr)
 
 
-def _write_cache(spec: FetchSpec, decoded: dict, blobs: dict, provenance: dict,
-                 root: Path, progress: bool = False) -> None:
+def human_bytes(n: int) -> str:
+    """``1234567`` -> ``"1.2 MB"``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def write_cache(name: str, decoded: dict, blobs: dict, provenance: dict, root: Path,
+                progress: bool = False, extra: dict | None = None) -> None:
     """Write the arrays beside the current cache, verify them, then swap the manifest."""
     root.mkdir(parents=True, exist_ok=True)
     _clean_stale(root)
@@ -312,16 +340,16 @@ def _write_cache(spec: FetchSpec, decoded: dict, blobs: dict, provenance: dict,
     splits = {split: {"count": len(y), "class_counts": np.bincount(y).tolist(),
                       "image_shape": list(x.shape[1:]), "dtype": str(x.dtype)}
               for split, (x, y) in ((s, decoded[s]) for s in SPLITS)}
-    manifest = {"format": FORMAT, "name": spec.name, "splits": splits, "files": files,
-                "provenance": provenance}
+    manifest = {"format": FORMAT, "name": name, "splits": splits, "files": files,
+                "provenance": provenance, **(extra or {})}
     _write_atomic(root / MANIFEST, json.dumps(manifest, indent=1).encode())
     keep = {meta["file"] for meta in files.values()} | {MANIFEST}
     for old in root.iterdir():
         if old.name not in keep and not old.name.startswith(".") and old.suffix == ".npy":
             old.unlink(missing_ok=True)
     total = sum(meta["bytes"] for meta in files.values())
-    _say(progress, f"{spec.name}: {len(files)} verified arrays ({total / 1e6:.1f} MB, "
-                   f"{written / 1e6:.1f} MB written) in {root}")
+    _say(progress, f"{name}: {len(files)} verified arrays ({human_bytes(total)}, "
+                   f"{human_bytes(written)} written) in {root}")
 
 
 def _progress(progress: bool, desc: str):
@@ -391,7 +419,7 @@ def fetch(name: str, *, source=None, data_home=None, progress: bool = True) -> P
         decoded, provenance = _decode_source(spec, Path(source), "path", progress)
     else:
         decoded, provenance = _fetch_remote(spec, progress)
-    blobs = _encode(decoded)
+    blobs = encode(decoded)
     for fname, blob in blobs.items() if recorded is not None else ():
         # Once a checksum is recorded it is the reference: a source giving
         # other bytes is refused rather than silently replacing the data.
@@ -400,7 +428,7 @@ def fetch(name: str, *, source=None, data_home=None, progress: bool = True) -> P
                 f"{source}: its {name} {fname} differs from the sha256 recorded at first "
                 f"fetch ({recorded['files'][fname]['sha256'][:16]}...). Run `kernelfit "
                 f"data clear {name}` first to replace the cached data.")
-    _write_cache(spec, decoded, blobs, provenance, root, progress)
+    write_cache(spec.name, decoded, blobs, provenance, root, progress)
     return root
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import InputError
-from . import cache, cifar10, digits, idx
+from . import cache, cifar10, digits, idx, user
 
 SPLITS = ("train", "test")
 
@@ -88,7 +88,9 @@ DATASETS = {
 
 def _info(name: str) -> DatasetInfo:
     if name not in DATASETS:
-        raise InputError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+        raise InputError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}, or give "
+                         "your own data as npz:PATH (arrays X_train, y_train, X_test, y_test) "
+                         "or idx:DIR (four IDX files with MNIST's names)")
     return DATASETS[name]
 
 
@@ -130,15 +132,18 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen).astype(np.int64)) if chosen else np.zeros(0, np.int64)
 
 
-def load_dataset(name: str, split: str, *, data_home=None) -> Dataset:
+def load_dataset(name: str, split: str, *, data_home=None, progress: bool = True) -> Dataset:
     """Load one split of a dataset.
 
     Parameters
     ----------
-    name : {"digits", "mnist", "cifar10"}
+    name : {"digits", "mnist", "cifar10"} or "npz:PATH" or "idx:DIR"
+        A named dataset, or your own data (see :mod:`kernelfit.data.user`).
     split : {"train", "test"}
     data_home : str or Path, optional
         Cache root (default ``$KERNELFIT_DATA`` or the user cache dir).
+    progress : bool
+        Progress bars and one line on stderr when a dataset is fetched or cached.
 
     Returns
     -------
@@ -150,13 +155,22 @@ def load_dataset(name: str, split: str, *, data_home=None) -> Dataset:
     ``cifar10`` load from the cache, fetching them first (exactly as
     ``kernelfit data fetch`` does) when they are not there.
     """
-    info = _info(name)
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    if user.is_user(name):
+        images, labels, manifest = user.load_arrays(name, split, data_home, progress)
+        meta = manifest["user"]
+        provenance = {**manifest.get("provenance", {}),
+                      "cache": str(user.user_root(name, data_home)),
+                      "sha256": {k: v["sha256"] for k, v in manifest["files"].items()
+                                 if k.startswith(split)}}
+        return Dataset(name, split, images, labels, tuple(meta["classes"]),
+                       float(meta["max_value"]), provenance)
+    info = _info(name)
     if name == "digits":
         images, labels, provenance = digits.load(split)
     else:
-        images, labels, manifest = cache.load_arrays(name, split, data_home)
+        images, labels, manifest = cache.load_arrays(name, split, data_home, progress)
         provenance = {**manifest.get("provenance", {}), "cache": str(cache.cache_dir(name,
                       data_home)), "sha256": {k: v["sha256"] for k, v in
                                               manifest["files"].items() if k.startswith(split)}}
@@ -164,18 +178,20 @@ def load_dataset(name: str, split: str, *, data_home=None) -> Dataset:
 
 
 def load_split(name: str, *, n_train=None, n_test=None, seed: int = 0,
-               data_home=None) -> tuple[Dataset, Dataset]:
+               data_home=None, progress: bool = True) -> tuple[Dataset, Dataset]:
     """A (train, test) pair of stratified, seeded subsets.
 
     Parameters
     ----------
-    name : {"digits", "mnist", "cifar10"}
+    name : {"digits", "mnist", "cifar10"} or "npz:PATH" or "idx:DIR"
     n_train, n_test : int, optional
         Subset sizes; None takes the whole split.
     seed : int
         Picks the subsets (each class keeps its share); same seed, same subsets.
     data_home : str or Path, optional
         Cache root.
+    progress : bool
+        As for :func:`load_dataset`.
 
     Returns
     -------
@@ -183,13 +199,13 @@ def load_split(name: str, *, n_train=None, n_test=None, seed: int = 0,
     """
     out = []
     for split, n in (("train", n_train), ("test", n_test)):
-        ds = load_dataset(name, split, data_home=data_home)
+        ds = load_dataset(name, split, data_home=data_home, progress=progress)
         if n is None or n == len(ds):
             out.append(ds)
             continue
         if not 0 < n <= len(ds):
             raise InputError(f"n_{split}={n}: {name} has {len(ds)} {split} images; ask for "
-                             f"1..{len(ds)} or None for all")
+                             f"1 to {len(ds)} of them, or leave it out to take all")
         out.append(ds.subset(stratified_indices(ds.labels, n, seed)))
     return out[0], out[1]
 
@@ -199,6 +215,19 @@ def dataset_info(name: str, data_home=None) -> dict:
 
     Does not fetch: an uncached dataset reports ``cached: False``.
     """
+    if user.is_user(name):
+        root = user.user_root(name, data_home)
+        manifest = cache.manifest_at(root)
+        out = {"name": name, "cache": str(root)}
+        if manifest is None:
+            return {**out, "cached": False, "classes": (), "image_shape": (), "max_value": 0}
+        meta = manifest["user"]
+        return {**out, "cached": True, "classes": tuple(meta["classes"]),
+                "image_shape": tuple(meta["image_shape"]), "max_value": meta["max_value"],
+                "splits": manifest["splits"],
+                "sha256": {f: m["sha256"] for f, m in manifest["files"].items()},
+                "problems": cache.problems_at(root), "source": f"{meta['kind']} {meta['path']}",
+                "official": "user data (sha256 recorded at first load)"}
     info = _info(name)
     out = {"name": name, "classes": info.classes, "image_shape": info.image_shape,
            "max_value": info.max_value}
@@ -219,7 +248,28 @@ def dataset_info(name: str, data_home=None) -> dict:
     return {**out, "cached": True, "splits": manifest["splits"],
             "sha256": {f: m["sha256"] for f, m in manifest["files"].items()},
             "problems": cache.check_cache(name, data_home),
-            "source": _describe_source(manifest.get("provenance", {}))}
+            "source": _describe_source(manifest.get("provenance", {})),
+            "official": _describe_official(name, manifest, data_home)}
+
+
+def _describe_official(name: str, manifest: dict, data_home) -> str:
+    from . import pins
+
+    how = manifest.get("provenance", {}).get("verification", {}).get("official")
+    if how == "decoded":
+        return "yes (decoded arrays match the pinned official sha256)"
+    if how == "archive":
+        return "yes (the source archive's sha256 is the published one)"
+    # Cached before the pins existed: check the arrays now.
+    root = cache.cache_dir(name, data_home)
+    try:
+        decoded = {s: cache.read_split(root, s, "")[:2] for s in SPLITS}
+    except (OSError, KeyError, TypeError, ValueError):
+        return "unknown (the cache cannot be read)"
+    if pins.decoded_digests(decoded) == pins.DECODED_SHA256.get(name):
+        return "yes (decoded arrays match the pinned official sha256)"
+    return ("NO: the cached arrays differ from the official ones; `kernelfit data clear "
+            f"{name}` and fetch again")
 
 
 def _describe_source(provenance: dict) -> str:

@@ -133,7 +133,8 @@ MIRRORS = tuple(tuple(base + name + ".gz" for names in MNIST_FILES.values() for 
                              "https://storage.googleapis.com/cvdf-datasets/mnist/"))
 
 
-def _find(files, base: str):
+def find_file(files, base: str):
+    """The name under which ``files`` holds IDX file ``base`` (.gz, dotted spellings), or None."""
     # Some mirrors spell the names with a dot ("train-images.idx3-ubyte").
     dotted = base.replace("-idx", ".idx")
     return files.find(base, base + ".gz", dotted, dotted + ".gz")
@@ -160,7 +161,8 @@ def decode(files, progress=lambda xs: xs):
     DatasetFormatError
         A file is missing, truncated, or has a wrong magic number or dimensions.
     """
-    found = {split: tuple(_find(files, b) for b in bases) for split, bases in MNIST_FILES.items()}
+    found = {split: tuple(find_file(files, b) for b in bases)
+             for split, bases in MNIST_FILES.items()}
     missing = [b for split, bases in MNIST_FILES.items()
                for b, f in zip(bases, found[split], strict=True) if f is None]
     if missing:
