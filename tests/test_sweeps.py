@@ -205,7 +205,9 @@ def test_a_failed_selection_fails_the_points_that_need_it(tmp_path):
     assert [p.status for p in result.points] == ["ok", "failed"]
     assert "selection failed: InputError: the linear kernel has no bandwidth" in \
         result.points[1].error
-    assert _rows(tmp_path / "sweep.csv")[1]["status"] == "failed"
+    row = _rows(tmp_path / "sweep.csv")[1]
+    assert row["status"] == "failed" and row["error"].startswith("selection failed")
+    assert json.loads((tmp_path / row["record"]).read_text())["status"] == "failed"
     with pytest.raises(InputError, match="auto"):
         parse_axis("sigma=1,auto")
 

@@ -112,8 +112,8 @@ def parse_value(name: str, text: str):
     choices = _choices(name)
     if choices and value not in choices:
         raise InputError(f"{bad}: choose from {', '.join(choices)}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        low = 0 if name in ("lam", "coef0", "seed", "jitter", "refine_steps") else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "coef0":
+        low = 0 if name in ("lam", "seed", "jitter", "refine_steps") else None
         if (low is None and value <= 0) or (low is not None and value < low):
             raise InputError(f"{bad}: must be {'>= 0' if low is not None else '> 0'}")
     if name in _OPTION_AXES:
@@ -340,18 +340,17 @@ def run_sweep(base: RunConfig, axes: list[Axis], out_dir, *, sigma_grid=None,
         if isinstance(selection, Exception):
             point.status = "failed"
             point.error = f"selection failed: {type(selection).__name__}: {selection}"
-            log(f"{tag}: FAILED: {point.error}")
-            stop = fail_fast
-            continue
-        saved = store.load(point.name, settings)
-        if saved and saved.get("status") == "ok":
-            point.status, point.reused, point.record = "ok", True, saved["record"]
-            point.warnings, point.seconds = saved.get("warnings", []), saved.get("seconds", 0.0)
-            log(f"{tag}: reusing {store.path(point.name)}")
-            continue
-        if saved:
-            log(f"{tag}: retrying (failed before: {saved.get('error')})")
-        _run_point(point)
+        else:
+            saved = store.load(point.name, settings)
+            if saved and saved.get("status") == "ok":
+                point.status, point.reused, point.record = "ok", True, saved["record"]
+                point.warnings = saved.get("warnings", [])
+                point.seconds = saved.get("seconds", 0.0)
+                log(f"{tag}: reusing {store.path(point.name)}")
+                continue
+            if saved:
+                log(f"{tag}: retrying (failed before: {saved.get('error')})")
+            _run_point(point)
         payload = {k: getattr(point, k) for k in ("labels", "status", "record", "error",
                                                   "warnings", "seconds")}
         store.save(point.name, settings, payload)
