@@ -269,6 +269,9 @@ def build_gram_on_disk(X, kernel: Kernel, path, *, options: Options | None = Non
                 K = np.load(path, mmap_mode="r+")
                 reasons = _spot_check(K, X, kernel, opts.dtype)
                 if not reasons:
+                    if opts.progress:
+                        print(f"kernelfit: reusing K from {path} (fingerprint, size and a "
+                              "recomputed diagonal agree)", file=sys.stderr)
                     return K
                 del K
         elif state is not None:
@@ -302,6 +305,9 @@ def build_gram_on_disk(X, kernel: Kernel, path, *, options: Options | None = Non
         os.fsync(fh.fileno())
     write_json_atomic(meta_path, {"fingerprint": fp, "bytes": path.stat().st_size})
     prog.unlink()
+    if opts.progress:
+        print(f"kernelfit: K ({n} x {n} {np.dtype(opts.dtype).name}, "
+              f"{path.stat().st_size / 1e9:.2f} GB) written to {path}", file=sys.stderr)
     return K
 
 

@@ -9,6 +9,20 @@ from kernelfit.errors import InputError
 
 
 @pytest.fixture
+def calls(monkeypatch):
+    """The names of the maps whose transform ran (not read from the cache)."""
+    ran = []
+    real = cache_mod.FeatureMap.transform
+
+    def counting(self, images, progress=False):
+        ran.append(self.name)
+        return real(self, images, progress=progress)
+
+    monkeypatch.setattr(cache_mod.FeatureMap, "transform", counting)
+    return ran
+
+
+@pytest.fixture
 def gray():
     return np.random.default_rng(0).random((5, 12, 12), dtype=np.float32)
 
@@ -65,15 +79,7 @@ def test_input_checks(gray):
         _ = make_features("randconv").dim
 
 
-def test_cached_transform_reuses_and_invalidates(gray, tmp_path, monkeypatch):
-    calls = []
-    real = cache_mod.FeatureMap.transform
-
-    def counting(self, images, progress=False):
-        calls.append(self.name)
-        return real(self, images, progress=progress)
-
-    monkeypatch.setattr(cache_mod.FeatureMap, "transform", counting)
+def test_cached_transform_reuses_and_invalidates(gray, tmp_path, calls):
     key = {"dataset": "synthetic", "split": "train"}
     fmap = make_features("raw")
     a = cached_transform(fmap, gray, key=key, cache_dir=tmp_path)
@@ -102,15 +108,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert cache_mod.default_cache_dir().name == "features"
 
 
-def test_feature_cache_detects_corrupt_rows(gray, tmp_path, monkeypatch, capsys):
-    calls = []
-    real = cache_mod.FeatureMap.transform
-
-    def counting(self, images, progress=False):
-        calls.append(self.name)
-        return real(self, images, progress=progress)
-
-    monkeypatch.setattr(cache_mod.FeatureMap, "transform", counting)
+def test_feature_cache_detects_corrupt_rows(gray, tmp_path, calls, capsys):
     key = {"dataset": "synthetic", "split": "train"}
     fmap = make_features("gabor", pool_grid=4).fit(gray)
     good = cached_transform(fmap, gray, key=key, cache_dir=tmp_path, progress=True)
