@@ -10,8 +10,8 @@ from .sgd_net_cmd import add_training_args, config_from_args
 EPILOG = """\
 example (the interpolant beside MLP 1x512 on 2,000 CIFAR-10 images, random labels):
   kernelfit compare --dataset cifar10 --n-train 2000 --n-test 1000 \\
-      --randomize random-labels --models mlp1x512 --max-epochs 200 --threads 2 \\
-      --out results/compare
+      --randomize random-labels --models mlp1x512 --lr-decay 0.998 \\
+      --max-epochs 300 --threads 2 --out results/compare
 
 Both sides get the same seeded subset, randomization and inputs (pixels / 255,
 centre crop 28 x 28, per-image whitening). Writes --out/compare.md (train

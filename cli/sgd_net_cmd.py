@@ -16,12 +16,17 @@ Optimizer: SGD, momentum 0.9, lr 0.1 (inception-small) or 0.01 (the others),
 x0.95 per epoch; stops at 100% training accuracy or --max-epochs. One JSON
 record per run in --out (a rerun with the same settings reuses it); a killed
 run resumes from its last epoch's checkpoint.
+
+On a subset of n images, --lr-decay 0.95^(n / 50000) (0.995 for 5,000, 0.998
+for 2,000) keeps the paper's schedule per step: its x0.95 is per epoch of
+50,000 images, and a subset's shorter epochs would otherwise decay the rate
+to nothing before random labels are fitted.
 """
 
 FIGURE1_EPILOG = """\
 example (all three panels, MLP 1x512 on 2,000 CIFAR-10 images):
   kernelfit sgd figure1 --model mlp1x512 --n-train 2000 --n-test 1000 \\
-      --max-epochs 200 --threads 2 --out results/figure1
+      --lr-decay 0.998 --max-epochs 300 --threads 2 --out results/figure1
 
 Panels: (a) training loss vs steps for true labels, random labels, shuffled
 pixels, random pixels and Gaussian inputs; (b) epochs and steps to reach 100%
