@@ -487,19 +487,27 @@ def test_first_fetch_of_tampered_files_is_refused(tmp_path, mnist_data, small_sp
     assert prov["verification"]["official"] == "decoded"
 
 
+@pytest.mark.parametrize("compress", [False, True])
 def test_pinned_source_files_name_the_file_that_differs(tmp_path, mnist_data, small_specs,
-                                                       monkeypatch):
-    src = write_mnist(tmp_path / "src", mnist_data)
-    file_pins = {f.name: cache.sha256_file(f) for f in src.iterdir()}
+                                                       monkeypatch, compress):
+    """Pins of the decompressed IDX files: a recompressed official file is recognized by its
+    content, and only the file that was changed is named."""
+    plain = write_mnist(tmp_path / "plain", mnist_data)
+    file_pins = {f.name: cache.sha256_file(f) for f in plain.iterdir()}
     monkeypatch.setitem(cache.FETCH_SPECS, "mnist", dataclasses.replace(
         cache.FETCH_SPECS["mnist"], file_pins=file_pins))
-    labels = src / "t10k-labels-idx1-ubyte"
+    src = write_mnist(tmp_path / "src", mnist_data, compress=compress)
+    home = tmp_path / "home"
+    cache.fetch("mnist", source=src, data_home=home, progress=False)
+    verdicts = cache.read_manifest("mnist", home)["provenance"]["verification"]["files"]
+    assert set(verdicts.values()) == {"official content" if compress else "official"}
+    sfx = ".gz" if compress else ""
     y = mnist_data["test"][1].copy()
     y[[0, 1]] = y[[1, 0]] if y[0] != y[1] else y[[0, 2]]
-    idx.write_idx(labels, y.astype(np.uint8))
+    idx.write_idx(src / ("t10k-labels-idx1-ubyte" + sfx), y.astype(np.uint8), compress=compress)
     with pytest.raises(VerificationError, match="t10k-labels-idx1-ubyte") as err:
-        cache.fetch("mnist", source=src, data_home=tmp_path / "home", progress=False)
-    assert "train-images" not in str(err.value)
+        cache.fetch("mnist", source=src, data_home=tmp_path / "h2", progress=False)
+    assert "train-images" not in str(err.value) and "t10k-images" not in str(err.value)
 
 
 def test_published_archive_vouches_for_its_content(tmp_path, cifar_data, small_specs,

@@ -10,6 +10,7 @@ the file and what was wrong with it.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import struct
 import zlib
 
@@ -140,6 +141,17 @@ def find_file(files, base: str):
     return files.find(base, base + ".gz", dotted, dotted + ".gz")
 
 
+def _read_logged(files, name: str) -> bytes:
+    """The file's IDX bytes, decompressed; a .gz also logs its content's sha256, so the
+    official content is recognized however it was recompressed."""
+    blob = files.read(name)
+    raw = _decompress(blob, files.where(name))
+    log = getattr(files, "read_log", {}).get(files.where(name))
+    if raw is not blob and log is not None:
+        log["content_sha256"] = hashlib.sha256(raw).hexdigest()
+    return raw
+
+
 def decode(files, progress=lambda xs: xs):
     """Decode MNIST from the four IDX files in ``files`` (gzipped or not).
 
@@ -172,7 +184,7 @@ def decode(files, progress=lambda xs: xs):
     out = {}
     for split in progress(list(MNIST_FILES)):
         img, lab = found[split]
-        out[split] = parse_mnist_split(files.read(img), files.read(lab),
+        out[split] = parse_mnist_split(_read_logged(files, img), _read_logged(files, lab),
                                        (files.where(img), files.where(lab)))
     out["layout"] = "idx"
     return out

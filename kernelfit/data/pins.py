@@ -156,9 +156,17 @@ def check_official(name: str, decoded: dict, read_log: dict, *, decoded_pins=Non
     trusted = TRUSTED_ARCHIVES.get(name, ()) if trusted is None else trusted
     files = {}
     for where, meta in read_log.items():
-        pin = file_pins.get(_base(where))
-        files[where] = ("not pinned" if pin is None else
-                        "official" if meta.get("sha256") == pin else "differs")
+        base = _base(where)
+        pin = file_pins.get(base)
+        content_pin = file_pins.get(base.removesuffix(".gz"))
+        if pin is not None and meta.get("sha256") == pin:
+            files[where] = "official"
+        elif meta.get("content_sha256") is not None and content_pin is not None:
+            # recompressed: judged by what it decompresses to
+            files[where] = ("official content" if meta["content_sha256"] == content_pin
+                            else "differs")
+        else:
+            files[where] = "not pinned" if pin is None else "differs"
     got = decoded_digests(decoded)
     differ = [f"{split} {kind}" for split, kinds in (decoded_pins or {}).items()
               for kind, sha in kinds.items() if got[split][kind] != sha]
