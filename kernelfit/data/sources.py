@@ -144,6 +144,10 @@ def _die_with_parent() -> None:
 
 def _kill_group(proc: subprocess.Popen) -> None:
     """End ``proc`` and everything in its process group; reap it."""
+    if not hasattr(os, "killpg"):  # Windows: no process groups to signal
+        proc.kill()
+        proc.wait()
+        return
     for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
