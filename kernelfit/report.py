@@ -180,14 +180,16 @@ def stage(desc: str, *, expected_s: float | None = None, enabled: bool = True,
     from tqdm.auto import tqdm
 
     done = threading.Event()
+    started = time.time()
 
     def spin():
         if done.wait(delay):
             return
-        hint = f", expected ~{_duration(expected_s)}" if expected_s else ""
+        hint = f"expected ~{_duration(expected_s)}" if expected_s else ""
         bar = tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed} elapsed{postfix}",
-                   file=file or sys.stderr, leave=False)
-        bar.set_postfix_str(hint.lstrip(", "), refresh=False)
+                   file=file or sys.stderr, leave=False, postfix=hint)
+        bar.start_t = started         # elapsed since the stage began, not since the bar
+        bar.refresh()
         while not done.wait(interval):
             bar.refresh()
         bar.close()

@@ -170,7 +170,8 @@ def plan_run(fmap, n: int, m: int, n_classes: int, *, solver: str, options: Opti
 
 
 def _featurize(config: RunConfig, fmap, data: Prepared) -> tuple[np.ndarray, np.ndarray]:
-    progress = config.options.progress
+    # Raw pixels are a copy, done before a bar could say anything useful.
+    progress = config.options.progress and fmap.name != "raw"
     # Raw pixels cost less to recompute than to read back: never cached.
     if not config.feature_cache or fmap.name == "raw":
         return (fmap.transform(data.train_images, progress=progress),
