@@ -95,7 +95,7 @@ def __getattr__(name):
         from sklearn.utils._param_validation import InvalidParameterError
 
         class ParameterError(InputError, InvalidParameterError):
-            """An estimator parameter has a wrong type or value (scikit-learn's message + a hint)."""
+            """An estimator parameter has a wrong type or value (scikit-learn's message)."""
 
         ParameterError.__module__ = __name__
         ParameterError.__qualname__ = "ParameterError"
@@ -149,7 +149,8 @@ class OutputPathError(KernelfitError, OSError):
 
 
 class StaleGramError(KernelfitError, ValueError):
-    """A kernel matrix stored on disk is not the one asked for (other data, kernel, dtype) or is damaged."""
+    """A kernel matrix stored on disk is not the one asked for (other data, kernel, dtype),
+    or is damaged."""
 
     def __init__(self, path, reasons):
         self.path = str(path)

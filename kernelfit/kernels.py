@@ -12,6 +12,8 @@ clamped at 0 (rounding can make it slightly negative for near-equal points).
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -49,10 +51,13 @@ class Kernel:
     def __post_init__(self):
         if self.name not in KERNELS:
             raise InputError(f"unknown kernel {self.name!r}; choose one of {', '.join(KERNELS)}")
-        if not (np.isfinite(self.gamma) and self.gamma > 0):
+        if not (_is_real(self.gamma) and np.isfinite(self.gamma) and self.gamma > 0):
             raise InputError(f"kernel gamma must be a positive finite number, got {self.gamma!r}")
-        if self.name == "polynomial" and (int(self.degree) != self.degree or self.degree < 1):
-            raise InputError(f"polynomial degree must be a positive integer, got {self.degree!r}")
+        if not (isinstance(self.degree, numbers.Integral) and not isinstance(self.degree, bool)
+                and self.degree >= 1):
+            raise InputError(f"polynomial degree must be an integer >= 1, got {self.degree!r}")
+        if not (_is_real(self.coef0) and np.isfinite(self.coef0)):
+            raise InputError(f"polynomial coef0 must be a finite number, got {self.coef0!r}")
 
     @property
     def needs_norms(self) -> bool:
@@ -125,7 +130,8 @@ class Kernel:
         sq = row_sq_norms(X) if sq_x is None else np.asarray(sq_x, dtype=np.float64)
         if self.name == "linear":
             return sq
-        return (self.gamma * sq + self.coef0) ** int(self.degree)
+        with np.errstate(over="ignore"):       # inf is reported by the solve (NonFiniteError)
+            return (self.gamma * sq + self.coef0) ** int(self.degree)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -160,7 +166,10 @@ def _exp_(G):
 
 def _pow_(G, p: int):
     if isinstance(G, np.ndarray):
-        np.power(G, p, out=G)
+        # A high degree can overflow to inf: the solve's finiteness check reports it
+        # with its cause (NonFiniteError), which a bare RuntimeWarning would not.
+        with np.errstate(over="ignore"):
+            np.power(G, p, out=G)
     else:
         G.pow_(p)
 
@@ -185,12 +194,19 @@ def make_kernel(name="gaussian", *, gamma=None, sigma=None, degree=3, coef0=1.0,
     MNIST pixels in [0, 1] it gives sigma ~ 6 (the paper's setting is
     sigma = 5).
     """
+    if name not in KERNELS:
+        raise InputError(f"unknown kernel {name!r}; choose one of {', '.join(KERNELS)}")
     if gamma is not None and sigma is not None:
         raise InputError("give the kernel scale as gamma or as sigma, not both")
+    for label, v in (("gamma", gamma), ("sigma", sigma)):
+        if v is not None and not (_is_real(v) and np.isfinite(v) and v > 0):
+            raise InputError(f"{label} must be a positive finite number (or None for the "
+                             f"default scale), got {v!r}")
     if sigma is not None:
-        if not (np.isfinite(sigma) and sigma > 0):
-            raise InputError(f"sigma must be a positive finite number, got {sigma!r}")
-        gamma = 0.5 / sigma**2 if name == "gaussian" else 1.0 / sigma
+        gamma = _gamma_from_sigma(name, float(sigma))
+    if not (isinstance(degree, numbers.Integral) and not isinstance(degree, bool)):
+        # int(2.5) would silently fit a degree-2 kernel
+        raise InputError(f"polynomial degree must be an integer >= 1, got {degree!r}")
     if gamma is None:
         if name == "linear":
             gamma = 1.0
@@ -200,4 +216,33 @@ def make_kernel(name="gaussian", *, gamma=None, sigma=None, degree=3, coef0=1.0,
             X = np.asarray(X)
             var = float(np.var(X, dtype=np.float64))
             gamma = 1.0 / (X.shape[1] * var) if var > 0 else 1.0
+    if not _is_real(coef0):
+        raise InputError(f"polynomial coef0 must be a finite number, got {coef0!r}")
     return Kernel(name=name, gamma=float(gamma), degree=int(degree), coef0=float(coef0))
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _gamma_from_sigma(name: str, sigma: float) -> float:
+    """gamma for a bandwidth sigma, refusing one that float64 cannot represent.
+
+    sigma = 1e-300 or 1e300 would make gamma = 1 / (2 sigma^2) overflow (K = I
+    up to rounding, NaN once inf * 0 meets the diagonal) or underflow to 0 (K =
+    all ones); caught here instead of a bare ZeroDivisionError / OverflowError.
+    """
+    try:
+        gamma = 0.5 / sigma**2 if name == "gaussian" else 1.0 / sigma
+    except (OverflowError, ZeroDivisionError):
+        gamma = math.inf if sigma < 1 else 0.0
+    if not np.finfo(np.float64).tiny <= gamma < math.inf:
+        what = "1 / (2 sigma^2)" if name == "gaussian" else "1 / sigma"
+        effect = ("every off-diagonal kernel value underflows to 0 (K = I: predictions "
+                  "vanish away from the training points)" if sigma < 1 else
+                  "K is all ones (singular)")
+        raise InputError(f"sigma={sigma!r} is outside what float64 can use: gamma = {what} "
+                         f"{'overflows' if sigma < 1 else 'underflows'} and {effect}. Use a "
+                         "bandwidth comparable to the distances between points, or sigma=None "
+                         "for the default scale 1 / (d Var(X)).")
+    return gamma

@@ -9,22 +9,46 @@ the relative residual ||(K + lam I) alpha - Y|| / ||Y||.
 from __future__ import annotations
 
 import time
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from . import errors
 from .errors import InputError
 from .gram import build_gram, cross_gram_matvec
-from .kernels import make_kernel, row_sq_norms
+from .kernels import KERNELS, make_kernel, row_sq_norms
 from .options import Options
 from .plan import SOLVERS, plan_fit
+from .solvers.pinv import PINV_MAX_N
+from .solvers.refine import relative_norm
 from .solvers.solve import solve_matrix_free, solve_stored
-from .validation import check_fit_data, check_no_duplicates, check_predict_data
+from .validation import (
+    check_duplicates,
+    check_fit_data,
+    check_kernel_range,
+    check_predict_data,
+    check_symmetric,
+)
 
 
 class _KernelInterpolantBase(BaseEstimator):
+    # scikit-learn's declarative checks (types and ranges), run first thing in fit;
+    # _check_params adds what they cannot say (finite values, gamma xor sigma).
+    _parameter_constraints: dict = {
+        "kernel": [StrOptions(set(KERNELS) | {"precomputed"})],
+        "gamma": [None, Interval(Real, 0, None, closed="neither")],
+        "sigma": [None, Interval(Real, 0, None, closed="neither")],
+        "degree": [Interval(Integral, 1, None, closed="left")],
+        "coef0": [Interval(Real, None, None, closed="neither")],
+        "lam": [Interval(Real, 0, None, closed="left")],
+        "solver": [StrOptions(set(SOLVERS))],
+        "options": [None, Options],
+    }
+
     def __init__(self, kernel="gaussian", *, gamma=None, sigma=None, degree=3, coef0=1.0,
                  lam=0.0, solver="cholesky", options=None):
         self.kernel = kernel
@@ -37,19 +61,45 @@ class _KernelInterpolantBase(BaseEstimator):
         self.options = options
 
     # -- fitting ----------------------------------------------------------
+    def _check_params(self) -> None:
+        """Validate every parameter in one place; :class:`ParameterError` says what is wrong.
+
+        ``ParameterError`` is both a :class:`kernelfit.errors.InputError` and
+        scikit-learn's ``InvalidParameterError`` (whose message format its
+        estimator checks look for).
+        """
+        name = type(self).__name__
+        try:
+            self._validate_params()
+        except InvalidParameterError as err:
+            raise errors.ParameterError(str(err)) from None
+        for param in ("gamma", "sigma", "coef0", "lam"):
+            v = getattr(self, param)
+            if v is not None and not np.isfinite(v):
+                raise errors.ParameterError(f"The '{param}' parameter of {name} must be a "
+                                            f"finite number. Got {v!r} instead.")
+        if self.gamma is not None and self.sigma is not None:
+            raise errors.ParameterError(f"The 'gamma' and 'sigma' parameters of {name} give the "
+                                        "same kernel scale: pass one of them, not both. Got "
+                                        f"gamma={self.gamma!r}, sigma={self.sigma!r} instead.")
+
     def _solve(self, X, Y):
         """Build K, solve, and record the fitted attributes; returns K alpha."""
         opts = self.options or Options()
         n, d = X.shape
         opts = opts.replace(dtype=opts.resolve_dtype(n))
-        if self.solver not in SOLVERS:
-            raise InputError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        if not (np.isfinite(self.lam) and self.lam >= 0):
-            raise InputError(f"lam must be a finite number >= 0, got {self.lam!r}")
         if self.kernel == "precomputed":
             return self._solve_precomputed(X, Y, opts)
+        check_kernel_range(X, opts.dtype)
+        singular = False
         if self.lam == 0 and opts.jitter is None:
-            check_no_duplicates(X)
+            # Duplicates in the working dtype: with agreeing targets the minimum-norm
+            # interpolant K^+ y exists (rank-revealing path, or CG from zero); with
+            # disagreeing ones none does (DuplicatePointsError either way).
+            pinv_here = (self.solver == "cholesky" and opts.backend == "numpy"
+                         and not opts.strict and n <= PINV_MAX_N)
+            singular = check_duplicates(X, Y, dtype=opts.dtype,
+                                        allow_agreeing=pinv_here or self.solver != "cholesky")
         self.kernel_ = make_kernel(self.kernel, gamma=self.gamma, sigma=self.sigma,
                                    degree=self.degree, coef0=self.coef0, X=X)
         # The host planner covers the NumPy solvers; the torch solve checks its device.
@@ -68,7 +118,8 @@ class _KernelInterpolantBase(BaseEstimator):
             t = time.perf_counter()
             K = build_gram(X, self.kernel_, options=opts)
             gram_s = time.perf_counter() - t
-            sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts)
+            sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts,
+                               singular=singular)
             sol.timings = {"gram": gram_s, **sol.timings}
             del K
         self._record(sol)
@@ -83,11 +134,14 @@ class _KernelInterpolantBase(BaseEstimator):
             raise InputError(f"kernel='precomputed' takes the square n x n Gram matrix as X, "
                              f"got shape {K.shape}")
         self.kernel_ = None
-        self.plan_ = plan_fit(n, 0, Y.shape[1], solver=self.solver, options=opts,
-                              gram_allocated=opts.overwrite_gram)
         if self.solver == "cg-matrix-free":
             raise InputError("solver='cg-matrix-free' needs the points, not a precomputed K; "
                              "use 'cholesky' or 'cg'")
+        if opts.backend != "numpy":
+            raise InputError("kernel='precomputed' is solved with backend='numpy'")
+        check_symmetric(K)
+        self.plan_ = plan_fit(n, 0, Y.shape[1], solver=self.solver, options=opts,
+                              gram_allocated=opts.overwrite_gram)
         # A copy unless the caller handed K over: the factor overwrites its lower triangle.
         K = np.array(K, dtype=opts.dtype, order="C", copy=not opts.overwrite_gram)
         sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts)
@@ -169,12 +223,13 @@ class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):
     """
 
     def fit(self, X, y):
+        self._check_params()
         X, y = check_fit_data(self, X, y, y_numeric=True)
         Y = np.asarray(y, dtype=np.float64)
         self._y_1d = Y.ndim == 1
         Y2 = Y.reshape(len(Y), -1)
         K_alpha = self._solve(X, Y2)
-        self.train_error_ = float(np.linalg.norm(K_alpha - Y2) / max(np.linalg.norm(Y2), 1e-300))
+        self.train_error_ = relative_norm(K_alpha - Y2, Y2)
         if self._y_1d:
             self.dual_coef_ = self.dual_coef_[:, 0]
         return self
@@ -185,6 +240,7 @@ class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
+        tags.input_tags.pairwise = self.kernel == "precomputed"
         return tags
 
 
@@ -198,6 +254,7 @@ class KernelInterpolantClassifier(ClassifierMixin, _KernelInterpolantBase):
     """
 
     def fit(self, X, y):
+        self._check_params()
         X, y = check_fit_data(self, X, y, y_numeric=False)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -207,6 +264,11 @@ class KernelInterpolantClassifier(ClassifierMixin, _KernelInterpolantBase):
         K_alpha = self._solve(X, Y)
         self.train_error_ = float(np.mean(np.argmax(K_alpha, axis=1) != codes))
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = self.kernel == "precomputed"
+        return tags
 
     def decision_function(self, X):
         F = self._decision(X)

@@ -15,6 +15,7 @@ import psutil
 from .errors import PlanError
 from .options import Options
 from .solvers.cholesky import _CHUNK_ROWS, choose_tile
+from .solvers.pinv import PINV_MAX_N, pinv_bytes
 
 SOLVERS = ("cholesky", "cg", "cg-matrix-free")
 
@@ -115,3 +116,31 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
             f"{human_bytes(plan.total_bytes)} ({', '.join(parts)}), but only "
             f"{human_bytes(limit)} is available. Try: " + "; ".join(ways) + ".")
     return plan
+
+
+def plan_pinv(n: int, options: Options | None = None, *, in_use: int = 0) -> int:
+    """Check that the rank-revealing solve K^+ Y of n points fits; return its bytes.
+
+    It runs when K already sits in memory (and failed to factor), so it is
+    planned against what is available now (and ``memory_limit`` less
+    ``in_use``, the bytes of that K). Refused when n is above
+    :data:`kernelfit.solvers.pinv.PINV_MAX_N` (the eigendecomposition's ~9 n^3
+    flops take too long) or its two float64 n x n arrays do not fit.
+    """
+    opts = options or Options()
+    need = pinv_bytes(n)
+    if n > PINV_MAX_N:
+        raise PlanError(f"the minimum-norm solve K^+ y of n={n:,} needs an eigendecomposition "
+                        f"of ~{9 * n**3 / 1e12:.0f} TFLOP and {human_bytes(need)}; it is done "
+                        f"for n <= {PINV_MAX_N:,} only. Pass lam > 0 or jitter='auto', or "
+                        "fewer points.")
+    # in_use: what the fit holds already (K): counted against memory_limit, while
+    # the available memory has paid for it.
+    limit = int(0.9 * available_memory())
+    if opts.memory_limit is not None:
+        limit = min(limit, opts.memory_limit - int(in_use))
+    if need > limit:
+        raise PlanError(f"the minimum-norm solve K^+ y of n={n:,} needs {human_bytes(need)} "
+                        f"(two float64 n x n arrays) besides K, but only {human_bytes(limit)} "
+                        "is available. Pass lam > 0 or jitter='auto', or free memory.")
+    return need

@@ -1,23 +1,89 @@
+import warnings
+
 import numpy as np
 import pytest
 import scipy.linalg as sl
 from sklearn.datasets import load_digits
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.metrics.pairwise import rbf_kernel
-from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 
-from kernelfit import Options
-from kernelfit.errors import DuplicatePointsError, InputError, NotPositiveDefiniteError, PlanError
-from kernelfit.model import KernelInterpolant, KernelInterpolantClassifier
+from kernelfit import KernelInterpolant, KernelInterpolantClassifier, Options
+from kernelfit.errors import (
+    AccuracyWarning,
+    DuplicatePointsError,
+    InputError,
+    NotPositiveDefiniteError,
+    PlanError,
+)
 
 
-# scikit-learn's checks feed data with duplicate rows (iris has two identical
-# flowers), which the default rejects on purpose: they run with the documented
-# remedy, jitter="auto".
-@parametrize_with_checks([KernelInterpolant(options=Options(jitter="auto")),
+# With default parameters (issue 7 B): scikit-learn's data has duplicate rows with
+# equal targets (iris) and K singular to rounding under the default scale; both are
+# answered by the minimum-norm solution K^+ y. jitter="auto" is checked as well.
+@parametrize_with_checks([KernelInterpolant(), KernelInterpolantClassifier(),
+                          KernelInterpolant(options=Options(jitter="auto")),
                           KernelInterpolantClassifier(options=Options(jitter="auto"))])
 def test_sklearn_compatible(estimator, check):
-    check(estimator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AccuracyWarning)   # singular K: warned, by design
+        check(estimator)
+
+
+@pytest.mark.parametrize("Est", [KernelInterpolant, KernelInterpolantClassifier])
+def test_parameter_validation_follows_scikit_learn(Est):
+    # every parameter has a constraint, and a bad one raises InvalidParameterError
+    # with scikit-learn's message (our ParameterError is also an InputError)
+    check_param_validation(Est.__name__, Est())
+
+
+@pytest.mark.parametrize("params, says", [
+    (dict(sigma="5"), "'sigma' parameter"), (dict(lam=None), "'lam' parameter"),
+    (dict(kernel="polynomial", degree=2.5), "'degree' parameter"),
+    (dict(degree=0), "'degree' parameter"), (dict(coef0=np.nan), "'coef0' parameter"),
+    (dict(gamma=np.inf), "'gamma' parameter"), (dict(lam=np.inf), "'lam' parameter"),
+    (dict(coef0=np.inf), "'coef0' parameter"),
+    (dict(kernel="rbf"), "'kernel' parameter"), (dict(solver="qr"), "'solver' parameter"),
+    (dict(gamma=1.0, sigma=2.0), "not both"), (dict(options={"dtype": "float32"}), "'options'"),
+])
+def test_bad_parameters_raise_typed_errors(rng, params, says):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from kernelfit.errors import ParameterError
+    X, y = rng.random((10, 3)), rng.random(10)
+    with pytest.raises(ParameterError, match=says) as err:
+        KernelInterpolant(**params).fit(X, y)
+    assert isinstance(err.value, InputError) and isinstance(err.value, InvalidParameterError)
+
+
+@pytest.mark.parametrize("sigma", [1e-300, 1e300])
+def test_unrepresentable_bandwidth_is_a_typed_error(rng, sigma):
+    X, y = rng.random((10, 3)), rng.random(10)
+    with pytest.raises(InputError, match="outside what float64 can use"):
+        KernelInterpolant(sigma=sigma).fit(X, y)
+
+
+def test_precomputed_kernel_in_cross_val_score_matches_kernel_ridge(rng):
+    from sklearn.model_selection import cross_val_predict, cross_val_score
+    X, y = rng.random((60, 4)), rng.standard_normal(60)
+    K = rbf_kernel(X, gamma=2.0)
+    est = KernelInterpolant(kernel="precomputed")
+    assert est.__sklearn_tags__().input_tags.pairwise
+    assert not KernelInterpolant().__sklearn_tags__().input_tags.pairwise
+    scores = cross_val_score(est, K, y, cv=3)
+    ref = KernelRidge(kernel="precomputed", alpha=1e-12)
+    np.testing.assert_allclose(scores, cross_val_score(ref, K, y, cv=3), rtol=1e-4)
+    pred = cross_val_predict(est, K, y, cv=3)
+    # oracle of one fold, directly: K[test, train] solve(K[train, train], y[train])
+    te, tr = np.arange(20), np.arange(20, 60)
+    direct = K[np.ix_(te, tr)] @ sl.solve(K[np.ix_(tr, tr)], y[tr], assume_a="pos")
+    np.testing.assert_allclose(pred[te], direct, rtol=1e-6, atol=1e-8)
+    labels = (X[:, 0] > 0.5).astype(int)
+    clf = KernelInterpolantClassifier(kernel="precomputed")
+    Y1 = np.eye(2)[labels[tr]]                  # one-hot, solved directly on the fold
+    direct = np.argmax(K[np.ix_(te, tr)] @ sl.solve(K[np.ix_(tr, tr)], Y1), axis=1)
+    assert cross_val_score(clf, K, labels, cv=3)[0] == pytest.approx(np.mean(direct
+                                                                              == labels[te]))
 
 
 def test_alpha_equals_scipy_solve(rng):
@@ -115,10 +181,15 @@ def test_duplicates_rejected_with_remedies(rng):
 
 
 def test_not_positive_definite_in_float32(rng):
-    # a wide Gaussian on nearby points: PD in exact arithmetic, not once rounded
-    X = rng.random((300, 2)) * 1e-2
+    # a wide Gaussian on nearby points: PD in exact arithmetic, not once rounded.
+    # Default: the minimum-norm solution, warned and its rank recorded; strict: the
+    # typed error with its remedies.
+    X, y = rng.random((300, 2)) * 1e-2, rng.random(300)
+    with pytest.warns(AccuracyWarning, match=r"rank \d+ of 300.*dtype='float64'"):
+        m = KernelInterpolant(sigma=10.0, options=Options(dtype="float32")).fit(X, y)
+    assert m.solver_info_["rank"] < 300 and not m.converged_
     with pytest.raises(NotPositiveDefiniteError, match="float64"):
-        KernelInterpolant(sigma=10.0, options=Options(dtype="float32")).fit(X, rng.random(300))
+        KernelInterpolant(sigma=10.0, options=Options(dtype="float32", strict=True)).fit(X, y)
 
 
 def test_request_that_does_not_fit_fails_fast(rng):

@@ -65,3 +65,20 @@ def test_backend_errors(rng):
         KernelInterpolant(options=Options(backend="jax")).fit(X, y)
     with pytest.raises(InputError, match="cholesky"):
         KernelInterpolant(solver="cg", options=Options(backend="torch", device="cpu")).fit(X, y)
+
+
+def test_memory_limit_is_respected(rng):
+    # the torch solve plans against Options.memory_limit as the NumPy planner does
+    from kernelfit.errors import PlanError
+    X, y = rng.normal(size=(300, 4)), rng.normal(size=300)
+    opts = Options(backend="torch", device="cpu", dtype="float64", memory_limit=500_000)
+    with pytest.raises(PlanError, match="allowed by memory_limit"):
+        KernelInterpolant(options=opts).fit(X, y)
+    m = KernelInterpolant(lam=1e-3, options=opts.replace(memory_limit=50_000_000)).fit(X, y)
+    assert m.relative_residual_ < 1e-10 and m.converged_
+
+
+def test_all_zero_targets_and_accuracy_record(rng):
+    X = rng.normal(size=(30, 3))
+    m = KernelInterpolant(options=Options(backend="torch", device="cpu")).fit(X, np.zeros(30))
+    assert m.relative_residual_ == 0.0 and m.converged_ and m.warnings_ == []

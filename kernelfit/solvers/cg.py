@@ -38,7 +38,14 @@ class NystromPreconditioner:
         U, sig, _ = svd(B, full_matrices=False)
         s = np.maximum(sig**2 - nu, 0.0)
         self.U, self.s = U, s
-        self.mu = op.shift + s[-1]                 # the tail of the spectrum the sketch missed
+        # mu: the tail of the spectrum the sketch missed. With lam = 0 and a K of
+        # numerical rank below r (a very wide bandwidth) s[-1] is 0 and M^{-1} = R / mu
+        # would divide by zero: floor mu at K's own rounding level, n eps(dtype) s[0]
+        # (eigenvalues below it are noise of the stored K), and at the smallest
+        # normal number when K is all zeros.
+        eps = np.finfo(np.dtype(getattr(op, "dtype", np.float64))).eps
+        floor = max(n * eps * float(s[0]), np.finfo(np.float64).tiny)
+        self.mu = max(op.shift + float(s[-1]), floor)
         self.rank = rank
 
     def __call__(self, R):
@@ -64,9 +71,10 @@ def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None):
     -------
     X : ndarray, float64
     info : dict
-        ``iterations``, ``converged`` (all columns), ``residuals`` (final
-        per-column relative residuals), ``history`` (max relative residual per
-        iteration).
+        ``iterations``, ``converged`` (every column reached ``tol``),
+        ``breakdown`` (some column stopped on p^T K p <= 0), ``residuals``
+        (final per-column relative residuals, absolute for a zero column of Y),
+        ``history`` (max relative residual per iteration).
     """
     Y = np.asarray(Y, dtype=np.float64)
     one_d = Y.ndim == 1
@@ -79,11 +87,22 @@ def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None):
     P = Z.copy()
     rz = np.einsum("ij,ij->j", R, Z)
     history = []
-    active = np.ones(Y.shape[1], dtype=bool)
     iterations = 0
+    broke = np.zeros(Y.shape[1], dtype=bool)
+    rel = np.linalg.norm(R, axis=0) / ynorm
+    active = rel > tol                        # a zero column of Y is solved by X = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - read after the loop
+        if not active.any():
+            iterations -= 1
+            break
         Q = op @ P
         pq = np.einsum("ij,ij->j", P, Q)
+        # p^T K p <= 0 (or NaN): K is singular or indefinite along p in working
+        # precision. No step is right then: the column stops, flagged, instead of
+        # taking an arbitrary one.
+        bad = active & ~(pq > 0)
+        broke |= bad
+        active &= ~bad
         a = np.where(active, rz / np.where(pq > 0, pq, 1.0), 0.0)
         X += a * P
         R -= a * Q
@@ -97,6 +116,6 @@ def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None):
         b = np.where(active, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
         P = Z + b * P
         rz = rz_new
-    info = {"iterations": iterations, "converged": bool(not active.any()),
-            "residuals": rel.tolist(), "history": history}
+    info = {"iterations": iterations, "converged": bool(not active.any() and not broke.any()),
+            "breakdown": bool(broke.any()), "residuals": rel.tolist(), "history": history}
     return (X[:, 0] if one_d else X), info

@@ -232,24 +232,33 @@ def cholesky_solve(A, Y, *, tile: int = SOLVE_TILE) -> np.ndarray:
 
 
 def factor(A, *, lam: float = 0.0, jitter=None, tile: int = 4096,
-           progress: bool = False) -> Factor:
+           progress: bool = False, accept=None) -> Factor:
     """Factor K + (lam + jitter) I in place, with an optional automatic jitter retry.
 
     ``jitter`` is None (none), a number (added as is), or "auto": try no
     jitter, then 1e-6, 1e-5, ... 1e-2 times the mean of K's diagonal, undoing
     each failed attempt from K's intact upper triangle. What was used, and
     every failed attempt's pivot, go into ``Factor.info``.
+
+    ``accept``: optional callable ``Factor -> bool``, called on each factor
+    that succeeds (the caller solves with it and judges the result, e.g. its
+    residual). Its verdict is recorded as ``info["accepted"]``; with "auto" a
+    rejected factor is undone and the next jitter tried (a K singular to
+    rounding, as with exact duplicate points, often factors at jitter 0 with
+    pivots of rounding size and a useless solve), except at the last level,
+    which is returned for the caller to report.
     """
     if jitter is None or not isinstance(jitter, str):
         f = tiled_cholesky(A, tile=tile, shift=lam + float(jitter or 0.0), progress=progress)
         f.info.update(jitter=float(jitter or 0.0), jitter_attempts=[])
+        f.info["accepted"] = bool(accept(f)) if accept is not None else True
         return f
     if jitter != "auto":
         raise InputError(f"jitter must be None, a number or 'auto', got {jitter!r}")
     k_diag = A[np.diag_indices(A.shape[0])].astype(np.float64)
     scale = float(np.mean(k_diag)) or 1.0
     attempts = []
-    for rel in AUTO_JITTER:
+    for level, rel in enumerate(AUTO_JITTER):
         j = rel * scale
         try:
             f = tiled_cholesky(A, tile=tile, shift=lam + j, progress=progress, k_diag=k_diag)
@@ -259,5 +268,9 @@ def factor(A, *, lam: float = 0.0, jitter=None, tile: int = 4096,
             last = err
             continue
         f.info.update(jitter=j, jitter_attempts=attempts)
-        return f
+        f.info["accepted"] = bool(accept(f)) if accept is not None else True
+        if f.info["accepted"] or level == len(AUTO_JITTER) - 1:
+            return f
+        attempts.append({"jitter": j, "pivot": None, "rejected": "inaccurate solve"})
+        restore_lower(A, k_diag)
     raise last

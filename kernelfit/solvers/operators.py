@@ -32,6 +32,7 @@ class StoredOperator:
         self.k_diag = np.asarray(k_diag, dtype=np.float64)
         self.shift = float(shift)
         self.shape = A.shape
+        self.dtype = A.dtype
 
     def __matmul__(self, V):
         V = np.asarray(V, dtype=np.float64)

@@ -11,10 +11,21 @@ from __future__ import annotations
 import numpy as np
 
 
+def relative_norm(R, Y) -> float:
+    """||R||_F / ||Y||_F, or ||R||_F when Y is all zeros (the ratio is then undefined).
+
+    For an all-zero Y the exact solution is 0, and the absolute residual says
+    how far from it a solve landed.
+    """
+    ynorm = float(np.linalg.norm(Y))
+    rnorm = float(np.linalg.norm(R))
+    return rnorm / ynorm if ynorm > 0 else rnorm
+
+
 def relative_residual(op, X, Y) -> float:
-    """||op @ X - Y||_F / ||Y||_F."""
+    """||op @ X - Y||_F / ||Y||_F (absolute when Y = 0, see :func:`relative_norm`)."""
     Y = np.asarray(Y, dtype=np.float64)
-    return float(np.linalg.norm(op @ X - Y) / np.linalg.norm(Y))
+    return relative_norm(op @ X - Y, Y)
 
 
 def refine(solve, op, Y, X, steps: int):
@@ -29,10 +40,9 @@ def refine(solve, op, Y, X, steps: int):
     """
     Y = np.asarray(Y, dtype=np.float64)
     X = np.array(X, dtype=np.float64)
-    ynorm = np.linalg.norm(Y)
     history = []
     for _ in range(steps):
         R = Y - op @ X
-        history.append(float(np.linalg.norm(R) / ynorm))
+        history.append(relative_norm(R, Y))
         X += solve(R)
     return X, history

@@ -1,35 +1,82 @@
-"""Solve (K + lam I) alpha = Y and measure the result: one entry point per source of K.
+"""Solve (K + lam I) alpha = Y, measure the result, and judge it: one entry point per source of K.
 
 :func:`solve_stored` takes a Gram buffer however it was built (in memory, on
 disk, streamed from feature chunks); :func:`solve_matrix_free` never stores K.
 Both return a :class:`Solution` with what the paper reports: the norm
 sqrt(trace(alpha^T K alpha)), the residual, and K alpha on the training points.
+
+Every solve ends in :func:`check_solution`, the one quality gate: alpha must be
+finite (else :class:`NonFiniteError`, always), the relative residual must be
+within what the working dtype allows (:func:`residual_limit`) and CG must have
+reached its tolerance; anything less becomes an :class:`AccuracyWarning`
+recorded in ``Solution.warnings`` (or :class:`AccuracyError` with
+``Options(strict=True)``).
+
+A K that is singular to working precision (Cholesky meets a pivot <= 0, or
+factors with pivots of rounding size and leaves a residual far above the
+limit) with ``lam == 0`` and no jitter is answered by the minimum-norm
+solution K^+ Y (:mod:`kernelfit.solvers.pinv`), with a warning that names its
+rank, where n is small enough for an eigendecomposition.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import (
+    AccuracyError,
+    AccuracyWarning,
+    InputError,
+    NonFiniteError,
+    NotPositiveDefiniteError,
+    PlanError,
+)
 from ..options import Options
 from .cg import NystromPreconditioner, block_cg
-from .cholesky import choose_tile, factor
+from .cholesky import choose_tile, factor, restore_lower
 from .operators import KernelOperator, StoredOperator
-from .refine import refine
+from .pinv import PINV_MAX_N, pinv_solve
+from .refine import refine, relative_norm
 
 # Nyström preconditioner rank for the CG solvers: a few hundred columns capture
 # the fast-decaying top of an image kernel's spectrum.
 PRECOND_RANK = 300
 
+# The relative residual a direct solve may leave, per working dtype, times sqrt(n).
+# A backward-stable solve leaves about sqrt(n) eps kappa, where sqrt(n) is the
+# random-walk growth of rounding over the length-n rows of K alpha and kappa =
+# ||K|| ||alpha|| / ||Y|| the conditioning Y sees. The limits allow kappa up to
+# ~5e7 in float64 (1e-8 / 2.2e-16) and ~1e3 in float32 (1e-4 / 1.2e-7): beyond
+# them K's conditioning has eaten more than half of the dtype's digits (the
+# model reproduces its training targets to fewer than 8 resp. 4 digits), which a
+# well-posed interpolation does not need. Measured: MNIST, n = 5,000, sigma = 10
+# leaves 1.1e-12 (float64) and 5.9e-4 (float32, limit 7e-3); digits with the
+# default scale 1.6e-13 / 8e-5; the nearly singular digits K of sigma = 1000,
+# n = 250 leaves 1.2e-3 in float64 (limit 1.6e-7) and is flagged.
+RESIDUAL_LIMIT = {"float64": 1e-8, "float32": 1e-4}
+
+
+def residual_limit(dtype, n: int) -> float:
+    """The largest relative residual a direct solve in ``dtype`` of n points should leave."""
+    return RESIDUAL_LIMIT[np.dtype(dtype).name] * float(np.sqrt(max(n, 1)))
+
 
 @dataclass
 class Solution:
+    """A solve and its measurements.
+
+    ``relative_residual`` is ||(K + shift I) alpha - Y||_F / ||Y||_F, and the
+    absolute residual ||(K + shift I) alpha - Y||_F when Y is all zeros (then
+    alpha = 0 is exact and the ratio is undefined).
+    """
+
     alpha: np.ndarray           # (n, c) float64
     K_alpha: np.ndarray         # K alpha (no shift): the fit on the training points
-    relative_residual: float    # ||(K + shift I) alpha - Y|| / ||Y||
+    relative_residual: float    # see above
     norm: float                 # sqrt(trace(alpha^T K alpha))
     shift: float                # lam + jitter actually used
     iterations: int = 0
@@ -45,18 +92,19 @@ def _numeric_jitter(jitter) -> float:
 
 def _measure(op, alpha, Y, sol_kwargs) -> Solution:
     t = time.perf_counter()
-    KA = op @ alpha
-    K_alpha = KA - op.shift * alpha
-    sol = Solution(alpha=alpha, K_alpha=K_alpha,
-                   relative_residual=float(np.linalg.norm(KA - Y) / np.linalg.norm(Y)),
-                   norm=float(np.sqrt(max(np.sum(alpha * K_alpha), 0.0))),
-                   shift=op.shift, **sol_kwargs)
+    with np.errstate(invalid="ignore", over="ignore"):   # a NaN alpha is judged in check_solution
+        KA = op @ alpha
+        K_alpha = KA - op.shift * alpha
+        sol = Solution(alpha=alpha, K_alpha=K_alpha,
+                       relative_residual=relative_norm(KA - Y, Y),
+                       norm=float(np.sqrt(max(np.sum(alpha * K_alpha), 0.0))),
+                       shift=op.shift, **sol_kwargs)
     sol.timings["residual"] = time.perf_counter() - t
     return sol
 
 
 def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
-                 options: Options | None = None) -> Solution:
+                 options: Options | None = None, singular: bool = False) -> Solution:
     """Solve with K held in a buffer (it is overwritten by the Cholesky factor).
 
     Parameters
@@ -64,29 +112,109 @@ def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
     K : ndarray (n, n), C-contiguous, both triangles filled
     Y : ndarray (n, c)
     solver : {"cholesky", "cg"}
+    singular : bool
+        The caller knows K is exactly singular (duplicate points whose targets
+        agree): with ``lam == 0`` and no jitter, go straight to the
+        minimum-norm solution K^+ Y (the Cholesky would fail or be useless).
+
+    The result has passed :func:`check_solution`.
     """
     opts = options or Options()
     Y = np.asarray(Y, dtype=np.float64).reshape(len(K), -1)
-    timings, info = {}, {}
-    t = time.perf_counter()
     if solver == "cholesky":
-        tile = choose_tile(len(K), opts.tile_size)
-        f = factor(K, lam=lam, jitter=opts.jitter, tile=tile, progress=opts.progress)
-        timings["factor"] = time.perf_counter() - t
-        info.update(f.info)
+        k_diag = K.diagonal().astype(np.float64)  # n floats: K's diagonal for a restore
+        sol = _solve_cholesky(K, k_diag, Y, lam, opts, singular)
+        limit = residual_limit(K.dtype, len(K))
+    elif solver == "cg":
+        k_diag = K.diagonal().astype(np.float64)
+        op = StoredOperator(K, k_diag, lam + _numeric_jitter(opts.jitter))
+        sol = _cg(op, Y, opts, {})
+        limit = max(2 * opts.tol, residual_limit(K.dtype, len(K)))
+    else:
+        raise InputError(f"solver must be 'cholesky' or 'cg' for a stored K, got {solver!r}")
+    return check_solution(sol, limit=limit, options=opts, dtype=K.dtype,
+                          explain_nonfinite=lambda: _nonfinite_in_stored(K, k_diag))
+
+
+def _pinv_allowed(n: int, lam: float, opts: Options) -> bool:
+    """Whether a singular K is answered by K^+ Y rather than reported."""
+    return lam == 0 and opts.jitter is None and not opts.strict and n <= PINV_MAX_N
+
+
+def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool) -> Solution:
+    n = len(K)
+    timings, info = {}, {}
+    limit = residual_limit(K.dtype, n)
+    if not np.all(np.isfinite(k_diag)):                # O(n): an overflowed kernel, caught early
+        _raise_if_nonfinite_stored(K, k_diag)
+    if singular and _pinv_allowed(n, lam, opts):
+        return _solve_pinv(K, k_diag, Y, opts, timings, reason="duplicate points")
+    op = StoredOperator(K, k_diag, 0.0)
+    measured = {}
+
+    def accept(f) -> bool:
+        # Solve with this factor and measure it; the residual product is the one the
+        # Solution reports anyway, so a well-conditioned K pays nothing extra.
+        timings["factor"] = f.info["seconds"]
         t = time.perf_counter()
         alpha = f.solve(Y)
         timings["solve"] = time.perf_counter() - t
-        op = StoredOperator(K, f.k_diag, f.shift)
+        op.shift = f.shift
         if opts.refine_steps:
             t = time.perf_counter()
             alpha, info["refine_history"] = refine(f.solve, op, Y, alpha, opts.refine_steps)
             timings["refine"] = time.perf_counter() - t
-        return _measure(op, alpha, Y, dict(timings=timings, info=info))
-    if solver == "cg":
-        op = StoredOperator(K, K.diagonal().astype(np.float64), lam + _numeric_jitter(opts.jitter))
-        return _cg(op, Y, opts, timings)
-    raise InputError(f"solver must be 'cholesky' or 'cg' for a stored K, got {solver!r}")
+        sol = _measure(op, alpha, Y, dict(timings=timings, info=info))
+        measured["sol"] = sol
+        return bool(np.isfinite(sol.relative_residual) and sol.relative_residual <= limit)
+
+    try:
+        f = factor(K, lam=lam, jitter=opts.jitter, tile=choose_tile(n, opts.tile_size),
+                   progress=opts.progress, accept=accept)
+    except NotPositiveDefiniteError as err:
+        _raise_if_nonfinite_stored(K, k_diag)
+        if not _pinv_allowed(n, lam, opts):
+            if lam == 0 and opts.jitter is None and not opts.strict:
+                err.args = (err.args[0] + f" (n={n:,} is above {PINV_MAX_N:,}, the largest n "
+                            "whose minimum-norm solution K^+ y is computed here)",)
+            raise
+        restore_lower(K, k_diag)
+        return _solve_pinv(K, k_diag, Y, opts, timings,
+                           reason=f"Cholesky met pivot {err.pivot} <= 0")
+    sol = measured["sol"]
+    info.update(f.info)
+    if not info["accepted"] and np.all(np.isfinite(sol.alpha)) and _pinv_allowed(n, lam, opts):
+        restore_lower(K, k_diag)
+        timings.pop("refine", None)
+        return _solve_pinv(K, k_diag, Y, opts, timings,
+                           reason=f"the Cholesky solve left relative residual "
+                                  f"{sol.relative_residual:.2e}")
+    return sol
+
+
+def _solve_pinv(K, k_diag, Y, opts: Options, timings: dict, *, reason: str) -> Solution:
+    """K^+ Y, measured, with the warning that says what happened."""
+    from ..plan import plan_pinv
+    n = len(K)
+    try:
+        plan_pinv(n, opts, in_use=K.nbytes)
+    except PlanError as err:
+        raise NotPositiveDefiniteError(
+            pivot=0, n=n, dtype=K.dtype,
+            detail=f"; K is singular to working precision ({reason}) and its minimum-norm "
+                   f"solution does not fit: {err}") from err
+    t = time.perf_counter()
+    alpha, pinfo = pinv_solve(K, k_diag, Y, stored_dtype=K.dtype)
+    timings["pinv"] = time.perf_counter() - t
+    info = {"jitter": 0.0, "jitter_attempts": [], **pinfo, "pinv_reason": reason}
+    sol = _measure(StoredOperator(K, k_diag, 0.0), alpha, Y, dict(timings=timings, info=info))
+    sol.warnings.append(
+        f"K is singular to working precision (rank {pinfo['rank']} of {n}; {reason}): returned "
+        "the minimum-norm least-squares solution K^+ y. For a unique interpolant remove "
+        "duplicate points, use a smaller kernel bandwidth, or pass lam > 0"
+        + (", or use dtype='float64' (K may have full rank there)." if K.dtype == np.float32
+           else "."))
+    return sol
 
 
 def solve_matrix_free(kernel, X, Y, *, lam: float = 0.0,
@@ -94,10 +222,14 @@ def solve_matrix_free(kernel, X, Y, *, lam: float = 0.0,
     """Nyström-preconditioned block CG with K's blocks recomputed every iteration."""
     opts = options or Options()
     Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
-    op = KernelOperator(kernel, X, shift=lam + _numeric_jitter(opts.jitter),
-                        dtype=opts.resolve_dtype(len(X)),
+    dtype = opts.resolve_dtype(len(X))
+    op = KernelOperator(kernel, X, shift=lam + _numeric_jitter(opts.jitter), dtype=dtype,
                         block_size=opts.block_size)
-    return _cg(op, Y, opts, {})
+    sol = _cg(op, Y, opts, {})
+    return check_solution(sol, limit=max(2 * opts.tol, residual_limit(dtype, len(X))),
+                          options=opts, dtype=dtype,
+                          explain_nonfinite=lambda: "the kernel of X overflowed or X is not "
+                                                    "finite in " + dtype)
 
 
 def _cg(op, Y, opts: Options, timings: dict) -> Solution:
@@ -105,4 +237,86 @@ def _cg(op, Y, opts: Options, timings: dict) -> Solution:
     pre = NystromPreconditioner(op, PRECOND_RANK, seed=0)
     alpha, info = block_cg(op, Y, tol=opts.tol, max_iter=opts.max_iter, precond=pre)
     timings["solve"] = time.perf_counter() - t
-    return _measure(op, alpha, Y, dict(timings=timings, info=info, iterations=info["iterations"]))
+    info = {"jitter": _numeric_jitter(opts.jitter), **info, "preconditioner_mu": pre.mu}
+    sol = _measure(op, alpha, Y, dict(timings=timings, info=info, iterations=info["iterations"]))
+    if not info["converged"]:
+        why = (f"stopped after {info['iterations']} iterations (max_iter) at relative "
+               f"residual {max(info['residuals']):.2e}, short of tol={opts.tol:g}")
+        if info.get("breakdown"):
+            why = (f"broke down after {info['iterations']} iterations (a search direction "
+                   "with p^T K p <= 0: K is singular or not positive definite in "
+                   "working precision)")
+        sol.converged = False
+        sol.warnings.append(f"CG did not converge: it {why}. Raise max_iter, loosen tol, pass "
+                            "lam > 0, or use solver='cholesky'.")
+    return sol
+
+
+def check_solution(sol: Solution, *, limit: float, options: Options, dtype,
+                   explain_nonfinite=None) -> Solution:
+    """The quality gate every solve passes through; returns ``sol`` (warnings recorded).
+
+    Raises
+    ------
+    NonFiniteError
+        alpha holds NaN or infinity (always).
+    AccuracyError
+        ``options.strict`` and anything was less exact than ``dtype`` allows.
+    """
+    if not np.all(np.isfinite(sol.alpha)):
+        why = explain_nonfinite() if explain_nonfinite is not None else ""
+        raise NonFiniteError(
+            f"the solve produced NaN or infinity{': ' + why if why else ''}. Rescale X "
+            "(e.g. sklearn.preprocessing.StandardScaler), use dtype='float64', or pass lam > 0.")
+    res = sol.relative_residual
+    sol.info["residual_limit"] = limit
+    if not (np.isfinite(res) and res <= limit):
+        sol.converged = False
+        dt = np.dtype(dtype).name
+        hint = ("dtype='float64' or refine_steps=2; " if dt == "float32" else "") + \
+            "lam > 0, or a smaller kernel bandwidth"
+        sol.warnings.append(
+            f"the solve left relative residual {res:.2e}, above {limit:.1e} (what a {dt} "
+            f"solve of n={len(sol.alpha):,} should reach): K is ill-conditioned in {dt}, so "
+            f"the model does not reproduce its training targets to working precision. "
+            f"Try {hint}.")
+    sol.info["converged"] = sol.converged
+    if sol.warnings and options.strict:
+        raise AccuracyError("; ".join(sol.warnings) + " (Options(strict=True) makes this an "
+                            "error; strict=False returns the model with a warning)")
+    for msg in sol.warnings:
+        warnings.warn(msg, AccuracyWarning, stacklevel=3)
+    return sol
+
+
+def _raise_if_nonfinite_stored(K, k_diag) -> None:
+    why = _nonfinite_in_stored(K, k_diag)
+    if why:
+        raise NonFiniteError(f"{why}. Rescale X (e.g. sklearn.preprocessing.StandardScaler) "
+                             "or use dtype='float64'.")
+
+
+def _nonfinite_in_stored(K, k_diag, step: int = 1024) -> str:
+    """Where K (its diagonal and strict upper triangle) is not finite; "" if it is.
+
+    Reads K once in row blocks, without a copy; only called once something has
+    gone wrong, so the hot path never pays for it.
+    """
+    n = len(K)
+    bad = np.flatnonzero(~np.isfinite(k_diag))
+    first = (int(bad[0]), int(bad[0])) if bad.size else None
+    for r0 in range(0, n, step):
+        if first is not None:
+            break
+        blk = ~np.isfinite(K[r0:r0 + step, r0:])
+        m = blk.shape[0]
+        blk[:, :m] &= np.triu(np.ones((m, m), dtype=bool), 1)   # lower part: the factor
+        if blk.any():
+            i, j = np.argwhere(blk)[0]
+            first = (r0 + int(i), r0 + int(j))
+    if first is None:
+        return ""
+    i, j = first
+    value = k_diag[i] if i == j else K[i, j]
+    return (f"K has non-finite entries (first K[{i}, {j}] = {value}): the kernel overflowed "
+            f"in {K.dtype.name}, or the given K was not finite")

@@ -20,7 +20,7 @@ from ..errors import BackendError, InputError, NotPositiveDefiniteError, PlanErr
 from ..kernels import Kernel
 from ..options import Options
 from .cholesky import AUTO_JITTER
-from .solve import Solution
+from .solve import Solution, check_solution, residual_limit
 
 # Rows per float64 upcast of K in residual products: bounds the temporary.
 _UPCAST_ROWS = 4096
@@ -51,18 +51,33 @@ def _sync(device) -> None:
         import_torch().cuda.synchronize(device)
 
 
-def _check_memory(device, n: int, d: int, itemsize: int) -> None:
+def _check_memory(device, n: int, d: int, itemsize: int, memory_limit: int | None = None,
+                  n_outputs: int = 1) -> int:
+    """Refuse a solve that does not fit on ``device``; returns the bytes it needs.
+
+    The budget is the device's free memory, capped by ``Options.memory_limit``
+    when one is given (as the NumPy planner is).
+    """
+    from ..plan import available_memory, human_bytes
     if device.type == "cuda":
         free, _ = import_torch().cuda.mem_get_info(device)
+        where = f"free on {device}"
     else:
-        from ..plan import available_memory
         free = available_memory()
-    need = (2 * n * n + 2 * n * d) * itemsize
-    if need > free:
-        raise PlanError(f"the torch solve of n={n:,} needs about {need / 1e9:.1f} GB on "
-                        f"{device} (K and its factor), but {free / 1e9:.1f} GB is free. Use "
-                        "dtype='float32', fewer points, or backend='numpy' (in-place tiled "
+        where = "free in host memory"
+    limit, said = int(free), where
+    if memory_limit is not None and memory_limit < limit:
+        limit, said = int(memory_limit), "allowed by memory_limit"
+    # K and its factor, X in the working dtype, float64 right-hand sides and solutions,
+    # and one float64 upcast block of the residual product.
+    need = (2 * n * n + 2 * n * d) * itemsize + 8 * n * (4 * n_outputs + 2) \
+        + 8 * min(n, _UPCAST_ROWS) * n
+    if need > limit:
+        raise PlanError(f"the torch solve of n={n:,} needs about {human_bytes(need)} on "
+                        f"{device} (K and its factor), but {human_bytes(limit)} is {said}. "
+                        "Use dtype='float32', fewer points, or backend='numpy' (in-place tiled "
                         "Cholesky in host memory)")
+    return need
 
 
 def kernel_blocks(kernel: Kernel, A, B, sqA, sqB, block: int, out):
@@ -83,7 +98,8 @@ def solve_torch(kernel: Kernel, X, Y, *, lam: float = 0.0, options: Options | No
     dev = resolve_device(device or opts.device)
     n, d = X.shape
     dtype = {"float32": torch.float32, "float64": torch.float64}[opts.resolve_dtype(n)]
-    _check_memory(dev, n, d, torch.finfo(dtype).bits // 8)
+    Y = np.asarray(Y, dtype=np.float64).reshape(n, -1)
+    _check_memory(dev, n, d, torch.finfo(dtype).bits // 8, opts.memory_limit, Y.shape[1])
     timings, info = {}, {"device": str(dev)}
 
     t = time.perf_counter()
@@ -115,14 +131,19 @@ def solve_torch(kernel: Kernel, X, Y, *, lam: float = 0.0, options: Options | No
     K_alpha = _matmul64(K, alpha)           # K's diagonal holds k(x, x) + shift here
     K_alpha -= shift * alpha
     resid = K_alpha + shift * alpha - Yd
+    ynorm = float(Yd.norm())
+    rnorm = float(resid.norm())
     sol = Solution(alpha=alpha.cpu().numpy(), K_alpha=K_alpha.cpu().numpy(),
-                   relative_residual=float(resid.norm() / Yd.norm()),
+                   relative_residual=rnorm / ynorm if ynorm > 0 else rnorm,
                    norm=float(torch.sqrt(torch.clamp((alpha * K_alpha).sum(), min=0))),
                    shift=shift, timings=timings, info=info)
     timings["residual"] = time.perf_counter() - t
     del K
 
-    return sol
+    return check_solution(sol, limit=residual_limit(opts.resolve_dtype(n), n), options=opts,
+                          dtype=opts.resolve_dtype(n),
+                          explain_nonfinite=lambda: f"the kernel of X overflowed on {dev} "
+                                                    f"in {opts.resolve_dtype(n)}")
 
 
 def predict_torch(kernel: Kernel, X_new, X_fit, alpha, *, dtype: str = "float32",

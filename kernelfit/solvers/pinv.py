@@ -1,0 +1,94 @@
+"""The minimum-norm solution alpha = K^+ Y for a K that is singular to working precision.
+
+When K is singular (exact duplicate points with agreeing targets, a bandwidth
+so wide that K is all ones to rounding, scikit-learn's test data under the
+default scale) the interpolant is still defined: among all alpha with the
+least residual ||K alpha - Y||, the one of least norm, K^+ Y. It is what
+gradient descent from alpha = 0 converges to, since every step stays in
+K's range.
+
+It comes from a symmetric eigendecomposition K = V diag(w) V^T in float64,
+dropping eigenvalues at or below ``n * eps(stored dtype) * w_max`` (NumPy's
+``pinv(hermitian=True)`` uses the same relative cutoff for float64), or below
+the size of K's most negative eigenvalue when that is larger: below either,
+they are rounding noise of the stored K. Cost: two n x n float64 arrays
+(the copy LAPACK overwrites, and the eigenvectors) and ~9 n^3 flops, which is
+why :func:`kernelfit.plan.plan_pinv` caps n (:data:`PINV_MAX_N`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import eigh
+
+from ..errors import NotPositiveDefiniteError
+
+# Largest n the rank-revealing path takes on: eigh with eigenvectors is ~9 n^3
+# flops, about 90 s at n = 8,000 on 2 cores (~50 GFLOP/s float64), and four
+# times the Cholesky's memory in float64. Beyond it the singular K is reported
+# (NotPositiveDefiniteError / AccuracyWarning) with its remedies instead.
+PINV_MAX_N = 8_000
+
+# Rows per chunk when copying the stored upper triangle into the float64 work array.
+_COPY_ROWS = 1024
+
+
+def pinv_bytes(n: int) -> int:
+    """Memory the rank-revealing solve allocates for n points (float64 copy + eigenvectors)."""
+    return 2 * n * n * 8 + 64 * n * 8
+
+
+def pinv_solve(A, k_diag, Y, *, stored_dtype=None):
+    """alpha = K^+ Y from a buffer whose strict upper triangle holds K.
+
+    Parameters
+    ----------
+    A : ndarray (n, n)
+        Its strict upper triangle holds K (the lower one may hold a partial
+        Cholesky factor: it is not read).
+    k_diag : ndarray (n,)
+        K's diagonal.
+    Y : ndarray (n, c)
+    stored_dtype : dtype, optional
+        Precision K was stored in (default: A's); sets the cutoff.
+
+    Returns
+    -------
+    alpha : ndarray (n, c), float64
+    info : dict
+        ``rank``, ``cutoff`` (absolute), ``eigenvalue_max``, ``eigenvalue_min``.
+
+    Raises
+    ------
+    NotPositiveDefiniteError
+        K has an eigenvalue below ``-sqrt(eps) * w_max``: it is not positive
+        semi-definite beyond rounding (not a kernel matrix), so K^+ Y is not an
+        interpolant.
+    """
+    n = A.shape[0]
+    eps = np.finfo(np.dtype(stored_dtype or A.dtype)).eps
+    M = np.empty((n, n))
+    for r0 in range(0, n, _COPY_ROWS):          # the upper triangle only; no n^2 temporary
+        r1 = min(r0 + _COPY_ROWS, n)
+        M[r0:r1, r0:] = A[r0:r1, r0:]
+    M[np.diag_indices(n)] = k_diag
+    # M.T is Fortran-ordered (no copy by f2py) and its lower triangle is M's upper one.
+    w, V = eigh(M.T, lower=True, overwrite_a=True, check_finite=False)
+    del M
+    w_max = float(max(abs(w[0]), abs(w[-1]), np.finfo(np.float64).tiny))
+    if w[0] < -np.sqrt(eps) * w_max:
+        raise NotPositiveDefiniteError(
+            pivot=int(np.argmin(w)), n=n, dtype=stored_dtype or A.dtype,
+            detail=f" (K has the eigenvalue {w[0]:.3g} against a largest one of {w_max:.3g}: "
+                   "it is not positive semi-definite beyond rounding, so it is no kernel "
+                   "matrix; check how it was built)")
+    # A PSD K has no negative eigenvalue: a negative one measures the rounding noise
+    # of the computed K (the distance kernels' ||x||^2 + ||y||^2 - 2<x,y> cancels,
+    # leaving more than eps per entry), so eigenvalues up to its size are noise too.
+    cutoff = max(n * eps * w_max, -float(w[0]))
+    keep = w > cutoff
+    Vk = V[:, keep]
+    alpha = Vk @ ((Vk.T @ np.asarray(Y, dtype=np.float64)) / w[keep][:, None])
+    info = {"rank": int(keep.sum()), "cutoff": float(cutoff), "eigenvalue_max": float(w[-1]),
+            "eigenvalue_min": float(w[0])}
+    return alpha, info
