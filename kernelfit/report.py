@@ -131,6 +131,7 @@ class RunRecord:
         if rates:
             rows.append(("GFLOP/s", "  ".join(f"{k} {v:.0f}" for k, v in rates.items())))
         rows.append(("peak memory", f"{self.peak_rss_bytes / 2**20:,.0f} MiB"))
+        rows.extend(("note", n) for n in self.notes)
         rows.extend(("WARNING", w) for w in self.warnings)
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -168,6 +168,7 @@ def test_torch_without_a_gpu_says_so_and_records_the_device(tmp_path, monkeypatc
     record = json.loads(out.read_text())
     assert record["backend"] == "torch" and record["device"] == "cpu"
     assert "torch on cpu" in captured.out
+    assert "note" in captured.out and "no CUDA device" in captured.out
     numpy_out = tmp_path / "n.json"
     assert main(["run", "--quiet", *SMALL, "--json", str(numpy_out)]) == 0
     assert record["test_error"] == json.loads(numpy_out.read_text())["test_error"]
