@@ -82,3 +82,18 @@ def test_all_zero_targets_and_accuracy_record(rng):
     X = rng.normal(size=(30, 3))
     m = KernelInterpolant(options=Options(backend="torch", device="cpu")).fit(X, np.zeros(30))
     assert m.relative_residual_ == 0.0 and m.converged_ and m.warnings_ == []
+
+
+def test_auto_jitter_rejects_an_inaccurate_factor_on_torch():
+    # the digits duplicate of test_trust_solvers: the factor at jitter 0 succeeds
+    # with a rounding-size pivot; its garbage solve must be rejected here too
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:30] / 16, y[:30].astype(float)
+    X[23], y[23] = X[19], y[19] + 1
+    m = KernelInterpolant(options=Options(backend="torch", device="cpu", dtype="float64",
+                                          jitter="auto")).fit(X, y)
+    j = m.solver_info_["jitter"]
+    assert j > 0 and m.converged_ and m.norm_ < 100
+    K = m.kernel_.block(X, X)
+    np.testing.assert_allclose(m.dual_coef_, sl.solve(K + j * np.eye(30), y), rtol=1e-6)

@@ -114,32 +114,35 @@ def solve_torch(kernel: Kernel, X, Y, *, lam: float = 0.0, options: Options | No
     _sync(dev)
     timings["gram"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    L, shift, info["jitter"], info["jitter_attempts"] = _factor(K, k_diag, lam, opts.jitter)
-    _sync(dev)
-    timings["factor"] = time.perf_counter() - t
+    Yd = torch.as_tensor(Y, device=dev)
+    limit = residual_limit(opts.resolve_dtype(n), n)
+    measured = {}
+
+    def accept(L, shift) -> bool:
+        # Solve with this factor and measure it (the residual the Solution reports):
+        # jitter="auto" moves on when the solve is inaccurate, not only when potrf fails.
+        timings["factor"] = time.perf_counter() - t_factor
+        t = time.perf_counter()
+        alpha = _cholesky_solve(L, Yd.to(dtype)).double()
+        _sync(dev)
+        timings["solve"] = time.perf_counter() - t
+        t = time.perf_counter()
+        K_alpha = _matmul64(K, alpha)           # K's diagonal holds k(x, x) + shift here
+        resid = K_alpha - Yd
+        K_alpha -= shift * alpha
+        ynorm, rnorm = float(Yd.norm()), float(resid.norm())
+        measured["sol"] = sol = Solution(
+            alpha=alpha.cpu().numpy(), K_alpha=K_alpha.cpu().numpy(),
+            relative_residual=rnorm / ynorm if ynorm > 0 else rnorm,
+            norm=float(torch.sqrt(torch.clamp((alpha * K_alpha).sum(), min=0))),
+            shift=shift, timings=timings, info=info)
+        timings["residual"] = time.perf_counter() - t
+        return bool(np.isfinite(sol.relative_residual) and sol.relative_residual <= limit)
+
+    t_factor = time.perf_counter()
+    shift, info["jitter"], info["jitter_attempts"] = _factor(K, k_diag, lam, opts.jitter, accept)
     info["gflops"] = n**3 / 3 / 1e9 / max(timings["factor"], 1e-12)
-
-    t = time.perf_counter()
-    Yd = torch.as_tensor(np.asarray(Y, dtype=np.float64), device=dev)
-    alpha = _cholesky_solve(L, Yd.to(dtype)).double()
-    del L
-    _sync(dev)
-    timings["solve"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    K_alpha = _matmul64(K, alpha)           # K's diagonal holds k(x, x) + shift here
-    K_alpha -= shift * alpha
-    resid = K_alpha + shift * alpha - Yd
-    ynorm = float(Yd.norm())
-    rnorm = float(resid.norm())
-    sol = Solution(alpha=alpha.cpu().numpy(), K_alpha=K_alpha.cpu().numpy(),
-                   relative_residual=rnorm / ynorm if ynorm > 0 else rnorm,
-                   norm=float(torch.sqrt(torch.clamp((alpha * K_alpha).sum(), min=0))),
-                   shift=shift, timings=timings, info=info)
-    timings["residual"] = time.perf_counter() - t
-    del K
-
+    sol = measured["sol"]
     return check_solution(sol, limit=residual_limit(opts.resolve_dtype(n), n), options=opts,
                           dtype=opts.resolve_dtype(n),
                           explain_nonfinite=lambda: f"the kernel of X overflowed on {dev} "
@@ -195,8 +198,13 @@ def _matmul64(K, V):
     return out
 
 
-def _factor(K, k_diag, lam: float, jitter):
-    """Cholesky of K + (lam + jitter) I (K's diagonal is left shifted by what succeeded)."""
+def _factor(K, k_diag, lam: float, jitter, accept):
+    """Cholesky of K + (lam + jitter) I, judged by ``accept(L, shift)`` (which solves with it).
+
+    K's diagonal is left shifted by what was accepted. With jitter="auto" a
+    failed or rejected level moves on to the next; the last level's factor is
+    kept even if rejected (the caller's check reports it).
+    """
     torch = import_torch()
     if jitter is None or not isinstance(jitter, str):
         levels, scale = [float(jitter or 0.0)], 1.0
@@ -205,13 +213,18 @@ def _factor(K, k_diag, lam: float, jitter):
     else:
         raise InputError(f"jitter must be None, a number or 'auto', got {jitter!r}")
     attempts = []
-    for rel in levels:
+    for level, rel in enumerate(levels):
         j = rel * scale
         K.diagonal().copy_(k_diag + (lam + j))
         L, fail = torch.linalg.cholesky_ex(K)
         fail = int(fail)
         if fail == 0:
-            return L, lam + j, j, attempts
+            ok = accept(L, lam + j)
+            del L
+            if ok or level == len(levels) - 1:
+                return lam + j, j, attempts
+            attempts.append({"jitter": j, "pivot": None, "rejected": "inaccurate solve"})
+            continue
         del L
         attempts.append({"jitter": j, "pivot": fail - 1})
     raise NotPositiveDefiniteError(attempts[-1]["pivot"], K.shape[0],
