@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..atomic import human_bytes as _size
 from ..data.cache import FETCH_SPECS, fetch
-from ..data.cache import human_bytes as _size
 from ..data.dataset import dataset_info
 
 EXAMPLES = """examples:

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_bytes_atomic, write_json_atomic
-from ..data.cache import human_bytes
+from ..atomic import human_bytes, write_bytes_atomic, write_json_atomic
 from .base import FeatureMap, as_images
 
 #: Sidecar of each cached ``.npy``: its sha256 and size, written after it (the commit marker).

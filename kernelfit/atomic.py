@@ -171,6 +171,14 @@ def atomic_path(path):
     fsync_dir(target.parent)
 
 
+def human_bytes(n: int) -> str:
+    """A size for people: ``1234567`` -> ``"1.2 MB"`` (what the writers announce)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
 def write_bytes_atomic(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and durably; check the size on disk.
 

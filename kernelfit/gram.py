@@ -24,7 +24,7 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from .atomic import write_json_atomic
+from .atomic import human_bytes, write_json_atomic
 from .errors import InputError, StaleGramError
 from .kernels import Kernel, row_sq_norms
 from .options import Options
@@ -307,7 +307,7 @@ def build_gram_on_disk(X, kernel: Kernel, path, *, options: Options | None = Non
     prog.unlink()
     if opts.progress:
         print(f"kernelfit: K ({n} x {n} {np.dtype(opts.dtype).name}, "
-              f"{path.stat().st_size / 1e9:.2f} GB) written to {path}", file=sys.stderr)
+              f"{human_bytes(path.stat().st_size)}) written to {path}", file=sys.stderr)
     return K
 
 

