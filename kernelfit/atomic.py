@@ -85,6 +85,36 @@ def _create_tmp(target: Path) -> Path:
     return tmp
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (owned by anyone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory) -> list[Path]:
+    """Remove the temporary files in ``directory`` whose writer is gone (killed outright).
+
+    A writer's pid is in its temporary file's name, so the files of a writer
+    still running beside this one are kept. Names from older kernelfit
+    versions (``.NAME.*.tmp``, no pid) are removed too.
+    """
+    removed = []
+    for tmp in [*Path(directory).glob(f".*{TMP_SUFFIX}"), *Path(directory).glob(".*.tmp")]:
+        try:
+            pid = int(tmp.name.split(".")[-3])
+        except (ValueError, IndexError):
+            pid = None
+        if pid is None or (pid != os.getpid() and not pid_alive(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def fsync_dir(directory) -> None:
     """Flush a directory's entries (a rename into it) to disk; a no-op where unsupported."""
     try:

@@ -139,3 +139,14 @@ def test_failure_leaves_target_and_no_temporary(tmp_path):
         tmp.write_text("half")
         raise KeyboardInterrupt
     assert p.read_text() == "good" and not list(tmp_path.glob(f".*{atomic.TMP_SUFFIX}"))
+
+
+def test_remove_stale_temporaries_keeps_live_writers(tmp_path):
+    mine = tmp_path / f".a.json.{os.getpid()}.abcd{atomic.TMP_SUFFIX}"
+    dead = tmp_path / f".b.json.999999999.abcd{atomic.TMP_SUFFIX}"
+    old_style = tmp_path / ".c.npy.xyz.tmp"
+    keep = tmp_path / "c.npy"
+    for f in (mine, dead, old_style, keep):
+        f.write_bytes(b"x")
+    assert sorted(atomic.remove_stale_temporaries(tmp_path)) == sorted([dead, old_style])
+    assert mine.exists() and keep.exists()

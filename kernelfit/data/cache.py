@@ -25,22 +25,27 @@ import hashlib
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import TMP_SUFFIX, human_bytes, write_bytes_atomic
+from ..atomic import human_bytes, remove_stale_temporaries, write_bytes_atomic
 from ..errors import DatasetError, DatasetNotFoundError, VerificationError
 from . import cifar10, idx, pins
-from .sources import SourceFiles, download, npm_pack, pid_alive, sha256_file
+from .sources import (
+    FETCH_TEMP_PREFIX,
+    SourceFiles,
+    clean_stale_temp_dirs,
+    download,
+    npm_pack,
+    sha256_file,
+    sigterm_as_interrupt,
+)
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -231,45 +236,9 @@ def _write_atomic(path: Path, blob: bytes) -> dict:
 
 
 def verify_decoded(spec: FetchSpec, decoded: dict, origin: str, read_log=None) -> dict:
-    """Check shapes, dtypes, per-class counts, and the official sha256 of decoded data.
-
-    Returns
-    -------
-    dict
-        What :func:`kernelfit.data.pins.check_official` found (for the manifest).
-
-    Raises
-    ------
-    VerificationError
-        The data are not the dataset's: wrong shapes or counts, or (for a
-        pinned dataset) decoded arrays that differ from the official ones.
-    """
-    for split in SPLITS:
-        x, y = decoded[split]
-        want = np.asarray(spec.class_counts[split])
-        got = np.bincount(y, minlength=len(want)) if y.size else np.zeros(len(want), int)
-        if x.dtype != np.uint8 or x.shape != (len(y),) + spec.image_shape:
-            raise VerificationError(f"{origin}: {spec.name} {split} images are {x.dtype} "
-                                    f"{x.shape}, expected uint8 (n, {spec.image_shape})")
-        if got.shape != want.shape or (got != want).any():
-            raise VerificationError(f"{origin}: {spec.name} {split} has {len(y)} labels with "
-                                    f"per-class counts {got.tolist()}, expected "
-                                    f"{want.tolist()} ({int(want.sum())} in all)")
-    if spec.decoded_pins is None:
-        return {"official": "not pinned"}
-    status, problems = pins.check_official(
-        spec.name, decoded, read_log or {}, decoded_pins=spec.decoded_pins,
-        file_pins=spec.file_pins, trusted=spec.trusted_archives)
-    if problems:
-        raise VerificationError(
-            f"{origin}: not the official {spec.name}: " + "; ".join(problems) + ". Fetch "
-            f"the official files (`kernelfit data fetch {spec.name}` without --from), or use "
-            "your own data as `--dataset npz:PATH` or `--dataset idx:DIR`.")
-    if status["official"] == "archive":
-        print(f"kernelfit: note: {origin}: decoded {', '.join(status['decoded_differs'])} "
-              f"differ from the sha256 pinned from the npm copy of {spec.name}; accepted, "
-              "since the archive's sha256 is the published one", file=sys.stderr)
-    return status
+    """Shapes, dtypes, per-class counts and official sha256 of decoded data (see
+    :func:`kernelfit.data.pins.verify`); returns what the manifest records."""
+    return pins.verify(spec, decoded, origin, read_log)
 
 
 def encode(decoded: dict) -> dict:
@@ -284,25 +253,6 @@ def encode(decoded: dict) -> dict:
     return blobs
 
 
-def _stale(tmp: Path) -> bool:
-    """Whether a temporary file was left by a writer that is gone (killed outright).
-
-    Names carry the writer's pid (see :mod:`kernelfit.atomic`), so a fetch
-    running beside this one keeps its files.
-    """
-    try:
-        pid = int(tmp.name.split(".")[-3])
-    except (ValueError, IndexError):
-        return True
-    return pid != os.getpid() and not pid_alive(pid)
-
-
-def _clean_stale(root: Path) -> None:
-    for tmp in [*root.glob(f".*{TMP_SUFFIX}"), *root.glob(".*.tmp")]:
-        if _stale(tmp):
-            tmp.unlink(missing_ok=True)
-
-
 def _say(progress: bool, message: str) -> None:
     if progress:
         print(f"kernelfit: {message}", file=sys.stderr)
@@ -312,7 +262,7 @@ def write_cache(name: str, decoded: dict, blobs: dict, provenance: dict, root: P
                 progress: bool = False, extra: dict | None = None) -> None:
     """Write the arrays beside the current cache, verify them, then swap the manifest."""
     root.mkdir(parents=True, exist_ok=True)
-    _clean_stale(root)
+    remove_stale_temporaries(root)
     files, written = {}, 0
     for fname, blob in blobs.items():
         sha = hashlib.sha256(blob).hexdigest()
@@ -424,50 +374,13 @@ def fetch(name: str, *, source=None, data_home=None, progress: bool = True) -> P
     return root
 
 
-@contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt for the duration, so ``kill PID`` cleans up too."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not settable here (embedded interpreter)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-TEMP_PREFIX = "kernelfit-fetch-"
-
-
-def _clean_stale_temp_dirs() -> None:
-    """Remove temporary fetch directories of fetches that were killed outright (SIGKILL)."""
-    import shutil
-
-    for d in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
-        try:
-            pid = int(d.name[len(TEMP_PREFIX):].split("-")[1])
-        except (ValueError, IndexError):
-            continue
-        if d.is_dir() and not d.is_symlink() and pid != os.getpid() and not pid_alive(pid):
-            shutil.rmtree(d, ignore_errors=True)
-
-
 def _fetch_remote(spec: FetchSpec, progress: bool):
     tried = []
-    _clean_stale_temp_dirs()
+    clean_stale_temp_dirs()
     # The temporary directory (and the npm child, see npm_pack) go away on any
     # exception, KeyboardInterrupt and SIGTERM included.
-    with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(
-            prefix=f"{TEMP_PREFIX}{spec.name}-{os.getpid()}-") as tmp:
+    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(
+            prefix=f"{FETCH_TEMP_PREFIX}{spec.name}-{os.getpid()}-") as tmp:
         attempts = (("npm", f"npm pack {spec.npm_package}",
                      lambda d: npm_pack(spec.npm_package, d)),
                     ("url", spec.mirrors[0][0].rsplit("/", 1)[0] + "/",

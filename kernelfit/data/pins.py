@@ -40,6 +40,15 @@ How they were obtained (2026-11-29, on the project's build machine, NumPy 2.4):
 
 from __future__ import annotations
 
+import hashlib
+import sys
+
+import numpy as np
+
+from ..errors import VerificationError
+
+SPLITS = ("train", "test")
+
 #: Decoded arrays: dataset -> split -> {"images": sha256, "labels": sha256}.
 DECODED_SHA256 = {
     "mnist": {
@@ -108,12 +117,8 @@ TRUSTED_ARCHIVES = {
 
 def decoded_digests(decoded: dict) -> dict:
     """sha256 of each split's images (uint8, C order) and labels (int64 little-endian)."""
-    import hashlib
-
-    import numpy as np
-
     out = {}
-    for split in ("train", "test"):
+    for split in SPLITS:
         x, y = decoded[split]
         out[split] = {"images": hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(),
                       "labels": hashlib.sha256(np.asarray(y, "<i8").tobytes()).hexdigest()}
@@ -184,3 +189,45 @@ def check_official(name: str, decoded: dict, read_log: dict, *, decoded_pins=Non
     if bad:
         problems.append("these files differ from the official ones: " + ", ".join(bad))
     return {"official": False, "files": files}, problems
+
+
+def verify(spec, decoded: dict, origin: str, read_log=None) -> dict:
+    """Check shapes, dtypes, per-class counts, and the official sha256 of decoded data.
+
+    Returns
+    -------
+    dict
+        What :func:`kernelfit.data.pins.check_official` found (for the manifest).
+
+    Raises
+    ------
+    VerificationError
+        The data are not the dataset's: wrong shapes or counts, or (for a
+        pinned dataset) decoded arrays that differ from the official ones.
+    """
+    for split in SPLITS:
+        x, y = decoded[split]
+        want = np.asarray(spec.class_counts[split])
+        got = np.bincount(y, minlength=len(want)) if y.size else np.zeros(len(want), int)
+        if x.dtype != np.uint8 or x.shape != (len(y),) + spec.image_shape:
+            raise VerificationError(f"{origin}: {spec.name} {split} images are {x.dtype} "
+                                    f"{x.shape}, expected uint8 (n, {spec.image_shape})")
+        if got.shape != want.shape or (got != want).any():
+            raise VerificationError(f"{origin}: {spec.name} {split} has {len(y)} labels with "
+                                    f"per-class counts {got.tolist()}, expected "
+                                    f"{want.tolist()} ({int(want.sum())} in all)")
+    if spec.decoded_pins is None:
+        return {"official": "not pinned"}
+    status, problems = check_official(
+        spec.name, decoded, read_log or {}, decoded_pins=spec.decoded_pins,
+        file_pins=spec.file_pins, trusted=spec.trusted_archives)
+    if problems:
+        raise VerificationError(
+            f"{origin}: not the official {spec.name}: " + "; ".join(problems) + ". Fetch "
+            f"the official files (`kernelfit data fetch {spec.name}` without --from), or use "
+            "your own data as `--dataset npz:PATH` or `--dataset idx:DIR`.")
+    if status["official"] == "archive":
+        print(f"kernelfit: note: {origin}: decoded {', '.join(status['decoded_differs'])} "
+              f"differ from the sha256 pinned from the npm copy of {spec.name}; accepted, "
+              "since the archive's sha256 is the published one", file=sys.stderr)
+    return status

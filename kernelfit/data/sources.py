@@ -14,9 +14,13 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
+import threading
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
+from ..atomic import pid_alive
 from ..errors import DatasetFormatError, DatasetNotFoundError
 
 NPM_TIMEOUT_S = 900
@@ -122,17 +126,6 @@ class SourceFiles:
             tar.close()
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (owned by anyone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the parent dies (Linux), even by SIGKILL."""
     try:
@@ -228,3 +221,39 @@ def download(mirrors, workdir: Path) -> Path:
         except OSError as err:  # URLError and timeouts are OSErrors
             errors.append(f"{mirror[0].rsplit('/', 1)[0]}/: {err}")
     raise OSError("; ".join(errors))
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt for the duration, so ``kill PID`` cleans up too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not settable here (embedded interpreter)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+#: Prefix of a fetch's temporary directory; the fetching pid follows it.
+FETCH_TEMP_PREFIX = "kernelfit-fetch-"
+
+
+def clean_stale_temp_dirs() -> None:
+    """Remove temporary fetch directories of fetches that were killed outright (SIGKILL)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{FETCH_TEMP_PREFIX}*"):
+        try:
+            pid = int(d.name[len(FETCH_TEMP_PREFIX):].split("-")[1])
+        except (ValueError, IndexError):
+            continue
+        if d.is_dir() and not d.is_symlink() and pid != os.getpid() and not pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
