@@ -94,3 +94,20 @@ def test_a_run_that_decides_to_stream_refuses_to_save_before_the_gram(monkeypatc
     monkeypatch.setattr(gs, "build_gram_streamed", lambda *a, **k: pytest.fail("K was built"))
     with pytest.raises(InputError, match="streamed K"):
         fit_run(RunConfig(n_train=100, n_test=20, stream=True), refuse_streamed=True)
+
+
+def test_a_model_that_does_not_pickle_keeps_the_table(tmp_path, monkeypatch, capsys):
+    import pickle
+
+    import kernelfit.experiments.saved_model as sm
+
+    def refuse(*a, **k):
+        raise pickle.PicklingError("Can't pickle <class 'Op'>")
+
+    monkeypatch.setattr(sm.pickle, "dumps", refuse)
+    path = tmp_path / "m.kfm"
+    assert main([*RUN, "--save-model", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "test error" in captured.out
+    assert "the model could not be written" in captured.err and "does not pickle" in captured.err
+    assert not path.exists()

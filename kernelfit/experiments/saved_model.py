@@ -84,7 +84,11 @@ def save_model(path, fitted) -> Path:
                 "preprocessing": c.preprocessing, "randomization": c.randomize,
                 "features": c.features, "feature_params": dict(c.feature_params)}
     model = SavedModel(fitted.estimator, fitted.feature_map, settings, fitted.record.to_dict())
-    payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as err:
+        raise InputError(f"the fitted {c.features} model cannot be saved: part of it does not "
+                         f"pickle ({err})") from err
     from .. import __version__
     header = {"format": FORMAT_VERSION, "kernelfit": __version__, "bytes": len(payload),
               "sha256": hashlib.sha256(payload).hexdigest()}
