@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from dataclasses import fields
 from pathlib import Path
 
@@ -24,13 +25,13 @@ examples:
       --vary n_train=1000,2000,5000 --vary randomize=labels:0,labels:0.5
 
   # norm vs test error across front ends (the paper's 220 vs 390)
-  kernelfit sweep --dataset mnist --n-train 2000 --vary features=raw,gabor,scattering
+  kernelfit sweep --dataset mnist --n-train 5000 --sigma auto --vary features=raw,gabor,scattering
 
   # a quick look on the embedded digits
   kernelfit sweep --vary n_train=300,600 --vary randomize=none,labels:0.5 --out /tmp/s
 
 axes: any run setting (RunConfig or solver Options field):
-  """ + ", ".join(AXES) + """
+""" + textwrap.fill(", ".join(AXES), 88, initial_indent="  ", subsequent_indent="  ") + """
   values are comma-separated and parsed to the setting's type; preprocessing steps are
   joined with '+' (preprocessing=scale,scale+whiten), feature_params as KEY=VALUE pairs
   joined with '+' (feature_params=J=1,J=2). 'none' is None where a setting allows it.
