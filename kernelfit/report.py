@@ -130,7 +130,9 @@ class RunRecord:
                 rates[k] = v
         if rates:
             rows.append(("GFLOP/s", "  ".join(f"{k} {v:.0f}" for k, v in rates.items())))
-        rows.append(("peak memory", f"{self.peak_rss_bytes / 2**20:,.0f} MiB"))
+        planned = (f"  (planned: {self.memory_plan_bytes / 2**20:,.0f} MiB besides the "
+                   "process itself)" if self.memory_plan_bytes else "")
+        rows.append(("peak memory", f"{self.peak_rss_bytes / 2**20:,.0f} MiB{planned}"))
         rows.extend(("note", n) for n in self.notes)
         rows.extend(("WARNING", w) for w in self.warnings)
         width = max(len(k) for k, _ in rows)
