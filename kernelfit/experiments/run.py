@@ -106,7 +106,8 @@ def prepare(config: RunConfig) -> Prepared:
     rand = parse_randomization(config.randomize)
     pre = Preprocessing.parse(config.preprocessing)
     train, test = load_split(config.dataset, n_train=config.n_train, n_test=config.n_test,
-                             seed=config.seed, data_home=config.data_home)
+                             seed=config.seed, data_home=config.data_home,
+                             progress=config.options.progress)
     train, test = rand.apply(train, test, seed=config.seed)
     return Prepared(pre.apply(train.images, train.max_value), train.labels,
                     pre.apply(test.images, test.max_value), test.labels,

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..atomic import write_bytes_atomic
 from ..errors import InputError, ModelFileError
+from ..options import Options
 from ..report import expected_seconds, stage
 
 MAGIC = b"KERNELFIT-MODEL\n"
@@ -165,7 +166,7 @@ def predict_dataset(model: SavedModel, dataset: str, *, n_test=None, data_home=N
     data = prepare(RunConfig(dataset=dataset, n_train=s["n_train"] if same else None,
                              n_test=n_test, seed=s["seed"], preprocessing=s["preprocessing"],
                              randomize=s["randomization"] if same else "none",
-                             data_home=data_home))
+                             data_home=data_home, options=Options(progress=progress)))
     fmap, clf = model.feature_map, model.estimator
     X = fmap.transform(data.test_images, progress=progress and fmap.name != "raw")
     n, width = clf.dual_coef_.shape[0], clf.dual_coef_.shape[-1]
