@@ -215,7 +215,8 @@ def _resolve_backend(opts: Options, log) -> tuple[Options, str, list]:
     notes = []
     if opts.device is None and device.type == "cpu":
         notes.append("--backend torch: PyTorch sees no CUDA device, so K is built and factored "
-                     "on the CPU (expect it to be slower than --backend numpy)")
+                     "on the CPU, beside its factor (twice the memory of --backend numpy's "
+                     "in-place Cholesky)")
         log(f"notice: {notes[-1]}")
     return opts.replace(device=str(device)), str(device), notes
 
