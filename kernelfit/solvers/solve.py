@@ -13,10 +13,12 @@ recorded in ``Solution.warnings`` (or :class:`AccuracyError` with
 ``Options(strict=True)``).
 
 A K that is singular to working precision (Cholesky meets a pivot <= 0, or
-factors with pivots of rounding size and leaves a residual far above the
-limit) with ``lam == 0`` and no jitter is answered by the minimum-norm
-solution K^+ Y (:mod:`kernelfit.solvers.pinv`), with a warning that names its
-rank, where n is small enough for an eigendecomposition.
+factors but leaves a residual above the limit and K^+ Y does better, or the
+caller found duplicate points with agreeing targets) with ``lam == 0`` and
+no jitter is answered by the minimum-norm solution K^+ Y
+(:mod:`kernelfit.solvers.pinv`), with a warning that names its rank, where n
+is small enough for an eigendecomposition. With ``jitter="auto"`` a factor
+whose solve misses the residual limit is rejected and the next jitter tried.
 """
 
 from __future__ import annotations
@@ -181,14 +183,24 @@ def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool) -> 
         restore_lower(K, k_diag)
         return _solve_pinv(K, k_diag, Y, opts, timings,
                            reason=f"Cholesky met pivot {err.pivot} <= 0")
-    sol = measured["sol"]
     info.update(f.info)
-    if not info["accepted"] and np.all(np.isfinite(sol.alpha)) and _pinv_allowed(n, lam, opts):
-        restore_lower(K, k_diag)
-        timings.pop("refine", None)
-        return _solve_pinv(K, k_diag, Y, opts, timings,
-                           reason=f"the Cholesky solve left relative residual "
-                                  f"{sol.relative_residual:.2e}")
+    sol = measured["sol"]
+    if info["accepted"] or not np.all(np.isfinite(sol.alpha)) or not _pinv_allowed(n, lam, opts):
+        return sol
+    # The factor succeeded but its solve missed the limit: K is nearly singular. Whichever
+    # of it and K^+ y leaves the smaller residual is returned. Measured: digits, sigma =
+    # 1000, n = 250: Cholesky 1.2e-3, K^+ y 0.3 (kept: Cholesky); two points 1e-12 apart:
+    # Cholesky 2.3 (worse than alpha = 0), K^+ y interpolates.
+    restore_lower(K, k_diag)
+    try:
+        alt = _solve_pinv(K, k_diag, Y, opts, dict(timings),
+                          reason=f"the Cholesky solve left relative residual "
+                                 f"{sol.relative_residual:.2e}")
+    except NotPositiveDefiniteError:      # no room for the eigendecomposition: keep Cholesky
+        return sol
+    if alt.relative_residual < sol.relative_residual:
+        return alt
+    sol.info["pinv_relative_residual"] = alt.relative_residual
     return sol
 
 
@@ -208,9 +220,12 @@ def _solve_pinv(K, k_diag, Y, opts: Options, timings: dict, *, reason: str) -> S
     timings["pinv"] = time.perf_counter() - t
     info = {"jitter": 0.0, "jitter_attempts": [], **pinfo, "pinv_reason": reason}
     sol = _measure(StoredOperator(K, k_diag, 0.0), alpha, Y, dict(timings=timings, info=info))
+    what = (f"K is singular to working precision (rank {pinfo['rank']} of {n}; {reason}): "
+            "returned the minimum-norm least-squares solution K^+ y" if pinfo["rank"] < n else
+            f"K is not positive definite to the Cholesky factorization ({reason}) but has full "
+            f"rank {n} in a float64 eigendecomposition: returned K^-1 y from it")
     sol.warnings.append(
-        f"K is singular to working precision (rank {pinfo['rank']} of {n}; {reason}): returned "
-        "the minimum-norm least-squares solution K^+ y. For a unique interpolant remove "
+        what + ". For a unique interpolant remove "
         "duplicate points, use a smaller kernel bandwidth, or pass lam > 0"
         + (", or use dtype='float64' (K may have full rank there)." if K.dtype == np.float32
            else "."))
