@@ -164,3 +164,23 @@ def test_lam_auto_keeps_a_given_sigma(tmp_path):
 def test_auto_with_a_streamed_k_is_refused(capsys):
     assert main(["run", "--quiet", *SMALL, "--stream", "--sigma", "auto"]) == 2
     assert "--no-stream" in capsys.readouterr().err
+
+
+def test_auto_selection_is_planned_before_it_runs(monkeypatch):
+    """The hold-out selection holds two n_f x n_f float64 matrices: more than the final fit."""
+    import kernelfit.experiments.select as selmod
+    from kernelfit.features import make_features
+
+    fmap = make_features("raw").fit(np.zeros((4, 8, 8), np.float32))
+    n, m = 1200, 100
+    big = Options(memory_limit=2**40, dtype="float64")
+    fit = plan_run(fmap, n, m, 10, solver="cholesky", options=big, streamed=False)
+    sel = runmod.plan_selection(fmap, n, m, 10, options=big)
+    assert sel.total_bytes > fit.total_bytes
+    limit = (fit.total_bytes + sel.total_bytes) // 2     # the fit fits, the selection not
+    monkeypatch.setattr(selmod, "select", _no_call("select"))
+    config = RunConfig(n_train=n, n_test=m, sigma="auto",
+                       options=Options(memory_limit=limit, dtype="float64"))
+    with pytest.raises(PlanError):
+        run(config)
+    run(RunConfig(n_train=n, n_test=m, sigma=2.0, options=Options(memory_limit=limit)))

@@ -6,10 +6,11 @@ come in column chunks (randconv's filter groups) can instead be *streamed*:
 K += Phi_c Phi_c^T chunk by chunk, so that the n x 8F feature matrix of a
 32,000-filter network never exists; the estimator then takes K precomputed.
 
-Either road is planned before anything large is allocated (:func:`plan_run`):
-K, k(test, train) or the test features, the feature matrices (or one streamed
-chunk) and the prediction temporaries are counted together, so a request that
-cannot fit is refused in seconds instead of being found by the OOM killer.
+Either road is planned before anything large is allocated
+(:mod:`.run_plan`): K, k(test, train) or the test features, the feature
+matrices (or one streamed chunk) and the prediction temporaries are counted
+together, so a request that cannot fit is refused in seconds instead of being
+found by the OOM killer.
 """
 
 from __future__ import annotations
@@ -24,17 +25,11 @@ from ..errors import AccuracyError, AccuracyWarning, InputError
 from ..kernels import make_kernel
 from ..model import KernelInterpolantClassifier
 from ..options import Options
-from ..plan import Plan, plan_fit
 from ..report import RunRecord, expected_seconds, peak_rss_bytes, stage
+from .run_plan import STREAM_CHUNK_UNITS, plan_run, plan_selection
 
 # Stream when the train + test feature matrices would take more than this.
 STREAM_ABOVE_BYTES = 2 * 2**30
-# Filters (units) per streamed column chunk: 256 randconv filters are 2,048 feature
-# columns, 400 MB per chunk at n = 50,000.
-STREAM_CHUNK_UNITS = 256
-# Prediction works on row blocks of k(test, train) of at most this many float64
-# elements (the estimator's own bound, counted here by the planner).
-PREDICT_BLOCK_ELEMENTS = 2**25
 
 
 @dataclass
@@ -120,54 +115,6 @@ def _should_stream(config: RunConfig, fmap, n: int) -> bool:
             raise InputError(f"the {fmap.name} front end cannot be streamed; drop --stream")
         return config.stream
     return hasattr(fmap, "transform_columns") and n * fmap.dim * 4 > STREAM_ABOVE_BYTES
-
-
-def plan_run(fmap, n: int, m: int, n_classes: int, *, solver: str, options: Options,
-             streamed: bool) -> Plan:
-    """Plan the whole run before any of it is allocated; raise PlanError if it cannot fit.
-
-    Besides what :func:`kernelfit.plan.plan_fit` counts for the fit itself (K,
-    the data in the working dtype, the solver's temporaries), the run holds:
-
-    - streamed: k(test, train) (m x n, K's dtype) and one column chunk of
-      train + test features, float32 as computed plus its standardized copy
-      in K's dtype;
-    - in memory: the float32 train and test feature matrices;
-    - both: the float64 row blocks of k(test, train) that prediction uses.
-
-    Parameters
-    ----------
-    fmap : FeatureMap
-        Fitted (its ``dim`` is known).
-    n, m : int
-        Training and test points.
-    n_classes : int
-        Columns of the one-hot right-hand side.
-    solver : str
-    options : Options
-        ``dtype`` already resolved; ``memory_limit`` caps the plan.
-    streamed : bool
-        Which road to plan.
-    """
-    item = np.dtype(options.resolve_dtype(n)).itemsize
-    predict_rows = min(m, max(1, PREDICT_BLOCK_ELEMENTS // max(n, 1)))
-    predict_temps = predict_rows * n * 8 * 2
-    if streamed:
-        cols = min(fmap.dim, STREAM_CHUNK_UNITS * fmap.features_per_unit)
-        chunk = (n + m) * cols * (4 + item)
-        return plan_fit(n, 0, n_classes, solver=solver, options=options,
-                        extra_bytes=m * n * item + chunk + predict_temps)
-    features = (n + m) * fmap.dim * 4
-    if options.backend == "torch":
-        # K and its factor: on a GPU they are device memory, which solve_torch
-        # checks before allocating them (the host then holds the features only:
-        # counted as if K were already paid for); on the CPU both are host memory.
-        on_gpu = not str(options.device or "cpu").startswith("cpu")
-        return plan_fit(n, fmap.dim, n_classes, solver=solver, options=options,
-                        gram_allocated=on_gpu,
-                        extra_bytes=features + predict_temps + (0 if on_gpu else n * n * item))
-    return plan_fit(n, fmap.dim, n_classes, solver=solver, options=options,
-                    extra_bytes=features + predict_temps)
 
 
 def _featurize(config: RunConfig, fmap, data: Prepared) -> tuple[np.ndarray, np.ndarray]:
@@ -326,6 +273,8 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
     n_classes = len(np.unique(data.train_labels))
     plan = plan_run(fmap, n, m, n_classes, solver=config.solver, options=opts,
                     streamed=streamed)
+    if auto:
+        plan_selection(fmap, n, m, n_classes, options=opts)
 
     t = time.perf_counter()
     selection = None
