@@ -121,14 +121,21 @@ class DatasetError(KernelfitError):
     """Base class of dataset problems."""
 
 
-class DatasetFormatError(DatasetError, ValueError):
-    """A dataset file is truncated, has a wrong magic number, or wrong dimensions."""
+class _FileProblem:
+    """Mixin of errors about one file: "PATH: PROBLEM. REMEDY" (``path``, ``problem`` kept)."""
+
+    remedy = ""
 
     def __init__(self, path, problem: str):
         self.path = str(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}. Delete the file and fetch it again "
-                         "(`kernelfit data fetch NAME`).")
+        super().__init__(f"{self.path}: {problem}. {self.remedy}")
+
+
+class DatasetFormatError(_FileProblem, DatasetError, ValueError):
+    """A dataset file is truncated, has a wrong magic number, or wrong dimensions."""
+
+    remedy = "Delete the file and fetch it again (`kernelfit data fetch NAME`)."
 
 
 class DatasetNotFoundError(DatasetError, FileNotFoundError):
@@ -160,14 +167,10 @@ class StaleGramError(KernelfitError, ValueError):
                          ".meta.json sidecars), or call build_gram_on_disk with rebuild=True.")
 
 
-class ModelFileError(KernelfitError, ValueError):
+class ModelFileError(_FileProblem, KernelfitError, ValueError):
     """A saved model file is not one, is damaged or modified, or has another format version."""
 
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}. Save the model again with "
-                         "`kernelfit run ... --save-model PATH`.")
+    remedy = "Save the model again with `kernelfit run ... --save-model PATH`."
 
 
 class UserDataError(DatasetError, ValueError):
