@@ -168,8 +168,9 @@ def test_auto_with_a_streamed_k_is_refused(capsys):
 
 def test_auto_selection_is_planned_before_it_runs(monkeypatch):
     """The hold-out selection holds two n_f x n_f float64 matrices: more than the final fit."""
-    import kernelfit.experiments.select as selmod
     from kernelfit.features import make_features
+
+    import kernelfit.experiments.select as selmod
 
     fmap = make_features("raw").fit(np.zeros((4, 8, 8), np.float32))
     n, m = 1200, 100
