@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import warnings
+from pathlib import Path
 
-from ..errors import KernelfitError
+from ..errors import AccuracyWarning, KernelfitError
+
+_PYTHON_SHOW = warnings.showwarning
 
 DESCRIPTION = """\
 Exact minimum-norm kernel interpolation (K alpha = y) on image data, as in
@@ -59,6 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.lru_cache(maxsize=1)
+def _package_dirs() -> frozenset:
+    """The source folders of kernelfit, its features and its command (without importing them)."""
+    from importlib.util import find_spec
+
+    return frozenset(Path(p).resolve() for name in ("kernelfit", "kernelfit.features",
+                                                     "kernelfit.cli")
+                     for p in (find_spec(name).submodule_search_locations or ()))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """kernelfit's own warnings as one plain line; anyone else's as Python prints them."""
+    if issubclass(category, AccuracyWarning) or _package_dirs().intersection(
+            Path(filename).resolve().parents):
+        print(f"kernelfit: warning: {message}", file=file or sys.stderr)
+    else:
+        _PYTHON_SHOW(message, category, filename, lineno, file, line)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -66,7 +90,9 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except KernelfitError as err:
         print(f"kernelfit: error: {err}", file=sys.stderr)
         return 2

@@ -210,3 +210,21 @@ def test_every_option_has_help_and_states_its_default_once(name, capsys):
 def test_dtype_auto_is_accepted(capsys):
     assert main(["run", "--quiet", *SMALL, "--dtype", "auto"]) == 0
     assert "float64" in capsys.readouterr().out
+
+
+def test_library_warnings_print_as_one_plain_line(monkeypatch, capsys):
+    import warnings
+
+    import kernelfit.cli.run_cmd as run_cmd
+
+    from kernelfit.errors import AccuracyWarning, KernelfitError
+
+    def warn_then_fail(*a, **k):
+        warnings.warn("the solve is inexact", AccuracyWarning, stacklevel=2)
+        raise KernelfitError("stopped")
+
+    monkeypatch.setattr(run_cmd, "fit_run", warn_then_fail)
+    assert main(["run", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "kernelfit: warning: the solve is inexact" in err
+    assert "AccuracyWarning" not in err and ".py:" not in err
