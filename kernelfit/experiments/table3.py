@@ -323,11 +323,11 @@ def plot(results: list[dict], path) -> Path:
             for r in results]
     norms = [r["record"]["norm"] for r in results]
     y = np.arange(len(keys))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 0.6 * len(keys) + 1.8), sharey=True,
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 0.7 * len(keys) + 2.0), sharey=True,
                                    gridspec_kw={"width_ratios": [3, 2]})
     h = 0.38
-    ax1.barh(y - h / 2, paper, h, label="paper", color="#999999")
-    ax1.barh(y + h / 2, ours, h, label="kernelfit", color="#1f77b4")
+    bars = (ax1.barh(y - h / 2, paper, h, label="paper", color="#999999"),
+            ax1.barh(y + h / 2, ours, h, label="kernelfit", color="#1f77b4"))
     for off, vals in ((-h / 2, paper), (h / 2, ours)):
         for yi, v in zip(y, vals, strict=True):
             if np.isfinite(v):
@@ -336,9 +336,9 @@ def plot(results: list[dict], path) -> Path:
                        zip(keys, results, strict=True)], fontsize=8)
     ax1.invert_yaxis()
     ax1.set_xlabel("test error (%)")
-    ax1.set_xlim(0, max([v for v in paper + ours if np.isfinite(v)] + [1]) * 1.25)
-    ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8,
-               frameon=False)
+    # Room right of the longest bar for its label and the legend.
+    ax1.set_xlim(0, max([v for v in paper + ours if np.isfinite(v)] + [1]) * 1.5)
+    ax1.legend(handles=[bars[0], bars[1]], loc="lower right", fontsize=8, framealpha=0.9)
     ax1.set_title("Test error: paper vs kernelfit")
     ax2.barh(y, norms, 0.5, color="#ff7f0e")
     for yi, v in zip(y, norms, strict=True):
