@@ -101,7 +101,8 @@ class RunRecord:
             ("kernel", f"{self.kernel.get('name')}  ({kern})"),
             ("solver", f"{self.solver}, {self.dtype}, lambda={_fmt(self.lam)}"
                        + (f", jitter={_fmt(self.jitter)}" if self.jitter else "")
-                       + ("" if self.converged else "  (NOT CONVERGED)")),
+                       + ("" if self.converged else "  (NOT CONVERGED)"
+                          if self.solver.startswith("cg") else "  (NOT EXACT: see WARNING)")),
             ("backend", f"{self.backend} on {self.device}"),
             ("train error", _pct(self.train_error)),
             ("test error", _pct(self.test_error)),

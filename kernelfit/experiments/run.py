@@ -79,9 +79,10 @@ class Prepared:
 class FittedRun:
     """A finished run: its record, and what predicting new images needs.
 
-    ``estimator`` and ``feature_map`` are None-free for the in-memory road; a
-    streamed run's estimator takes a precomputed k(test, train), so it cannot
-    featurize new images by itself (``streamed`` is then True).
+    On the in-memory road ``estimator`` predicts from ``feature_map``'s
+    features of new images. A streamed run's estimator takes a precomputed
+    k(test, train) instead, which new images cannot supply without all the
+    training features (``streamed`` is then True).
     """
 
     record: RunRecord
