@@ -281,11 +281,18 @@ def _run_seconds(rec: dict) -> float:
     return float(sum(v for v in rec["timings"].values() if isinstance(v, (int, float))))
 
 
+def _validation_text(sel: dict | None) -> str:
+    """The chosen point's validation error and the training images it was fitted on."""
+    if not sel:
+        return "-"
+    return f"{100 * sel['val_error']:.2f}% (n={sel['n_fit']:,})"
+
+
 def markdown(results: list[dict]) -> str:
     """Paper vs measured, one line per row, labelled with what actually ran."""
     lines = ["| row | paper's pre-processing | what ran | n_train / n_test | feature dim "
-             "| test error (paper) | test error (kernelfit) | validation error | train error "
-             "| norm | selection time | run time |",
+             "| test error (paper) | test error (kernelfit) | validation error (fit on) "
+             "| train error | norm | selection time | run time |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         rec = r["record"]
@@ -295,7 +302,7 @@ def markdown(results: list[dict]) -> str:
             f"| {r['row']} | {r['paper_setting']} | {r.get('ran', '-')} | "
             f"{rec['n_train']:,} / {rec['n_test']:,} | {rec['feature_dim'] or '-'} | "
             f"{100 * r['paper_error']:.1f}% | {test} | "
-            f"{'-' if not sel else format(100 * sel['val_error'], '.2f') + '%'} | "
+            f"{_validation_text(sel)} | "
             f"{100 * rec['train_error']:.2f}% | {rec['norm']:.4g} | "
             f"{'-' if not sel else seconds_text(sel['seconds'])} | "
             f"{seconds_text(_run_seconds(rec))} |")
@@ -306,7 +313,9 @@ def markdown(results: list[dict]) -> str:
     out = "\n".join(lines) + "\n"
     if rules:
         out += ("\nSettings chosen on a validation split carved from each row's training data "
-                f"({'; '.join(rules)}); the test set is used once, by the final fit.\n")
+                f"({'; '.join(rules)}); the test set is used once, by the final fit. The "
+                "validation error is that of a fit on the selection subset (n above), so it "
+                "runs above a full-size row's test error.\n")
     if notes:
         out += "\nWarnings:\n" + "\n".join(notes) + "\n"
     return out
