@@ -111,3 +111,21 @@ def test_a_model_that_does_not_pickle_keeps_the_table(tmp_path, monkeypatch, cap
     assert "test error" in captured.out
     assert "the model could not be written" in captured.err and "does not pickle" in captured.err
     assert not path.exists()
+
+
+def test_predicting_images_of_another_shape_is_a_clear_error(saved, monkeypatch):
+    import numpy as np
+
+    from kernelfit.experiments import run as runmod
+    from kernelfit.experiments.saved_model import predict_dataset
+
+    real = runmod.prepare
+
+    def bigger_images(config):
+        data = real(config)
+        data.test_images = np.zeros((len(data.test_labels), 12, 12), np.float32)
+        return data
+
+    monkeypatch.setattr(runmod, "prepare", bigger_images)
+    with pytest.raises(InputError, match=r"shape \(8, 8\).*\(12, 12\)"):
+        predict_dataset(load_model(saved[0]), "digits", n_test=50)

@@ -168,6 +168,11 @@ def predict_dataset(model: SavedModel, dataset: str, *, n_test=None, data_home=N
                              randomize=s["randomization"] if same else "none",
                              data_home=data_home, options=Options(progress=progress)))
     fmap, clf = model.feature_map, model.estimator
+    shape = tuple(data.test_images.shape[1:])
+    if fmap.input_shape_ is not None and shape != tuple(fmap.input_shape_):
+        raise InputError(f"the model was trained on {s['dataset']} images of shape "
+                         f"{tuple(fmap.input_shape_)} (after preprocessing), but {dataset}'s "
+                         f"are {shape}; predict on data shaped like the training images")
     X = fmap.transform(data.test_images, progress=progress and fmap.name != "raw")
     n, width = clf.dual_coef_.shape[0], clf.dual_coef_.shape[-1]
     flops = 2.0 * len(X) * n * (X.shape[1] + width)
