@@ -218,12 +218,9 @@ def select_once(config: RunConfig, *, sigma_grid=None, val_fraction: float = 0.2
     ``rule``, ``scores``...), cached in ``store`` like a sweep point.
     """
     from ..features import make_features
-    from .run import _featurize, _should_stream, prepare
-    from .select import default_grid, select
+    from .run import _auto_grid, _featurize, _should_stream, prepare
+    from .select import select
 
-    if config.sigma == "auto" and config.kernel not in ("gaussian", "laplacian"):
-        raise InputError(f"the {config.kernel} kernel has no bandwidth to choose; drop "
-                         "--sigma auto")
     clean = replace(config, randomize="none")
     settings = {"on": result_settings(clean), "sigma_grid": sigma_grid,
                 "val_fraction": val_fraction, "split": "training set only"}
@@ -239,14 +236,8 @@ def select_once(config: RunConfig, *, sigma_grid=None, val_fraction: float = 0.2
                          "to hold): give --sigma / --lam values, or --no-stream")
     # Test features are made (and cached for the clean point) but never looked at here.
     X, _ = _featurize(clean, fmap, data)
-    sigma = clean.sigma
-    grid_ = default_grid(X, kernel=clean.kernel, lam=clean.lam, seed=clean.seed,
-                         sigma=sigma if sigma == "auto" else (sigma or 1.0))
-    if sigma is None:           # no bandwidth given: the kernel's scale rule (or gamma)
-        grid_.pop("sigma", None)
-        if clean.gamma is not None:
-            grid_["gamma"] = [clean.gamma]
-    elif sigma == "auto" and sigma_grid:
+    grid_ = _auto_grid(clean, X)    # the same grid `kernelfit run --sigma auto` searches
+    if clean.sigma == "auto" and sigma_grid:
         grid_["sigma"] = list(sigma_grid)
     sel = select(X, data.train_labels, kernel=clean.kernel, grid=grid_,
                  val_fraction=val_fraction, seed=clean.seed, options=clean.options)
