@@ -301,6 +301,11 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
             timings["select"] = time.perf_counter() - t
             params = {**{k: v for k, v in params.items() if v != "auto"},
                       **selection["params"]}
+            if data.randomization != "none":
+                notes.append(f"the hyper-parameters were chosen on the randomized "
+                             f"({data.randomization}) training set; for the clean setting's "
+                             "values give them explicitly (or use `kernelfit sweep`, which "
+                             "selects on clean labels)")
         clf = KernelInterpolantClassifier(kernel=config.kernel, degree=config.degree,
                                           coef0=config.coef0, solver=config.solver,
                                           options=opts, **params)
