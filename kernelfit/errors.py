@@ -45,10 +45,10 @@ class DuplicatePointsError(InputError):
 
 
 class NotPositiveDefiniteError(KernelfitError, np.linalg.LinAlgError):
-    """The Cholesky factorization met a pivot <= 0."""
+    """The Cholesky factorization met a pivot <= 0 (``pivot`` None: found otherwise)."""
 
-    def __init__(self, pivot: int, n: int, dtype, detail: str = ""):
-        self.pivot = int(pivot)
+    def __init__(self, pivot: int | None, n: int, dtype, detail: str = ""):
+        self.pivot = None if pivot is None else int(pivot)
         self.n = int(n)
         self.dtype = np.dtype(dtype)
         remedies = []
@@ -58,9 +58,10 @@ class NotPositiveDefiniteError(KernelfitError, np.linalg.LinAlgError):
         remedies += ["lam > 0 / --lam (ridge regularization)",
                      "Options(jitter='auto') / --jitter auto (retry with growing diagonal jitter)",
                      "a smaller kernel bandwidth (gaussian: smaller sigma / larger gamma)"]
+        where = f": pivot {self.pivot} of {self.n} is <= 0" if self.pivot is not None else ""
         super().__init__(
-            f"kernel matrix is not positive definite in {self.dtype.name}: pivot {self.pivot} "
-            f"of {self.n} is <= 0{detail}. Try: " + "; ".join(remedies) + "."
+            f"kernel matrix is not positive definite in {self.dtype.name}{where}{detail}. Try: "
+            + "; ".join(remedies) + "."
         )
 
 

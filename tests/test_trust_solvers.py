@@ -201,3 +201,11 @@ def test_pinv_is_refused_when_too_large():
         plan_pinv(PINV_MAX_N + 1)
     with pytest.raises(PlanError, match="MB"):
         plan_pinv(1000, Options(memory_limit=10**6))
+
+
+def test_indefinite_precomputed_k_is_not_pseudo_inverted(rng):
+    # symmetric, but with a clearly negative eigenvalue: no kernel matrix, no K^+ y
+    B = rng.standard_normal((20, 20))
+    K = B + B.T
+    with pytest.raises(NotPositiveDefiniteError, match="not positive semi-definite"):
+        KernelInterpolant(kernel="precomputed").fit(K, rng.random(20))

@@ -82,10 +82,10 @@ def pinv_solve(A, k_diag, Y, *, stored_dtype=None):
     w_max = float(max(abs(w[0]), abs(w[-1]), np.finfo(np.float64).tiny))
     if w[0] < -np.sqrt(eps) * w_max:
         raise NotPositiveDefiniteError(
-            pivot=int(np.argmin(w)), n=n, dtype=stored_dtype or A.dtype,
-            detail=f" (K has the eigenvalue {w[0]:.3g} against a largest one of {w_max:.3g}: "
-                   "it is not positive semi-definite beyond rounding, so it is no kernel "
-                   "matrix; check how it was built)")
+            pivot=None, n=n, dtype=stored_dtype or A.dtype,
+            detail=f" (K of n={n:,} has the eigenvalue {w[0]:.3g} against a largest one of "
+                   f"{w_max:.3g}: it is not positive semi-definite beyond rounding, so it is no "
+                   "kernel matrix; check how it was built)")
     # A PSD K has no negative eigenvalue: a negative one measures the rounding noise
     # of the computed K (the distance kernels' ||x||^2 + ||y||^2 - 2<x,y> cancels,
     # leaving more than eps per entry), so eigenvalues up to its size are noise too.

@@ -212,9 +212,9 @@ def _solve_pinv(K, k_diag, Y, opts: Options, timings: dict, *, reason: str) -> S
         plan_pinv(n, opts, in_use=K.nbytes)
     except PlanError as err:
         raise NotPositiveDefiniteError(
-            pivot=0, n=n, dtype=K.dtype,
-            detail=f"; K is singular to working precision ({reason}) and its minimum-norm "
-                   f"solution does not fit: {err}") from err
+            pivot=None, n=n, dtype=K.dtype,
+            detail=f" (n={n:,}); K is singular to working precision ({reason}) and its "
+                   f"minimum-norm solution does not fit: {err}") from err
     t = time.perf_counter()
     alpha, pinfo = pinv_solve(K, k_diag, Y, stored_dtype=K.dtype)
     timings["pinv"] = time.perf_counter() - t
