@@ -137,14 +137,15 @@ class _KernelInterpolantBase(BaseEstimator):
         if self.solver == "cg-matrix-free":
             raise InputError("solver='cg-matrix-free' needs the points, not a precomputed K; "
                              "use 'cholesky' or 'cg'")
-        if opts.backend != "numpy":
-            raise InputError("kernel='precomputed' is solved with backend='numpy'")
+        # A given K is a host array: it is solved by the NumPy path whatever the backend
+        # (solver_info_["backend"] says so).
         check_symmetric(K)
         self.plan_ = plan_fit(n, 0, Y.shape[1], solver=self.solver, options=opts,
                               gram_allocated=opts.overwrite_gram)
         # A copy unless the caller handed K over: the factor overwrites its lower triangle.
         K = np.array(K, dtype=opts.dtype, order="C", copy=not opts.overwrite_gram)
         sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts)
+        sol.info["backend"] = "numpy"
         self._record(sol)
         return sol.K_alpha
 
