@@ -216,7 +216,24 @@ class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):
     train_error_ : float
         ||K alpha - Y||_F / ||Y||_F (0 for an exact interpolant).
     relative_residual_ : float
-        ||(K + lam I) alpha - Y||_F / ||Y||_F: how exactly the system was solved.
+        ||(K + lam I) alpha - Y||_F / ||Y||_F: how exactly the system was solved
+        (the absolute residual when Y is all zeros).
+    converged_ : bool
+        False when the solve is less exact than its dtype allows (relative
+        residual above :func:`kernelfit.solvers.solve.residual_limit`: 1e-8
+        sqrt(n) in float64, 1e-4 sqrt(n) in float32) or CG stopped short of
+        ``tol``.
+    warnings_ : list of str
+        Each way the fit was not exact, in words (also raised as
+        :class:`kernelfit.errors.AccuracyWarning`, or as
+        :class:`kernelfit.errors.AccuracyError` with ``Options(strict=True)``).
+        A K singular to working precision (duplicate points with agreeing
+        targets, a very wide bandwidth) is answered by the minimum-norm
+        solution K^+ y, with its rank in ``solver_info_["rank"]``.
+    solver_info_ : dict
+        What the solver did: "converged", "jitter" (and the attempts of
+        jitter="auto"), "rank" and "cutoff" when the rank-revealing path ran,
+        CG's "iterations" and "residuals", "residual_limit".
     timings_ : dict
         Seconds per stage (gram, factor, solve, refine, residual).
     kernel_ : kernelfit.kernels.Kernel
