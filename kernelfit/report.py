@@ -163,8 +163,9 @@ def expected_seconds(flops: float, dtype: str = "float64") -> float:
 
 
 @contextmanager
-def stage(desc: str, *, expected_s: float | None = None, enabled: bool = True,
-          delay: float = 2.0, interval: float = 0.5, file=None):
+def stage(desc: str, *, flops: float | None = None, dtype: str = "float64",
+          expected_s: float | None = None, enabled: bool = True, delay: float = 2.0,
+          interval: float = 0.5, file=None):
     """A spinner for a stage that is one long library call: elapsed and expected time.
 
     Nothing is shown for a stage that ends within ``delay`` seconds, nor when
@@ -175,12 +176,18 @@ def stage(desc: str, *, expected_s: float | None = None, enabled: bool = True,
     ----------
     desc : str
         What is running ("fit", "predict").
+    flops, dtype : optional
+        The stage's floating-point work: the expected time is that over the
+        GEMM rate measured here (:func:`expected_seconds`; measured only when
+        the spinner is enabled).
     expected_s : float, optional
-        The stage's flop count over the measured GEMM rate (:func:`expected_seconds`).
+        The expected time, given directly instead of ``flops``.
     """
     if not enabled:
         yield
         return
+    if expected_s is None and flops:
+        expected_s = expected_seconds(flops, dtype)
     from tqdm.auto import tqdm
 
     done = threading.Event()

@@ -79,6 +79,17 @@ def test_stage_spinner_shows_elapsed_and_expected_time():
     assert short.getvalue() == ""
 
 
+def test_stage_expects_flops_over_the_measured_gemm_rate(monkeypatch):
+    import kernelfit.report as report
+
+    monkeypatch.setattr(report, "gemm_gflops", lambda dtype="float64": 10.0)
+    buf = io.StringIO()
+    with stage("fit", flops=1.2e12, delay=0.0, interval=0.05, file=buf):   # 120 s at 10
+        time.sleep(0.2)
+    assert "expected ~2.0 min" in buf.getvalue()
+    assert report.expected_seconds(1e10, "float32") == pytest.approx(1.0)
+
+
 def test_bad_input_is_a_clean_error(capsys):
     assert main(["run", "--feature-param", "oops", "--quiet"]) == 2
     err = capsys.readouterr().err

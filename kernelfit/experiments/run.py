@@ -25,7 +25,7 @@ from ..errors import AccuracyError, AccuracyWarning, InputError
 from ..kernels import make_kernel
 from ..model import KernelInterpolantClassifier
 from ..options import Options
-from ..report import RunRecord, expected_seconds, peak_rss_bytes, stage
+from ..report import RunRecord, peak_rss_bytes, stage
 from .run_plan import STREAM_CHUNK_UNITS, plan_run, plan_selection
 
 # Stream when the train + test feature matrices would take more than this.
@@ -286,7 +286,7 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         clf = KernelInterpolantClassifier(kernel="precomputed", lam=config.lam,
                                           solver=config.solver,
                                           options=opts.replace(overwrite_gram=True))
-        with stage("fit", expected_s=_fit_seconds(n, 0, n_classes, config.solver, opts),
+        with stage("fit", flops=_fit_flops(n, 0, n_classes, config.solver), dtype=opts.dtype,
                    enabled=opts.progress):
             found = _fit_checked(clf, K, data.train_labels, opts)
         del K
@@ -309,8 +309,8 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         clf = KernelInterpolantClassifier(kernel=config.kernel, degree=config.degree,
                                           coef0=config.coef0, solver=config.solver,
                                           options=opts, **params)
-        with stage("fit", expected_s=_fit_seconds(n, fmap.dim, n_classes, config.solver,
-                                                  opts), enabled=opts.progress):
+        with stage("fit", flops=_fit_flops(n, fmap.dim, n_classes, config.solver),
+                   dtype=opts.dtype, enabled=opts.progress):
             found = _fit_checked(clf, X_train, data.train_labels, opts)
         kernel, solver = clf.kernel_, config.solver
     timings.update(clf.timings_)
@@ -323,8 +323,8 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
     test_error = None
     if m:
         d = 0 if streamed else fmap.dim
-        with stage("predict", expected_s=expected_seconds(2.0 * m * n * (d + n_classes),
-                                                          opts.dtype), enabled=opts.progress):
+        with stage("predict", flops=2.0 * m * n * (d + n_classes), dtype=opts.dtype,
+                   enabled=opts.progress):
             test_error = float(np.mean(clf.predict(X_test) != data.test_labels))
     timings["predict"] = time.perf_counter() - t
     gflops = {"cholesky": clf.solver_info_["gflops"]} if "gflops" in clf.solver_info_ else {}
@@ -349,8 +349,8 @@ def run(config: RunConfig, *, log=None) -> RunRecord:
     return fit_run(config, log=log).record
 
 
-def _fit_seconds(n: int, d: int, c: int, solver: str, opts: Options) -> float | None:
-    """Expected fit time of the exact solve (Gram + Cholesky + solves) at the measured rate."""
+def _fit_flops(n: int, d: int, c: int, solver: str) -> float | None:
+    """Floating-point work of the exact solve: Gram (upper triangle), Cholesky, solves."""
     if solver != "cholesky":
         return None     # CG: as many passes over K as iterations, not known in advance
-    return expected_seconds(n * n * d + n**3 / 3 + 4.0 * n * n * c, opts.dtype)
+    return n * n * d + n**3 / 3 + 4.0 * n * n * c

@@ -34,7 +34,7 @@ import numpy as np
 from ..atomic import write_bytes_atomic
 from ..errors import InputError, ModelFileError
 from ..options import Options
-from ..report import expected_seconds, stage
+from ..report import stage
 
 MAGIC = b"KERNELFIT-MODEL\n"
 FORMAT_VERSION = 1
@@ -176,8 +176,7 @@ def predict_dataset(model: SavedModel, dataset: str, *, n_test=None, data_home=N
     X = fmap.transform(data.test_images, progress=progress and fmap.name != "raw")
     n, width = clf.dual_coef_.shape[0], clf.dual_coef_.shape[-1]
     flops = 2.0 * len(X) * n * (X.shape[1] + width)
-    with stage("predict", expected_s=expected_seconds(flops, clf.X_fit_.dtype.name),
-               enabled=progress):
+    with stage("predict", flops=flops, dtype=clf.X_fit_.dtype.name, enabled=progress):
         predicted = clf.predict(X)
     return {"dataset": dataset, "n_test": len(data.test_labels),
             "test_error": float(np.mean(predicted != data.test_labels)),
