@@ -198,7 +198,8 @@ def stage(desc: str, *, flops: float | None = None, dtype: str = "float64",
             return
         hint = f"expected ~{_duration(expected_s)}" if expected_s else ""
         bar = tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed} elapsed{postfix}",
-                   file=file or sys.stderr, leave=False, postfix=hint)
+                   file=file or sys.stderr, leave=False, postfix=hint,
+                   delay=interval)    # no first line before start_t is set
         bar.start_t = started         # elapsed since the stage began, not since the bar
         bar.refresh()
         while not done.wait(interval):
