@@ -155,7 +155,8 @@ class FeatureMap:
         n = len(images)
         out = np.empty((n, self._dim_for_shape(images.shape[1:])), dtype=np.float32)
         step = max(1, self.batch_size)
-        bar = tqdm(total=n, desc=f"{self.name} features", unit="img", disable=not progress)
+        bar = tqdm(total=n, desc=f"{self.name} features", unit="img", disable=not progress,
+                   delay=2)  # no bar (and no meaningless rate) for sub-second transforms
         for i in range(0, n, step):
             out[i:i + step] = self._transform_batch(images[i:i + step])
             bar.update(min(step, n - i))
@@ -207,7 +208,7 @@ class FeatureMap:
         :func:`kernelfit.gram_stream.build_gram_streamed`."""
         n_chunks = self.n_column_chunks(chunk_filters)
         bar = tqdm(total=n_chunks, desc=f"{self.name} chunks", unit="chunk",
-                   disable=not progress)
+                   disable=not progress, delay=2)
         for c in range(n_chunks):
             yield (self.transform_columns(train_images, c, chunk_filters),
                    self.transform_columns(test_images, c, chunk_filters))

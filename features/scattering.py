@@ -81,6 +81,13 @@ class ScatteringFeatures(FeatureMap):
             raise InputError(f"scattering with J={self.J} needs image sides divisible by "
                              f"{2 ** self.J}, got {H}x{W}; crop first")
 
+    def __getstate__(self):
+        # kymatio's operator holds filter tensors and does not pickle; it is rebuilt
+        # on first use, so a saved model carries only the parameters.
+        state = dict(self.__dict__)
+        state["_op"] = None
+        return state
+
     def _operator(self, H: int, W: int):
         if self._op is None or self._op[0] != (H, W):
             self._check_size(H, W)

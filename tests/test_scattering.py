@@ -49,3 +49,18 @@ def test_rgb_and_size_check():
     from kernelfit.errors import InputError
     with pytest.raises(InputError, match="divisible"):
         make_features("scattering").transform(np.zeros((1, 30, 30), np.float32))
+
+
+def test_scattering_map_pickles_after_use_and_gives_the_same_features():
+    """A saved model carries its scattering front end: the built kymatio operator must not
+    stop pickling, and the unpickled map must compute the same features."""
+    import pickle
+
+    from kernelfit.features.scattering import ScatteringFeatures
+
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 8, 8)).astype(np.float32)
+    fmap = ScatteringFeatures(J=1, L=4, backend="numpy").fit(images)
+    before = fmap.transform(images)
+    again = pickle.loads(pickle.dumps(fmap))
+    np.testing.assert_allclose(again.transform(images), before, rtol=1e-6, atol=1e-7)

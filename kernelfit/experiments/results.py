@@ -19,7 +19,7 @@ from ..atomic import write_json_atomic
 # Options and config fields that change how a run looks or where it reads from,
 # never its numbers.
 NOT_RESULT_SETTINGS = frozenset({"progress", "memory_limit", "n_jobs", "data_home",
-                                 "feature_cache", "quiet"})
+                                 "feature_cache", "quiet", "strict"})
 
 
 def result_settings(obj) -> dict:
