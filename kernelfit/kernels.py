@@ -59,6 +59,23 @@ class Kernel:
         if not (_is_real(self.coef0) and np.isfinite(self.coef0)):
             raise InputError(f"polynomial coef0 must be a finite number, got {self.coef0!r}")
 
+    def check_dtype(self, dtype) -> None:
+        """Refuse a scale that ``dtype`` cannot hold (the kernel map multiplies by it there).
+
+        gamma = 5e199 (sigma = 1e-100) is fine in float64 (K = I up to rounding) but
+        overflows float32 to inf; gamma below float32's smallest normal number would
+        make K all ones.
+        """
+        if self.name == "linear":
+            return
+        fi = np.finfo(np.dtype(dtype))
+        if not float(fi.tiny) <= self.gamma <= float(fi.max):
+            raise InputError(
+                f"the {self.name} kernel's gamma = {self.gamma:.3g} is outside what "
+                f"{np.dtype(dtype).name} can hold ({float(fi.tiny):.3g} .. {float(fi.max):.3g}),"
+                " so its kernel values cannot be computed there. Use dtype='float64', or a "
+                "bandwidth comparable to the distances between points.")
+
     @property
     def needs_norms(self) -> bool:
         return self.name in ("gaussian", "laplacian")
@@ -107,7 +124,9 @@ class Kernel:
         _clamp0_(G)
         if self.name == "laplacian":
             _sqrt_(G)
-        G *= -float(self.gamma)
+        # -gamma d2 may overflow to -inf for far-apart points: exp gives the exact 0.
+        with np.errstate(over="ignore"):
+            G *= -float(self.gamma)
         _exp_(G)
         return G
 

@@ -102,6 +102,7 @@ class _KernelInterpolantBase(BaseEstimator):
                                         allow_agreeing=pinv_here or self.solver != "cholesky")
         self.kernel_ = make_kernel(self.kernel, gamma=self.gamma, sigma=self.sigma,
                                    degree=self.degree, coef0=self.coef0, X=X)
+        self.kernel_.check_dtype(opts.dtype)
         # The host planner covers the NumPy solvers; the torch solve checks its device.
         self.plan_ = (plan_fit(n, d, Y.shape[1], solver=self.solver, options=opts)
                       if opts.backend == "numpy" else None)

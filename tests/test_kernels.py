@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics.pairwise import polynomial_kernel, rbf_kernel
@@ -73,3 +75,40 @@ def test_bad_kernel_parameters(kw):
 def test_gamma_and_sigma_together_rejected():
     with pytest.raises(InputError, match="not both"):
         make_kernel("gaussian", gamma=1.0, sigma=1.0)
+
+
+# ---- scales and parameters that the working dtype cannot use: typed errors ----------
+
+@pytest.mark.parametrize("sigma", [1e-300, 1e300, 1e-160])
+def test_unrepresentable_sigma(sigma):
+    with pytest.raises(InputError, match="outside what float64 can use"):
+        make_kernel("gaussian", sigma=sigma)
+
+
+@pytest.mark.parametrize("kw, says", [
+    (dict(sigma="5"), "sigma must be a positive finite number"),
+    (dict(gamma=np.nan), "gamma must be a positive finite number"),
+    (dict(name="polynomial", degree=2.5), "integer >= 1"),
+    (dict(name="polynomial", degree=True), "integer >= 1"),
+    (dict(name="polynomial", coef0=np.inf, gamma=1.0), "coef0"),
+    (dict(name="rbf", gamma=1.0), "unknown kernel"),
+])
+def test_bad_make_kernel_parameters(kw, says):
+    with pytest.raises(InputError, match=says):
+        make_kernel(**kw)
+
+
+def test_scale_must_fit_the_working_dtype():
+    k = make_kernel("gaussian", sigma=1e-100)        # gamma = 5e199: fine in float64
+    k.check_dtype("float64")
+    with pytest.raises(InputError, match="outside what float32 can hold.*float64"):
+        k.check_dtype("float32")
+    make_kernel("linear").check_dtype("float32")
+
+
+def test_far_points_give_exact_zeros_without_warnings():
+    k = make_kernel("gaussian", gamma=1e300)
+    X = np.array([[0.0, 0.0], [1.0, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(k.block(X, X), np.eye(2))
