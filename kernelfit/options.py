@@ -56,7 +56,9 @@ class Options:
     tol, max_iter : float, int
         Stopping rule of the conjugate-gradient solver (relative residual).
     memory_limit : int or None
-        Bytes the planner may use; None means 90% of the available RAM.
+        Bytes the planner may use; None means 90% of the available RAM. With
+        backend="torch" it also caps what the solve may take of the device's
+        free memory (a request above it is refused with PlanError).
     progress : bool
         Show progress bars on long builds and factorizations.
     backend : {"numpy", "torch"}
