@@ -177,3 +177,16 @@ def test_accuracy_warnings_of_wide_bandwidths_go_into_the_scores():
     # sigma = 8 on points 0.05 apart: K is numerically singular; either the solver says
     # so (a warning kept in the score) or the point failed (scored inf)
     assert wide["warnings"] or wide["failed"]
+
+
+def test_a_choice_at_the_end_of_the_grid_is_noted():
+    X, y = blobs(spread=0.05)                      # every sigma scores 0: the middle wins
+    inner = select(X, y, grid={"sigma": [0.25, 0.5, 1.0]})
+    assert inner.params["sigma"] == 0.5 and inner.notes == []
+    X, y = blobs()
+    edge = select(X, y, grid={"sigma": [0.01, 0.02, 0.05]})     # all far too narrow
+    assert edge.params["sigma"] == 0.05 == min(edge.scores, key=lambda s: s["val_error"])[
+        "params"]["sigma"]
+    assert "largest of its grid" in edge.notes[0] and "NOTE" in edge.summary()
+    lam = select(X, y, grid={"sigma": [1.5], "lam": [0.0, 1e-6, 1e-3]})
+    assert lam.params["lam"] != 0 or lam.notes == []       # lam = 0 is no edge to extend

@@ -69,6 +69,9 @@ class Selection:
         Points fitted on and scored on (per fold).
     seconds : float
         Wall time of the whole selection.
+    kernel : str
+    notes : list of str
+        E.g. a choice at the end of its grid (the optimum may lie beyond).
     """
 
     params: dict
@@ -93,7 +96,8 @@ class Selection:
         """One line: what was chosen and on what."""
         chosen = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
         return (f"chose {chosen}: validation error {100 * self.best['val_error']:.2f}% "
-                f"({self.rule}; {len(self.scores)} grid points)")
+                f"({self.rule}; {len(self.scores)} grid points)"
+                + "".join(f"; NOTE: {n}" for n in self.notes))
 
 
 def _fmt(v) -> str:
@@ -377,4 +381,18 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
     fit_idx, val_idx = splits[0]
     return Selection(params=dict(chosen["params"]), scores=scores, rule=rule,
                      n_fit=len(fit_idx), n_val=len(val_idx),
-                     seconds=time.perf_counter() - t0, kernel=kernel)
+                     seconds=time.perf_counter() - t0, kernel=kernel,
+                     notes=_edge_notes(chosen["params"], points))
+
+
+def _edge_notes(params: dict, points: list[dict]) -> list[str]:
+    """Say so when a choice sits at the end of a grid of 3 or more: the optimum may lie beyond."""
+    notes = []
+    for k, v in params.items():
+        values = sorted({p[k] for p in points})
+        if len(values) < 3 or v not in (values[0], values[-1]) or (k == "lam" and v == 0):
+            continue
+        end = "largest" if v == values[-1] else "smallest"
+        notes.append(f"the chosen {k} = {v:.4g} is the {end} of its grid "
+                     f"({values[0]:.4g} ... {values[-1]:.4g}): the best value may lie beyond it")
+    return notes

@@ -308,6 +308,10 @@ def markdown(results: list[dict]) -> str:
             f"{seconds_text(_run_seconds(rec))} |")
     notes = [f"- {r['row']}: {w}" for r in results for w in r.get("warnings", [])]
     notes += [f"- {r['row']}: {w}" for r in results for w in r["record"].get("warnings", [])]
+    notes += [f"- {r['row']} ({pre}): {n}" for r in results
+              for pre, c in ((r["record"].get("selection") or {}).get("candidates") or {}).items()
+              if pre == r["record"]["selection"]["chosen"]["preprocessing"]
+              for n in c.get("notes", [])]
     rules = sorted({r["record"]["selection"]["rule"] for r in results
                     if r["record"].get("selection")})
     out = "\n".join(lines) + "\n"
@@ -319,6 +323,13 @@ def markdown(results: list[dict]) -> str:
     if notes:
         out += "\nWarnings:\n" + "\n".join(notes) + "\n"
     return out
+
+
+def _plot_label(r: dict) -> str:
+    rec = r["record"]
+    extra = rec.get("feature_params", {}).get("n_filters")
+    return (f"{r['row']}\n(n={rec['n_train']:,}"
+            + (f", {extra:,} filters)" if extra else ")"))
 
 
 def plot(results: list[dict], path) -> Path:
@@ -341,8 +352,7 @@ def plot(results: list[dict], path) -> Path:
         for yi, v in zip(y, vals, strict=True):
             if np.isfinite(v):
                 ax1.text(v, yi + off, f" {v:.1f}%", va="center", fontsize=8)
-    ax1.set_yticks(y, [f"{k}\n(n={r['record']['n_train']:,})" for k, r in
-                       zip(keys, results, strict=True)], fontsize=8)
+    ax1.set_yticks(y, [_plot_label(r) for r in results], fontsize=8)
     ax1.invert_yaxis()
     ax1.set_xlabel("test error (%)")
     # Room right of the longest bar for its label and the legend.
@@ -362,7 +372,9 @@ def plot(results: list[dict], path) -> Path:
         ax2.set_xlim(0, max(finite + [1]) * 1.3)
         ax2.set_xlabel("RKHS norm sqrt(tr(alpha^T K alpha))")
     ax2.set_title("Norm of the interpolant (kernelfit)")
-    fig.suptitle("Table 3: exact kernel interpolation (settings chosen on validation data)",
-                 fontsize=10)
+    selected = all(r["record"].get("selection") for r in results)
+    fig.suptitle("Table 3: exact kernel interpolation "
+                 + ("(settings chosen on validation data carved from the training sets)"
+                    if selected else "(fixed settings on some rows)"), fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
