@@ -73,12 +73,14 @@ def check_duplicates(X, Y, *, dtype=None, allow_agreeing: bool = True) -> bool:
     pairs = find_duplicates(X, dtype)
     if not pairs:
         return False
+    # name the dtype only when rounding to it is what made the rows equal
+    rounded = dtype if dtype is not None and np.dtype(dtype) != np.asarray(X).dtype else None
     Y = np.asarray(Y).reshape(len(Y), -1)
     clash = [(i, j) for i, j in pairs if not np.array_equal(Y[i], Y[j])]
     if clash:
-        raise DuplicatePointsError(clash, len(clash), conflicting=True, dtype=dtype)
+        raise DuplicatePointsError(clash, len(clash), conflicting=True, dtype=rounded)
     if not allow_agreeing:
-        raise DuplicatePointsError(pairs, len(pairs), dtype=dtype)
+        raise DuplicatePointsError(pairs, len(pairs), dtype=rounded)
     return True
 
 
