@@ -20,7 +20,7 @@ from ..errors import BackendError, InputError, NotPositiveDefiniteError, PlanErr
 from ..kernels import Kernel
 from ..options import Options
 from .cholesky import AUTO_JITTER
-from .solve import Solution, check_solution, residual_limit
+from .solve import Solution, _pinv_allowed, _solve_pinv, check_solution, residual_limit
 
 # Rows per float64 upcast of K in residual products: bounds the temporary.
 _UPCAST_ROWS = 4096
@@ -140,7 +140,22 @@ def solve_torch(kernel: Kernel, X, Y, *, lam: float = 0.0, options: Options | No
         return bool(np.isfinite(sol.relative_residual) and sol.relative_residual <= limit)
 
     t_factor = time.perf_counter()
-    shift, info["jitter"], info["jitter_attempts"] = _factor(K, k_diag, lam, opts.jitter, accept)
+    try:
+        shift, info["jitter"], info["jitter_attempts"] = _factor(K, k_diag, lam, opts.jitter,
+                                                                 accept)
+    except NotPositiveDefiniteError as err:
+        if not _pinv_allowed(n, lam, opts):
+            raise
+        # The same minimum-norm answer as the NumPy path, from a host copy of K (n is
+        # capped by PINV_MAX_N, so the copy is at most half a GB).
+        K.diagonal().copy_(k_diag)
+        K_host = K.cpu().numpy()
+        del K
+        sol = _solve_pinv(K_host, k_diag.cpu().numpy(), Y, opts, timings,
+                          reason=f"Cholesky met pivot {err.pivot} <= 0 on {dev}")
+        sol.info.update(device=str(dev), solved_on="cpu (eigendecomposition)")
+        return check_solution(sol, limit=residual_limit(K_host.dtype, n), options=opts,
+                              dtype=K_host.dtype)
     info["gflops"] = n**3 / 3 / 1e9 / max(timings["factor"], 1e-12)
     sol = measured["sol"]
     return check_solution(sol, limit=residual_limit(opts.resolve_dtype(n), n), options=opts,
