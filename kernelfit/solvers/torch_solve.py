@@ -7,7 +7,10 @@ exercises it on machines with no GPU.
 
 The factor lives beside K (torch has no in-place Cholesky), so the device must
 hold 2 n^2 elements; K is kept for the float64 residual, the norm and the
-jitter retries. Results come back as NumPy float64.
+jitter retries. Results come back as NumPy float64, judged by the same
+quality gate as the NumPy path (:func:`kernelfit.solvers.solve.check_solution`);
+a K singular to working precision (lam 0, no jitter) gets the same
+minimum-norm K^+ y, computed from a host copy (n <= PINV_MAX_N).
 """
 
 from __future__ import annotations
