@@ -524,7 +524,9 @@ def draw_plots(points: list[Point], axes: list[Axis], out_dir) -> tuple[dict, di
             skipped[name] = "no successful points to draw"
             continue
         ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+        handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+        ax.legend(handles=handles, fontsize=7, loc="upper left", frameon=False,
+                  bbox_to_anchor=(1.02 if len(fig.axes) == 1 else 1.14, 1.0))
         drawn[name] = save_figure(fig, out_dir / f"{name}.png")
     return drawn, skipped
 
@@ -543,12 +545,20 @@ def _plot_error_vs_corruption(ax, points, axes) -> bool:
     from ..data import DATASETS
     lines = _series(points, lambda p: corruption(p.config.randomize),
                     _other(axes, "randomize"))
+    # The norm on a right axis: it rises with p as the error does (not at all for the train error).
+    norm_ax = ax.twinx() if 0 < len(lines) <= 4 else None
     for label, pts in lines.items():
         xs = [100 * x for x, _ in pts]
+        tail = "" if label == "all" else f": {label}"
         (line,) = ax.plot(xs, [100 * r["test_error"] for _, r in pts], "o-",
-                          label=f"test: {label}")
+                          label=f"test error{tail}")
         ax.plot(xs, [100 * r["train_error"] for _, r in pts], "x--", color=line.get_color(),
-                label=f"train: {label}")
+                label=f"train error{tail}")
+        if norm_ax is not None:
+            norm_ax.plot(xs, [r["norm"] for _, r in pts], "s:", color=line.get_color(),
+                         alpha=0.6, label=f"norm (right axis){tail}")
+    if norm_ax is not None:
+        norm_ax.set(ylabel="RKHS norm of the interpolant", ylim=(0, None))
     if lines:
         k = len(DATASETS[points[0].config.dataset].classes)
         ax.axhline(100 * (1 - 1 / k), color="grey", ls=":", label=f"chance ({k} classes)")
