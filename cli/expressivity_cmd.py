@@ -26,9 +26,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "expressivity", help="build the depth-2 ReLU network (2n + d weights) that fits any "
                              "n labels, and verify the fit",
-        description="Finite-sample expressivity (Zhang et al. 2017, Theorem 1): construct the "
-                    "depth-2 ReLU network with 2n + d weights that interpolates n distinct "
-                    "points, verify it forward, and report its conditioning.",
+        description="Finite-sample expressivity (Zhang et al. 2017, Theorem 1): construct\n"
+                    "the depth-2 ReLU network with 2n + d weights that interpolates n\n"
+                    "distinct points, verify it forward, and report its conditioning.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1000, help="points (default: %(default)s)")
     p.add_argument("--d", type=int, default=None, help="dimension of synthetic points "

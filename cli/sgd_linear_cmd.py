@@ -32,10 +32,10 @@ JSON record in --out; a rerun with the same settings reuses it.
 def register(group) -> None:
     p = group.add_parser(
         "linear", help="SGD on the kernel/linear model vs the exact minimum-norm interpolant",
-        description="Run mini-batch SGD on the square loss of the model the solver fits "
-                    "(kernel form: alpha; primal form: w, linear kernel, d > n), measure per "
-                    "epoch its train/test error, loss, distance to the predicted limit (the "
-                    "exact interpolant, or w* + P_null(w0) from a random start) and its norm.",
+        description="Run mini-batch SGD on the square loss of the model the solver fits\n"
+                    "(kernel form: alpha; primal form: w, linear kernel, d > n) and measure\n"
+                    "per epoch its train/test error, loss, distance to the predicted limit\n"
+                    "(the exact interpolant, or w* + P_null(w0) from a random start) and norm.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="digits", help="digits (embedded), mnist or cifar10; "
