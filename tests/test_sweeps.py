@@ -185,8 +185,12 @@ def test_cli_runs_exits_nonzero_on_failures_and_is_quiet(tmp_path, capsys):
     assert "failed: InputError: n_train=5000" in captured.err
     rows = _rows(out / "sweep.csv")
     assert [r["status"] for r in rows] == ["ok", "failed"] and "n_train=5000" in rows[1]["error"]
-    assert main([*args, "--allow-failures", "--quiet"]) == 0
+    listing = tmp_path / "all.json"
+    assert main([*args, "--allow-failures", "--quiet", "--json", str(listing)]) == 0
     assert capsys.readouterr().out == ""
+    points = json.loads(listing.read_text())
+    assert [p["status"] for p in points] == ["ok", "failed"]
+    assert points[0]["record"]["test_error"] == float(rows[0]["test_error"])
     assert main(["sweep", "--vary", "bogus=1", "--quiet"]) == 2
     assert "unknown sweep axis 'bogus'" in capsys.readouterr().err
 
