@@ -190,3 +190,22 @@ def test_a_choice_at_the_end_of_the_grid_is_noted():
     assert "largest of its grid" in edge.notes[0] and "NOTE" in edge.summary()
     lam = select(X, y, grid={"sigma": [1.5], "lam": [0.0, 1e-6, 1e-3]})
     assert lam.params["lam"] != 0 or lam.notes == []       # lam = 0 is no edge to extend
+
+
+def test_extend_walks_out_of_a_grid_that_was_too_narrow():
+    X, y = blobs()
+    s = select(X, y, grid={"sigma": [0.01, 0.02, 0.05]}, extend=4, val_fraction=0.25, seed=3)
+    sigmas = [sc["params"]["sigma"] for sc in s.scores]
+    assert sigmas[:4] == pytest.approx([0.01, 0.02, 0.05, 0.125])    # steps of 0.05 / 0.02
+    assert len(sigmas) > 4
+    val = stratified_indices(y, 40, 3)
+    fit = np.setdiff1d(np.arange(len(y)), val)
+    for sc in s.scores:                                # the new points are scored like the rest
+        assert sc["val_error"] == pytest.approx(
+            oracle_error(X[fit], y[fit], X[val], y[val], sc["params"]["sigma"]), abs=1e-12)
+    assert s.best["val_error"] == min(sc["val_error"] for sc in s.scores)
+    # here it stops once the best is inside (0.3125 ties 0.78125: the smaller middle)
+    assert s.params["sigma"] == pytest.approx(0.3125) and s.params["sigma"] < max(sigmas)
+    assert s.notes == []
+    with pytest.raises(InputError, match="extend"):
+        select(X, y, grid={"sigma": [1.0]}, extend=-1)

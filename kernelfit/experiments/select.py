@@ -287,7 +287,8 @@ def _tie_break(scores: list[dict]) -> dict:
 
 def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
            val_fraction: float = 0.2, n_folds: int | None = None, seed: int = 0,
-           options: Options | None = None, progress: bool = False) -> Selection:
+           options: Options | None = None, progress: bool = False,
+           extend: int = 0) -> Selection:
     """Choose the kernel scale and lam on a validation split of (X, y), the training set only.
 
     Parameters
@@ -310,6 +311,11 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
         Passed to each fit (dtype, jitter, ...).
     progress : bool
         A progress bar over grid points x folds.
+    extend : int >= 0
+        When the best value of a grid of 3 or more sits at its end (lam = 0
+        excepted), score one more point a grid step beyond it (lam: x10), up
+        to ``extend`` times: a line search out of a grid that was too narrow.
+        A choice still at the end afterwards is noted in ``Selection.notes``.
 
     Returns
     -------
@@ -330,16 +336,37 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
                          f"{y.shape}")
     if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X)):
         raise InputError("X must be numeric and finite; impute or drop NaN/inf rows first")
+    if isinstance(extend, bool) or not isinstance(extend, (int, np.integer)) or extend < 0:
+        raise InputError(f"extend must be an integer >= 0, got {extend!r}")
     if grid is None:
         grid = default_grid(X, kernel=kernel, seed=seed)
     points = _check_grid(grid, kernel)
     opts = options or Options()
     splits, rule = _splits(y, val_fraction, n_folds, seed)
 
-    scores = [{"params": p, "fold_errors": [], "norms": [], "residuals": [], "failed": None,
-               "warnings": []} for p in points]
     bar = tqdm(total=len(points) * len(splits), desc="select", unit="fit",
                disable=not progress)
+    scores = _score(X, y, kernel, points, splits, opts, bar)
+    chosen = _tie_break(scores)
+    for _ in range(extend):
+        more = _beyond(chosen["params"], [s["params"] for s in scores])
+        if not more:
+            break
+        bar.total += len(more) * len(splits)
+        scores += _score(X, y, kernel, more, splits, opts, bar)
+        chosen = _tie_break(scores)
+    bar.close()
+    fit_idx, val_idx = splits[0]
+    return Selection(params=dict(chosen["params"]), scores=scores, rule=rule,
+                     n_fit=len(fit_idx), n_val=len(val_idx),
+                     seconds=time.perf_counter() - t0, kernel=kernel,
+                     notes=_edge_notes(chosen["params"], [s["params"] for s in scores]))
+
+
+def _score(X, y, kernel, points, splits, opts, bar) -> list[dict]:
+    """Fit every point on every fold's fit part; its errors on the held-out part."""
+    scores = [{"params": p, "fold_errors": [], "norms": [], "residuals": [], "failed": None,
+               "warnings": []} for p in points]
     for fit_idx, val_idx in splits:
         Xf, Xv = X[fit_idx], X[val_idx]
         if any(p["lam"] == 0 for p in points) and opts.jitter is None:
@@ -374,25 +401,41 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
             s["fold_errors"].append(err)
             del K, K_val, clf
             bar.update()
-    bar.close()
     for s in scores:
         s["val_error"] = float(np.mean(s["fold_errors"]))
-    chosen = _tie_break(scores)
-    fit_idx, val_idx = splits[0]
-    return Selection(params=dict(chosen["params"]), scores=scores, rule=rule,
-                     n_fit=len(fit_idx), n_val=len(val_idx),
-                     seconds=time.perf_counter() - t0, kernel=kernel,
-                     notes=_edge_notes(chosen["params"], points))
+    return scores
+
+
+def _at_end(k, v, points) -> tuple[list, str | None]:
+    """The sorted grid values of ``k`` and which end ``v`` sits at (None: inside, or lam = 0)."""
+    values = sorted({p[k] for p in points})
+    if len(values) < 3 or v not in (values[0], values[-1]) or (k == "lam" and v == 0):
+        return values, None
+    return values, "largest" if v == values[-1] else "smallest"
+
+
+def _beyond(params: dict, points: list[dict]) -> list[dict]:
+    """One more point past each end the choice sits at, a grid step further (lam: x10)."""
+    out = []
+    for k, v in params.items():
+        values, end = _at_end(k, v, points)
+        if end is None:
+            continue
+        if k == "lam":
+            step = 10.0
+        else:
+            step = values[-1] / values[-2] if end == "largest" else values[1] / values[0]
+        out.append({**params, k: v * step if end == "largest" else v / step})
+    return out
 
 
 def _edge_notes(params: dict, points: list[dict]) -> list[str]:
     """Say so when a choice sits at the end of a grid of 3 or more: the optimum may lie beyond."""
     notes = []
     for k, v in params.items():
-        values = sorted({p[k] for p in points})
-        if len(values) < 3 or v not in (values[0], values[-1]) or (k == "lam" and v == 0):
+        values, end = _at_end(k, v, points)
+        if end is None:
             continue
-        end = "largest" if v == values[-1] else "smallest"
         notes.append(f"the chosen {k} = {v:.4g} is the {end} of its grid "
                      f"({values[0]:.4g} ... {values[-1]:.4g}): the best value may lie beyond it")
     return notes
