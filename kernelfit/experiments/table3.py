@@ -9,7 +9,8 @@ keyed by the settings that change its numbers only, so an interrupted
 reproduction resumes where it stopped and ``--quiet`` reuses finished rows.
 
 What is selected, per row (all on a stratified 20% hold-out of a training
-subset of at most ``n_select`` images, seed = the run's seed):
+subset of at most ``n_select`` images, seed = the run's seed; a choice at the
+end of its grid walks up to :data:`EXTEND` grid steps further out):
 
 - raw-pixel rows: the preprocessing (pixels scaled to [0, 1], or that plus
   Appendix A's per-image whitening) and the Gaussian bandwidth;
@@ -43,6 +44,8 @@ N_SELECT = 10_000
 # images are 262 MB in float32.
 STREAM_SELECT_MAX = 2_000
 VAL_FRACTION = 0.2
+# A choice at the end of its grid walks out this many more grid steps (select's extend).
+EXTEND = 2
 # The l2 row's lambda grid: LAM_FACTORS without 0 (that would be the row above).
 L2_LAM_FACTORS = tuple(f for f in LAM_FACTORS if f > 0)
 PAPER_FILTERS = 32_000
@@ -131,7 +134,7 @@ def choose(row: Row, config: RunConfig, *, n_select: int = N_SELECT,
             grid["lam"] = list(L2_LAM_FACTORS)
         sel = select(X, y, kernel=config.kernel, grid=grid, val_fraction=val_fraction,
                      seed=config.seed, options=config.options.replace(progress=False),
-                     progress=config.options.progress)
+                     progress=config.options.progress, extend=EXTEND)
         log(f"  {row.key} [{pre}]: {sel.summary()}")
         candidates[pre] = sel
         del X
@@ -151,7 +154,7 @@ def _selection_spec(row: Row, config: RunConfig, select_on: bool, n_select: int,
     if not select_on:
         return None
     return {"preprocessings": list(row.preprocessings), "sigma_factors": list(SIGMA_FACTORS),
-            "lam_factors": list(L2_LAM_FACTORS) if row.select_lam else None,
+            "lam_factors": list(L2_LAM_FACTORS) if row.select_lam else None, "extend": EXTEND,
             "n_select": min(STREAM_SELECT_MAX, n_select) if config.stream else n_select,
             "val_fraction": val_fraction}
 
