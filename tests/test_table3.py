@@ -127,7 +127,6 @@ def test_a_subset_missing_classes_is_warned(tmp_path, digits_rows):
     with pytest.warns(UserWarning, match="holds 5 of its 10 classes"):
         res = table3.reproduce(tmp_path, keys=["digits-raw"], n_train=5, n_test=50,
                                select_settings=False, log=logs.append)
-    assert any("WARNING" in line and "5 of its 10" in line for line in logs)
     assert res[0]["warnings"] and "Warnings:" in table3.markdown(res)
 
 

@@ -244,9 +244,12 @@ def _splits(y, val_fraction, n_folds, seed):
         raise InputError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
     n_val = int(round(val_fraction * len(y)))
     if not len(classes) <= n_val <= len(y) - 2:
-        raise InputError(f"a {val_fraction:g} hold-out of {len(y)} points leaves {n_val} to "
-                         f"validate on; need between {len(classes)} (one per class) and "
-                         f"{len(y) - 2}. Change val_fraction or use more training points")
+        need = max(math.ceil(len(classes) / val_fraction), len(classes) + 2)
+        raise InputError(f"a {val_fraction:g} hold-out of {len(y)} training points leaves "
+                         f"{n_val} to validate on and {len(y) - n_val} to fit; it needs one "
+                         f"validation point per class ({len(classes)}) and 2 to fit. Use at "
+                         f"least {need} training points, another val_fraction, or fixed "
+                         "settings instead of a selection")
     val = stratified_indices(y, n_val, seed)
     fit = np.setdiff1d(np.arange(len(y)), val)
     return ([(fit, val)], f"hold-out {100 * val_fraction:g}% of the training set "

@@ -226,8 +226,8 @@ def reproduce(out_dir, *, keys=None, n_train=None, n_test=None, filters=4096, la
             continue
         problems = _check_classes(config)
         for msg in problems:
-            warnings.warn(msg, UserWarning, stacklevel=2)
-            log(f"{row.key}: WARNING: {msg}")
+            # Shown even with --quiet; the row's record and table keep it too.
+            warnings.warn(f"{row.key}: {msg}", UserWarning, stacklevel=2)
         selection = None
         if select_settings:
             log(f"{row.key}: selecting settings on a validation split of the training set")
