@@ -409,21 +409,21 @@ def _score(X, y, kernel, points, splits, opts, bar) -> list[dict]:
     return scores
 
 
-def _at_end(k, v, points) -> tuple[list, str | None]:
-    """The sorted grid values of ``k`` and which end ``v`` sits at (None: inside, or lam = 0)."""
-    values = sorted({p[k] for p in points})
-    if len(values) < 3 or v not in (values[0], values[-1]) or (k == "lam" and v == 0):
-        return values, None
-    return values, "largest" if v == values[-1] else "smallest"
+def _ends(params: dict, points: list[dict]):
+    """(key, value, sorted grid values, "largest"/"smallest") of each choice at a grid end.
+
+    Only grids of 3 or more count, and lam = 0 (no ridge) is no end to walk out of.
+    """
+    for k, v in params.items():
+        values = sorted({p[k] for p in points})
+        if len(values) >= 3 and v in (values[0], values[-1]) and not (k == "lam" and v == 0):
+            yield k, v, values, "largest" if v == values[-1] else "smallest"
 
 
 def _beyond(params: dict, points: list[dict]) -> list[dict]:
     """One more point past each end the choice sits at, a grid step further (lam: x10)."""
     out = []
-    for k, v in params.items():
-        values, end = _at_end(k, v, points)
-        if end is None:
-            continue
+    for k, v, values, end in _ends(params, points):
         if k == "lam":
             step = 10.0
         else:
@@ -433,12 +433,7 @@ def _beyond(params: dict, points: list[dict]) -> list[dict]:
 
 
 def _edge_notes(params: dict, points: list[dict]) -> list[str]:
-    """Say so when a choice sits at the end of a grid of 3 or more: the optimum may lie beyond."""
-    notes = []
-    for k, v in params.items():
-        values, end = _at_end(k, v, points)
-        if end is None:
-            continue
-        notes.append(f"the chosen {k} = {v:.4g} is the {end} of its grid "
-                     f"({values[0]:.4g} ... {values[-1]:.4g}): the best value may lie beyond it")
-    return notes
+    """Say so when a choice sits at the end of its grid: the optimum may lie beyond."""
+    return [f"the chosen {k} = {v:.4g} is the {end} of its grid ({values[0]:.4g} ... "
+            f"{values[-1]:.4g}): the best value may lie beyond it"
+            for k, v, values, end in _ends(params, points)]
