@@ -90,3 +90,26 @@ def test_solvers_agree(rng):
     mf = solve_matrix_free(k, X, Y, lam=1e-3, options=o64)
     np.testing.assert_allclose(mf.alpha, ref, rtol=1e-6, atol=1e-8)
     assert mf.iterations > 0 and mf.relative_residual < 1e-10
+
+
+def test_nystrom_preconditioner_of_a_low_rank_k_is_finite(rng):
+    # K = 1 1^T (rank 1, no shift): the sketch captures all of it, so the missed tail
+    # s[-1] is 0; mu must be floored, not 0 (the old code divided by it: NaN)
+    K = np.ones((120, 120))
+    op = StoredOperator(K, np.diag(K))
+    pre = NystromPreconditioner(op, 30)
+    assert 0 < pre.mu < 1e-9 * 120
+    R = rng.standard_normal((120, 2))
+    assert np.all(np.isfinite(pre(R)))
+    # a consistent singular system is solved (K x = y), finitely
+    y = np.full(120, 2.0)
+    x, info = block_cg(op, y, tol=1e-10, max_iter=50, precond=pre)
+    assert info["converged"] and np.all(np.isfinite(x))
+    np.testing.assert_allclose(K @ x, y, rtol=1e-9)
+
+
+def test_block_cg_flags_a_breakdown_instead_of_stepping():
+    # an indefinite operator: p^T K p = 0 on the first direction
+    K = np.array([[0.0, 1.0], [1.0, 0.0]])
+    x, info = block_cg(StoredOperator(K, np.diag(K)), np.array([1.0, 0.0]), max_iter=10)
+    assert info["breakdown"] and not info["converged"] and np.all(np.isfinite(x))
