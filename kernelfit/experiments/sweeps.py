@@ -536,9 +536,11 @@ def _title(points, what: str) -> str:
     data = sorted({r["dataset"] for r in ok})
     tests = sorted({r["n_test"] for r in ok})
     sigmas = {r["kernel"].get("sigma") for r in ok}
-    held = f"; sigma = {sigmas.pop():.3g} at every point" if len(sigmas) == 1 else ""
-    return (f"{what}\n{', '.join(data)}; test points: {', '.join(f'{t:,}' for t in tests)}"
-            + held)
+    ns = {r["n_train"] for r in ok}
+    held = f"; sigma = {sigmas.pop():.3g} at every point" if sigmas not in ({None}, set()) \
+        and len(sigmas) == 1 else ""
+    return (f"{what}\n{', '.join(data)}" + (f"; n = {ns.pop():,}" if len(ns) == 1 else "")
+            + f"; test points: {', '.join(f'{t:,}' for t in tests)}" + held)
 
 
 def _plot_error_vs_corruption(ax, points, axes) -> bool:
@@ -602,6 +604,9 @@ def _plot_norm_vs_error(ax, points, axes) -> bool:
         r = p.record
         ax.plot([100 * r["test_error"]], [r["norm"]], marker, color=color, ms=8, ls="none",
                 label=p.labels["features"] + (f" | {rest}" if rest else ""))
+        if r["kernel"].get("sigma") is not None:    # each front end has its own bandwidth
+            ax.annotate(f"sigma={r['kernel']['sigma']:.3g}", (100 * r["test_error"], r["norm"]),
+                        fontsize=7, textcoords="offset points", xytext=(6, -3))
         norms.append(r["norm"])
     if norms and max(norms) > 20 * min(norms):
         ax.set_yscale("log")
