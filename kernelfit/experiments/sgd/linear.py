@@ -556,6 +556,10 @@ def plot_runs(records: list[dict], path) -> Path:
         if "rkhs_top" in h[0]:
             ax[5].semilogy(ep, [max(m["rkhs_top"], 1e-300) for m in h], color=col)
             ax[5].semilogy(ep, [max(m["rkhs_rest"], 1e-300) for m in h], color=col, ls="--")
+    if not any("rkhs_top" in r["history"][0] for r in records):
+        axes.flat[5].text(0.5, 0.5, "no split: run with --precondition-rank K", ha="center",
+                          transform=axes.flat[5].transAxes)
+        axes.flat[5].set_axis_off()
     worst = max(r["test_error_exact"] for r in records)
     axes.flat[0].set_ylim(-0.005, min(1.0, max(0.15, 2.5 * worst)))   # the start is off-scale
     axes.flat[0].legend(fontsize=8)
