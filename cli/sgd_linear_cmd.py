@@ -13,13 +13,18 @@ EPILOG = """\
 examples:
   # kernel form, MNIST n = 2,000, Gaussian kernel (sigma 5): plain SGD and
   # EigenPro (top-160 eigen-directions preconditioned) side by side in one PNG
-  kernelfit sgd linear --dataset mnist --n-train 2000 --sigma 5 --epochs 200 \\
+  kernelfit sgd linear --dataset mnist --n-train 2000 --sigma 5 --epochs 800 \\
       --batch-size 64 --precondition-rank 160 --compare-preconditioned --plot
 
   # primal form, linear kernel, d = 784 > n = 200: from 0 to lstsq's minimum-norm w*,
   # and from a random w0 to w* + P_null(w0) (a larger norm)
   kernelfit sgd linear --dataset mnist --n-train 200 --form primal --kernel linear \\
       --batch-size 1 --epochs 8000 --compare-init --plot
+  # n = 500: X X^T has condition number 1.3e8, so plain SGD stalls; EigenPro on the
+  # top 480 of 500 eigen-directions reaches 1e-3 in ~120 epochs
+  kernelfit sgd linear --dataset mnist --n-train 500 --form primal --kernel linear \\
+      --batch-size 50 --precondition-rank 480 --epochs 1000 --compare-preconditioned \\
+      --compare-init --plot
 
 Step size (--lr auto): 1 / L_b, L_b = min(lambda_1(K), max_i sum of the b largest
 |K_ij| of row i) >= lambda_max(K_BB) for every batch B of b points, so every
