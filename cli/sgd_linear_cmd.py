@@ -95,7 +95,8 @@ def _lr(text: str):
 
 def main(args) -> int:
     from ..experiments.results import settings_key
-    from ..experiments.sgd.linear import SGDLinearConfig, plot_runs, sgd_linear, summary_table
+    from ..experiments.sgd.linear import SGDLinearConfig, sgd_linear
+    from ..experiments.sgd.linear_report import plot_runs, summary_table
 
     if args.device != "cpu":
         raise InputError(f"--device {args.device!r}: `sgd linear` runs in NumPy on the CPU "

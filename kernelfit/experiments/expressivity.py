@@ -235,27 +235,10 @@ def run_expressivity(c: ExpressivityConfig) -> dict:
             **per_point}
 
 
-def load_or_compute(out_dir, name: str, settings: dict, compute, *, log=print) -> dict:
-    """The record ``name`` in the :class:`ResultStore` at ``out_dir`` if it was made with
-    ``settings``; else ``compute()``'s, saved there. Adds ``name`` and ``reused``.
-
-    (Shared with ``sgd.linear``; it belongs on ``ResultStore`` itself.)
-    """
-    store = ResultStore(out_dir)
-    saved = store.load(name, settings)
-    reused = saved is not None
-    if reused:
-        log(f"{name}: reusing {store.path(name)}")
-    else:
-        log(f"{name}: running")
-        store.save(name, settings, compute())
-        saved = store.load(name, settings)
-    return {**saved, "name": name, "reused": reused}
-
-
 def expressivity(c: ExpressivityConfig, out_dir, *, log=print) -> dict:
     """The record of ``c`` from ``out_dir`` if one was made with the same settings, else run it."""
-    return load_or_compute(out_dir, c.name(), c.settings(), lambda: run_expressivity(c), log=log)
+    return ResultStore(out_dir).load_or_compute(c.name(), c.settings(),
+                                                lambda: run_expressivity(c), log=log)
 
 
 def summary(r: dict) -> str:

@@ -68,6 +68,19 @@ class ResultStore:
         """Write the point whole or not at all."""
         return write_json_atomic(self.path(name), {"settings": settings, **payload})
 
+    def load_or_compute(self, name: str, settings: dict, compute, *, log=print) -> dict:
+        """The saved point ``name`` if it was made with ``settings``; else ``compute()``'s
+        payload, saved first. The result also carries ``name`` and ``reused``."""
+        saved = self.load(name, settings)
+        reused = saved is not None
+        if reused:
+            log(f"{name}: reusing {self.path(name)}")
+        else:
+            log(f"{name}: running")
+            self.save(name, settings, compute())
+            saved = self.load(name, settings)
+        return {**saved, "name": name, "reused": reused}
+
     def all(self) -> list[dict]:
         """Every saved point in the directory, in name order."""
         out = []
