@@ -560,7 +560,12 @@ def _plot_error_vs_corruption(ax, points, axes) -> bool:
             norm_ax.plot(xs, [r["norm"] for _, r in pts], "s:", color=line.get_color(),
                          alpha=0.6, label=f"norm (right axis){tail}")
     if norm_ax is not None:
-        norm_ax.set(ylabel="RKHS norm of the interpolant", ylim=(0, None))
+        norms = [r["norm"] for pts in lines.values() for _, r in pts]
+        if max(norms) > 20 * min(norms):
+            norm_ax.set_yscale("log")
+        else:
+            norm_ax.set_ylim(0, None)
+        norm_ax.set_ylabel("RKHS norm of the interpolant")
     if lines:
         k = len(DATASETS[points[0].config.dataset].classes)
         ax.axhline(100 * (1 - 1 / k), color="grey", ls=":", label=f"chance ({k} classes)")
@@ -610,6 +615,7 @@ def _plot_norm_vs_error(ax, points, axes) -> bool:
         norms.append(r["norm"])
     if norms and max(norms) > 20 * min(norms):
         ax.set_yscale("log")
+    ax.margins(x=0.15)      # room for the sigma labels
     ax.set(xlabel="test error (%)", ylabel="RKHS norm of the interpolant",
            title=_title(points, "Norm vs test error across front ends"))
     return bool(norms)
