@@ -47,7 +47,7 @@ def test_progress_reaches_the_feature_cache(monkeypatch):
     import kernelfit.features.cache as cache
     from kernelfit.features import make_features
 
-    from kernelfit.experiments.run import RunConfig, _featurize, prepare
+    from kernelfit.experiments.run import RunConfig, featurize, prepare
     from kernelfit.options import Options
 
     seen = []
@@ -59,7 +59,7 @@ def test_progress_reaches_the_feature_cache(monkeypatch):
     monkeypatch.setattr(cache, "cached_transform", spy)
     config = RunConfig(features="gabor", n_train=20, n_test=10, options=Options(progress=True))
     fmap = make_features("gabor").fit(prepare(config).train_images)
-    _featurize(config, fmap, prepare(config))
+    featurize(config, fmap, prepare(config))
     assert seen == [True, True]
 
 

@@ -59,7 +59,7 @@ def test_plan_counts_k_test_and_one_chunk():
 
 
 def test_in_memory_run_is_refused_before_features(monkeypatch):
-    monkeypatch.setattr(runmod, "_featurize", _no_call("featurization"))
+    monkeypatch.setattr(runmod, "featurize", _no_call("featurization"))
     with pytest.raises(PlanError):
         run(RunConfig(n_train=300, n_test=100, options=Options(memory_limit=10**6)))
 
@@ -185,3 +185,30 @@ def test_auto_selection_is_planned_before_it_runs(monkeypatch):
     with pytest.raises(PlanError):
         run(config)
     run(RunConfig(n_train=n, n_test=m, sigma=2.0, options=Options(memory_limit=limit)))
+
+
+def test_label_corruption_levels_share_cached_features(tmp_path, monkeypatch):
+    """Label tests leave the images alone, so a corruption sweep computes features once."""
+    from dataclasses import replace
+
+    from kernelfit.experiments import run as runmod
+    from kernelfit.features import make_features
+
+    cls = type(make_features("gabor"))
+    calls = []
+    original = cls.transform
+
+    def counting(self, images, *args, **kwargs):
+        calls.append(len(images))
+        return original(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "transform", counting)
+    base = runmod.RunConfig(n_train=60, n_test=30, features="gabor", sigma=5.0,
+                            data_home=str(tmp_path))
+    first = runmod.run(replace(base, randomize="labels:0"))
+    n_first = len(calls)
+    second = runmod.run(replace(base, randomize="labels:0.5"))
+    assert n_first == 2 and len(calls) == n_first          # train + test, then all from cache
+    assert first.randomization != second.randomization
+    runmod.run(replace(base, randomize="shuffled-pixels"))
+    assert len(calls) == n_first + 2                         # new images: new features

@@ -73,6 +73,9 @@ class Prepared:
     preprocessing: list
     randomization: str
     seconds: float
+    # The randomization as far as it changed the images ("none" for label tests):
+    # what the feature cache is keyed by, so label-corruption levels share features.
+    image_randomization: str = "none"
 
 
 @dataclass
@@ -107,10 +110,12 @@ def prepare(config: RunConfig) -> Prepared:
     train, test = rand.apply(train, test, seed=config.seed)
     return Prepared(pre.apply(train.images, train.max_value), train.labels,
                     pre.apply(test.images, test.max_value), test.labels,
-                    pre.describe(), rand.describe(), time.perf_counter() - t)
+                    pre.describe(), rand.describe(), time.perf_counter() - t,
+                    "none" if rand.kind == "labels" else rand.describe())
 
 
-def _should_stream(config: RunConfig, fmap, n: int) -> bool:
+def should_stream(config: RunConfig, fmap, n: int) -> bool:
+    """Whether K comes from the front end's column chunks (``config.stream``, or by size)."""
     if config.stream is not None:
         if config.stream and not hasattr(fmap, "transform_columns"):
             raise InputError(f"the {fmap.name} front end cannot be streamed; drop --stream")
@@ -118,7 +123,8 @@ def _should_stream(config: RunConfig, fmap, n: int) -> bool:
     return hasattr(fmap, "transform_columns") and n * fmap.dim * 4 > STREAM_ABOVE_BYTES
 
 
-def _featurize(config: RunConfig, fmap, data: Prepared) -> tuple[np.ndarray, np.ndarray]:
+def featurize(config: RunConfig, fmap, data: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test features of the prepared images, through the feature cache."""
     # Raw pixels are a copy, done before a bar could say anything useful.
     progress = config.options.progress and fmap.name != "raw"
     # Raw pixels cost less to recompute than to read back: never cached.
@@ -127,7 +133,7 @@ def _featurize(config: RunConfig, fmap, data: Prepared) -> tuple[np.ndarray, np.
                 fmap.transform(data.test_images, progress=progress))
     from ..features.cache import cached_transform
     key = dict(dataset=config.dataset, seed=config.seed, preprocessing=data.preprocessing,
-               randomization=data.randomization, data_home=config.data_home)
+               randomization=data.image_randomization, data_home=config.data_home)
     return (cached_transform(fmap, data.train_images, key={**key, "split": "train"},
                              progress=progress),
             cached_transform(fmap, data.test_images, key={**key, "split": "test"},
@@ -169,7 +175,7 @@ def _resolve_backend(opts: Options, log) -> tuple[Options, str, list]:
     return opts.replace(device=str(device)), str(device), notes
 
 
-def _auto_grid(config: RunConfig, X) -> dict:
+def auto_grid(config: RunConfig, X) -> dict:
     """The grid of every "auto" hyper-parameter; the fixed ones as single values."""
     from .select import default_grid
 
@@ -191,7 +197,7 @@ def _select(config: RunConfig, X, y, opts: Options, log) -> dict:
     """Choose the "auto" hyper-parameters on the training set; returns what the record keeps."""
     from .select import select
 
-    grid = _auto_grid(config, X)
+    grid = auto_grid(config, X)
     sel = select(X, y, kernel=config.kernel, grid=grid, seed=config.seed, options=opts,
                  progress=opts.progress)
     log(f"selection: {sel.summary()}")
@@ -264,7 +270,7 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
     fmap = make_features(config.features, seed=config.seed, **config.feature_params)
     fmap.fit(data.train_images)
     timings["fit_features"] = time.perf_counter() - t
-    streamed = _should_stream(config, fmap, n + m)
+    streamed = should_stream(config, fmap, n + m)
     if streamed and refuse_streamed:
         from .saved_model import STREAMED_REFUSAL
         raise InputError(STREAMED_REFUSAL)
@@ -292,7 +298,7 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         del K
         solver = f"{config.solver} (streamed K)"
     else:
-        X_train, X_test = _featurize(config, fmap, data)
+        X_train, X_test = featurize(config, fmap, data)
         timings["features"] = time.perf_counter() - t
         params = dict(gamma=config.gamma, sigma=config.sigma, lam=config.lam)
         if auto:
