@@ -191,8 +191,9 @@ def test_label_corruption_levels_share_cached_features(tmp_path, monkeypatch):
     """Label tests leave the images alone, so a corruption sweep computes features once."""
     from dataclasses import replace
 
-    from kernelfit.experiments import run as runmod
     from kernelfit.features import make_features
+
+    from kernelfit.experiments import run as runmod
 
     cls = type(make_features("gabor"))
     calls = []

@@ -217,7 +217,7 @@ def select_once(config: RunConfig, *, sigma_grid=None, val_fraction: float = 0.2
     ``rule``, ``scores``...), cached in ``store`` like a sweep point.
     """
     from ..features import make_features
-    from .run import auto_grid, featurize, should_stream, prepare
+    from .run import auto_grid, featurize, prepare, should_stream
     from .select import select
 
     clean = replace(config, randomize="none")
