@@ -14,9 +14,11 @@ example (the interpolant beside MLP 1x512 on 2,000 CIFAR-10 images, random label
       --max-epochs 300 --threads 2 --out results/compare
 
 Both sides get the same seeded subset, randomization and inputs (pixels / 255,
-centre crop 28 x 28, per-image whitening). Writes --out/compare.md (train
-error, test error, the interpolant's norm, time) and --out/compare.png; each
-side's record stays in --out and is reused by a rerun.
+centre crop 28 x 28, per-image whitening). Writes --out/compare-RAND.md
+(train error, test error, the interpolant's norm, time) and
+--out/compare-RAND.png, RAND the randomization (compare-none.md,
+compare-random-labels.md, compare-labels0.2.md); each side's record stays in
+--out and is reused by a rerun.
 """
 
 
@@ -39,7 +41,8 @@ def register(sub) -> None:
     k.add_argument("--lam", type=float, default=0.0, help="ridge; 0 interpolates")
     k.add_argument("--solver", default="cholesky")
     k.add_argument("--dtype", default="auto", choices=("auto", "float32", "float64"))
-    p.add_argument("--out", default="results/compare", help="records, compare.md, compare.png")
+    p.add_argument("--out", default="results/compare",
+                   help="records, compare-RAND.md, compare-RAND.png")
     p.set_defaults(func=main)
 
 

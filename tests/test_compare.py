@@ -26,6 +26,7 @@ def test_compare_on_digits_writes_table_and_png_and_matches_numpy(tmp_path):
     assert result["table_path"].read_text().startswith("digits, 64 train / 60 test")
     assert "| kernel interpolant (gaussian) | 0.00% |" in result["table"]
     assert result["figure"].read_bytes()[:4] == b"\x89PNG"
+    assert result["table_path"].name == "compare-random-labels.md"
     assert net["method"] == "mlp1x512 (SGD)" and net["norm"] is None
     assert kernel["n_train"] == net["n_train"] == 64 and kernel["n_test"] == net["n_test"] == 60
     assert kernel["randomization"] == net["randomization"] == "random-labels"
@@ -66,5 +67,5 @@ def test_compare_cli(tmp_path, capsys):
             "--quiet", "--out", str(tmp_path)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| mlp1x512 (SGD) |" in out and "compare.png" in out
-    assert (tmp_path / "compare.md").exists() and (tmp_path / "compare.png").exists()
+    assert "| mlp1x512 (SGD) |" in out and "compare-none.png" in out
+    assert (tmp_path / "compare-none.md").exists() and (tmp_path / "compare-none.png").exists()

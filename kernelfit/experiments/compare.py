@@ -73,8 +73,10 @@ def compare(config: CompareConfig, out_dir) -> dict:
     rows = [kernel_row(kernel_record(kconf, out_dir))]
     rows += [net_row(r) for r in net_records]
     text = markdown(rows)
-    table_path = write_text_atomic(out_dir / "compare.md", text + "\n")
-    figure = draw(rows, out_dir / "compare.png")
+    # One table and figure per randomization, so runs sharing a store keep theirs.
+    stem = "compare-" + rows[0]["randomization"].replace(":", "")
+    table_path = write_text_atomic(out_dir / f"{stem}.md", text + "\n")
+    figure = draw(rows, out_dir / f"{stem}.png")
     return {"rows": rows, "table": text, "table_path": table_path, "figure": figure}
 
 
