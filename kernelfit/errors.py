@@ -44,6 +44,12 @@ class DuplicatePointsError(InputError):
         )
 
 
+# What makes K better conditioned depends on the kernel; the solver does not know which.
+BANDWIDTH_REMEDY = ("for a gaussian or laplacian kernel, a smaller bandwidth (--sigma / sigma=); "
+                    "a linear or polynomial kernel on n > d points has a singular K: use "
+                    "--lam / lam > 0 or a gaussian kernel")
+
+
 class NotPositiveDefiniteError(KernelfitError, np.linalg.LinAlgError):
     """The Cholesky factorization met a pivot <= 0 (``pivot`` None: found otherwise)."""
 
@@ -57,7 +63,7 @@ class NotPositiveDefiniteError(KernelfitError, np.linalg.LinAlgError):
                             "definite, but not once rounded to float32)")
         remedies += ["lam > 0 / --lam (ridge regularization)",
                      "Options(jitter='auto') / --jitter auto (retry with growing diagonal jitter)",
-                     "a smaller kernel bandwidth (gaussian: smaller sigma / larger gamma)"]
+                     BANDWIDTH_REMEDY]
         where = f": pivot {self.pivot} of {self.n} is <= 0" if self.pivot is not None else ""
         super().__init__(
             f"kernel matrix is not positive definite in {self.dtype.name}{where}{detail}. Try: "

@@ -98,12 +98,13 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
     if plan.total_bytes > limit:
         ways = []
         if item == 8 and (gram // 2 if gram else 0) + work + extra <= limit:
-            ways.append("dtype='float32' (halves K; refine_steps recovers float64 residuals)")
+            ways.append("--dtype float32 / dtype='float32' (halves K; --refine-steps / "
+                        "refine_steps recovers float64 residuals)")
         # Matrix-free CG recomputes K from the points: no way out for a K that
         # was handed over precomputed (d == 0) or already sits in memory.
         if solver != "cg-matrix-free" and d > 0 and not gram_allocated:
-            ways.append("solver='cg-matrix-free' (K is never stored; kernel blocks are "
-                        "recomputed every iteration)")
+            ways.append("--solver cg-matrix-free / solver='cg-matrix-free' (K is never "
+                        "stored; kernel blocks are recomputed every iteration)")
         fit_n = int(np.sqrt(max(limit - work - extra, 0) / item)) if gram else 0
         ways.append(f"fewer training points (about {fit_n:,} fit with this dtype)" if fit_n
                     else "fewer training points, or free memory held by other processes")

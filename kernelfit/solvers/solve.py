@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import (
+    BANDWIDTH_REMEDY,
     AccuracyError,
     AccuracyWarning,
     InputError,
@@ -225,10 +226,9 @@ def _solve_pinv(K, k_diag, Y, opts: Options, timings: dict, *, reason: str) -> S
             f"K is not positive definite to the Cholesky factorization ({reason}) but has full "
             f"rank {n} in a float64 eigendecomposition: returned K^-1 y from it")
     sol.warnings.append(
-        what + ". For a unique interpolant remove "
-        "duplicate points, use a smaller kernel bandwidth, or pass lam > 0"
-        + (", or use dtype='float64' (K may have full rank there)." if K.dtype == np.float32
-           else "."))
+        what + ". For a unique interpolant remove duplicate points, or pass --lam / lam > 0"
+        + (", or use --dtype float64 / dtype='float64' (K may have full rank there)"
+           if K.dtype == np.float32 else "") + "; " + BANDWIDTH_REMEDY + ".")
     return sol
 
 
@@ -255,15 +255,17 @@ def _cg(op, Y, opts: Options, timings: dict) -> Solution:
     info = {"jitter": _numeric_jitter(opts.jitter), **info, "preconditioner_mu": pre.mu}
     sol = _measure(op, alpha, Y, dict(timings=timings, info=info, iterations=info["iterations"]))
     if not info["converged"]:
-        why = (f"stopped after {info['iterations']} iterations (max_iter) at relative "
+        its = info["iterations"]
+        why = (f"stopped after {its} iteration{'s' * (its != 1)} (max_iter) at relative "
                f"residual {max(info['residuals']):.2e}, short of tol={opts.tol:g}")
         if info.get("breakdown"):
-            why = (f"broke down after {info['iterations']} iterations (a search direction "
+            why = (f"broke down after {its} iteration{'s' * (its != 1)} (a search direction "
                    "with p^T K p <= 0: K is singular or not positive definite in "
-                   "working precision)")
+                   f"working precision) at relative residual {sol.relative_residual:.2e}")
         sol.converged = False
-        sol.warnings.append(f"CG did not converge: it {why}. Raise max_iter, loosen tol, pass "
-                            "lam > 0, or use solver='cholesky'.")
+        sol.warnings.append(f"CG did not converge: it {why}. Raise --max-iter / max_iter, "
+                            "loosen --tol / tol, pass --lam / lam > 0, or use --solver "
+                            "cholesky / solver='cholesky'.")
     return sol
 
 
@@ -285,11 +287,13 @@ def check_solution(sol: Solution, *, limit: float, options: Options, dtype,
             "(e.g. sklearn.preprocessing.StandardScaler), use dtype='float64', or pass lam > 0.")
     res = sol.relative_residual
     sol.info["residual_limit"] = limit
-    if not (np.isfinite(res) and res <= limit):
+    # A CG that stopped early has said so with its residual; blaming K's
+    # conditioning on top of that would mislead.
+    if not (np.isfinite(res) and res <= limit) and sol.converged:
         sol.converged = False
         dt = np.dtype(dtype).name
-        hint = ("dtype='float64' or refine_steps=2; " if dt == "float32" else "") + \
-            "lam > 0, or a smaller kernel bandwidth"
+        hint = ("--dtype float64 / dtype='float64', or --refine-steps 2 / refine_steps=2; "
+                if dt == "float32" else "") + "--lam / lam > 0; " + BANDWIDTH_REMEDY
         sol.warnings.append(
             f"the solve left relative residual {res:.2e}, above {limit:.1e} (what a {dt} "
             f"solve of n={len(sol.alpha):,} should reach): K is ill-conditioned in {dt}, so "
@@ -297,8 +301,9 @@ def check_solution(sol: Solution, *, limit: float, options: Options, dtype,
             f"Try {hint}.")
     sol.info["converged"] = sol.converged
     if sol.warnings and options.strict:
-        raise AccuracyError("; ".join(sol.warnings) + " (Options(strict=True) makes this an "
-                            "error; strict=False returns the model with a warning)")
+        raise AccuracyError(" ".join(sol.warnings) + " (--strict / Options(strict=True) "
+                            "makes this an error; without it the model is returned with a "
+                            "warning.)")
     for msg in sol.warnings:
         warnings.warn(msg, AccuracyWarning, stacklevel=3)
     return sol
