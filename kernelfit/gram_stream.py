@@ -29,7 +29,7 @@ from .options import Options
 _COL_STEP = 4096
 
 
-def _standardize(Phi_tr: np.ndarray, Phi_te: np.ndarray, dtype):
+def standardize_chunk(Phi_tr: np.ndarray, Phi_te: np.ndarray, dtype):
     """Scale each column to zero mean, unit variance with the training statistics.
 
     Statistics accumulate in float64 over row blocks (two passes, no
@@ -118,7 +118,7 @@ def build_gram_streamed(chunks, n_train: int, n_test: int, kernel: Kernel, *,
             raise InputError(f"chunk {seen}: expected ({n}, d) and ({m}, d) feature blocks, got "
                              f"{Phi_tr.shape} and {Phi_te.shape}")
         if standardize:
-            Phi_tr, Phi_te = _standardize(Phi_tr, Phi_te, dtype)
+            Phi_tr, Phi_te = standardize_chunk(Phi_tr, Phi_te, dtype)
         else:
             Phi_tr = np.ascontiguousarray(Phi_tr, dtype=dtype)
             Phi_te = np.ascontiguousarray(Phi_te, dtype=dtype)

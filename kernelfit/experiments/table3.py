@@ -108,8 +108,8 @@ def _selection_features(config: RunConfig, n: int):
     X = fmap.transform(data.train_images, progress=config.options.progress)
     if config.stream:
         # As the streamed Gram builder does: each column to zero mean, unit variance.
-        from ..gram_stream import _standardize
-        X, _ = _standardize(X, X[:0], np.float32)
+        from ..gram_stream import standardize_chunk
+        X, _ = standardize_chunk(X, X[:0], np.float32)
     return X, data.train_labels
 
 
