@@ -187,3 +187,7 @@ class UserDataError(DatasetError, ValueError):
         self.source = str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}.")
+
+
+class SubsetWarning(UserWarning):
+    """A requested subset of a dataset lacks some of its classes."""

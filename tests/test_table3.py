@@ -77,6 +77,7 @@ def test_display_options_do_not_rerun_a_row(tmp_path, digits_rows):
     assert any("running" in line for line in logs)
 
 
+@pytest.mark.filterwarnings("ignore::kernelfit.errors.SubsetWarning")  # 1 test image
 def test_settings_are_selected_on_validation_and_recorded(tmp_path, digits_rows):
     res = table3.reproduce(tmp_path, n_train=300, n_test=200, log=lambda *_: None)
     for r in res:
@@ -100,6 +101,7 @@ def test_settings_are_selected_on_validation_and_recorded(tmp_path, digits_rows)
     assert "validation split carved from each row's training data" in md
 
 
+@pytest.mark.filterwarnings("ignore::kernelfit.errors.SubsetWarning")  # 1 test image
 def test_selection_never_reads_test_labels(tmp_path, digits_rows, monkeypatch):
     honest = table3.reproduce(tmp_path / "a", keys=["digits-raw"], n_train=300, n_test=200,
                               log=lambda *_: None)

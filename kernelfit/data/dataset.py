@@ -7,11 +7,12 @@ seeded, stratified (train, test) pair of subsets -- what a run consumes.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, SubsetWarning
 from . import cache, cifar10, digits, idx, user
 
 SPLITS = ("train", "test")
@@ -177,6 +178,16 @@ def load_dataset(name: str, split: str, *, data_home=None, progress: bool = True
     return Dataset(name, split, images, labels, info.classes, info.max_value, provenance)
 
 
+def missing_classes(ds: Dataset) -> str | None:
+    """What is wrong with a subset that lacks some of its dataset's classes (None: nothing)."""
+    have, classes = len(np.unique(ds.labels)), len(ds.classes)
+    if have >= classes:
+        return None
+    return (f"the {len(ds):,}-image {ds.split} subset of {ds.name} holds {have} of its "
+            f"{classes} classes: its errors are not comparable to a full run's; ask for at "
+            f"least a few images per class")
+
+
 def load_split(name: str, *, n_train=None, n_test=None, seed: int = 0,
                data_home=None, progress: bool = True) -> tuple[Dataset, Dataset]:
     """A (train, test) pair of stratified, seeded subsets.
@@ -207,6 +218,8 @@ def load_split(name: str, *, n_train=None, n_test=None, seed: int = 0,
             raise InputError(f"n_{split}={n}: {name} has {len(ds)} {split} images; ask for "
                              f"1 to {len(ds)} of them, or leave it out to take all")
         out.append(ds.subset(stratified_indices(ds.labels, n, seed)))
+        if problem := missing_classes(out[-1]):
+            warnings.warn(problem, SubsetWarning, stacklevel=2)
     return out[0], out[1]
 
 

@@ -76,6 +76,7 @@ class Prepared:
     # The randomization as far as it changed the images ("none" for label tests):
     # what the feature cache is keyed by, so label-corruption levels share features.
     image_randomization: str = "none"
+    notes: list = field(default_factory=list)     # e.g. a subset that lacks classes
 
 
 @dataclass
@@ -98,6 +99,7 @@ class FittedRun:
 def prepare(config: RunConfig) -> Prepared:
     """Load the split, apply the randomization test, then the preprocessing steps."""
     from ..data import load_split
+    from ..data.dataset import missing_classes
     from ..data.preprocess import Preprocessing
     from ..data.randomize import parse_randomization
 
@@ -107,11 +109,12 @@ def prepare(config: RunConfig) -> Prepared:
     train, test = load_split(config.dataset, n_train=config.n_train, n_test=config.n_test,
                              seed=config.seed, data_home=config.data_home,
                              progress=config.options.progress)
+    notes = [p for p in map(missing_classes, (train, test)) if p]
     train, test = rand.apply(train, test, seed=config.seed)
     return Prepared(pre.apply(train.images, train.max_value), train.labels,
                     pre.apply(test.images, test.max_value), test.labels,
                     pre.describe(), rand.describe(), time.perf_counter() - t,
-                    "none" if rand.kind == "labels" else rand.describe())
+                    "none" if rand.kind == "labels" else rand.describe(), notes)
 
 
 def should_stream(config: RunConfig, fmap, n: int) -> bool:
@@ -264,6 +267,7 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
     n, m = len(data.train_labels), len(data.test_labels)
     opts = config.options.replace(dtype=config.options.resolve_dtype(n))
     opts, device, notes = _resolve_backend(opts, log)
+    notes = data.notes + notes
     timings = {"load": data.seconds}
 
     t = time.perf_counter()
