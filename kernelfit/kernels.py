@@ -262,6 +262,7 @@ def _gamma_from_sigma(name: str, sigma: float) -> float:
                   "K is all ones (singular)")
         raise InputError(f"sigma={sigma!r} is outside what float64 can use: gamma = {what} "
                          f"{'overflows' if sigma < 1 else 'underflows'} and {effect}. Use a "
-                         "bandwidth comparable to the distances between points, or sigma=None "
-                         "for the default scale 1 / (d Var(X)).")
+                         "bandwidth comparable to the distances between points, or leave it "
+                         "unset (--sigma omitted, sigma=None) for the default scale "
+                         "1 / (d Var(X)).")
     return gamma
