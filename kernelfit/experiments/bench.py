@@ -1,0 +1,446 @@
+"""`kernelfit bench solve`: the n x n exact solve timed per stage, against the device's own GEMM.
+
+For each (backend, dtype, n) a seeded synthetic problem (Gaussian points in
+d = 784 dimensions, like MNIST's pixels, and ten one-hot targets) is fitted by
+:class:`kernelfit.model.KernelInterpolant` itself, so every stage timed is the
+library's own code path for that backend (Gram build, factorization,
+triangular solves, residual): nothing here re-implements them. Each row
+records:
+
+- seconds of the Gram build, the factor, the solves and the whole fit;
+- the factor's GFLOP/s (n^3 / 3 flops) and its ratio to the matmul peak of the
+  SAME device and dtype, measured in the same run (NumPy: a warmed GEMM;
+  PyTorch: ``torch.matmul`` on the device, synchronized, TF32 off so that
+  float32 means float32 in the peak and in the factor alike);
+- the solve's relative residual and the limit the library's quality gate
+  (:func:`kernelfit.solvers.solve.check_solution`) holds it to, so a fast
+  wrong answer cannot look good: such a row says INACCURATE.
+
+A backend that is not installed, or has no device, is skipped with the reason
+in the table and the JSON; an n that the planner says does not fit is skipped
+with the planner's message before anything large is allocated. Measured rows
+go through :class:`kernelfit.experiments.results.ResultStore`: a rerun with the
+same result-changing settings on the same device reuses them (``fresh=True``
+measures again).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import platform
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_json_atomic, write_text_atomic
+from ..errors import InputError, PlanError
+from ..options import BACKENDS as LIBRARY_BACKENDS
+from ..options import Options
+from ..plan import plan_fit
+from ..report import versions
+from .results import ResultStore, result_settings
+
+#: Backends the benchmark knows how to look for (the library may not run all of them yet).
+BACKENDS = ("numpy", "torch", "cupy")
+DTYPES = ("float32", "float64")
+#: MNIST's pixel count: the default dimension of the synthetic points.
+D_MNIST = 784
+#: One-hot targets per point (MNIST's ten classes).
+N_OUTPUTS = 10
+# Side of the square GEMM whose rate is the peak. 1024^3 on this 2-core host ran at
+# 41 GFLOP/s in float32 against 65 at 2048^3 (threads not yet saturated), which
+# would inflate every ratio by half; a GPU needs 8192^3 to fill its SMs.
+PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
+PEAK_REPS = 3
+
+_find_spec = importlib.util.find_spec      # a name of our own: tests hide a library with it
+
+
+@dataclass
+class BenchConfig:
+    """What `kernelfit bench solve` measures; validated on construction (:class:`InputError`)."""
+
+    sizes: list = field(default_factory=lambda: [5000, 10000, 20000])
+    backends: list = field(default_factory=lambda: list(BACKENDS))
+    dtypes: list = field(default_factory=lambda: list(DTYPES))
+    d: int = D_MNIST
+    repeat: int = 1
+    seed: int = 0
+    device: str | None = None       # torch: "cuda", "cuda:1", "cpu"; None: CUDA when present
+    peak_size: int | None = None    # None: PEAK_SIZE of the device kind
+
+    def __post_init__(self):
+        self.sizes = [_whole(v, "--n / sizes", 2) for v in _listed(self.sizes, "sizes")]
+        self.backends = _choices(self.backends, BACKENDS, "--backend / backends")
+        self.dtypes = _choices(self.dtypes, DTYPES, "--dtype / dtypes")
+        self.d = _whole(self.d, "--d / d", 1)
+        self.repeat = _whole(self.repeat, "--repeat / repeat", 1)
+        self.seed = _whole(self.seed, "--seed / seed", 0)
+        if self.peak_size is not None:
+            self.peak_size = _whole(self.peak_size, "--peak-size / peak_size", 64)
+        if self.device is not None:
+            # Options says what a valid torch device is, with its own message.
+            Options(backend="torch", device=self.device)
+
+
+def _listed(values, name: str) -> list:
+    values = [values] if isinstance(values, (str, int)) else list(values)
+    if not values:
+        raise InputError(f"{name} must name at least one value")
+    return values
+
+
+def _whole(v, name: str, low: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+        raise InputError(f"{name} must be a whole number >= {low}, got {v!r}")
+    return int(v)
+
+
+def _choices(values, allowed, name: str) -> list:
+    out = []
+    for v in _listed(values, name):
+        if v not in allowed:
+            raise InputError(f"{name}: unknown value {v!r}; choose from {', '.join(allowed)}")
+        if v not in out:
+            out.append(v)
+    return out
+
+
+# -- data -----------------------------------------------------------------------------------
+def synthetic_problem(n: int, d: int = D_MNIST, seed: int = 0):
+    """Seeded Gaussian points X (n, d) float64 and one-hot targets Y (n, 10); same seed, same bits.
+
+    With the scale gamma = 1 / d (:func:`bench_gamma`) two points' kernel value is
+    about exp(-2) and K is well conditioned, so the residual measures the solver,
+    not the problem.
+    """
+    rng = np.random.default_rng([seed, n, d])
+    X = rng.standard_normal((n, d))
+    Y = np.eye(N_OUTPUTS)[rng.integers(0, N_OUTPUTS, n)]
+    return X, Y
+
+
+def bench_gamma(d: int) -> float:
+    """Gaussian kernel scale of the benchmark: exp(-|x - y|^2 / d)."""
+    return 1.0 / d
+
+
+# -- backends: what is there, and its device ------------------------------------------------
+@dataclass
+class Device:
+    backend: str
+    device: str | None = None      # "cpu", "cuda", "cuda:0"; None when skipped
+    name: str = ""
+    versions: dict = field(default_factory=dict)
+    skipped: str | None = None     # why the backend does not run here
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def probe(backend: str, device: str | None = None) -> Device:
+    """Whether ``backend`` runs here and on which device; never raises for a missing one."""
+    import os
+    cpu = f"{_cpu_name()} ({os.cpu_count()} logical cores)"
+    if backend == "numpy":
+        return Device("numpy", "cpu", cpu, {"numpy": np.__version__})
+    lib = {"torch": "torch", "cupy": "cupy"}[backend]
+    if _find_spec(lib) is None:
+        return Device(backend, skipped=f"{lib} is not installed (pip install {lib}); "
+                                       f"backend {backend!r} not measured")
+    mod = importlib.import_module(lib)
+    info = {lib: mod.__version__}
+    if backend == "torch":
+        dev = device or ("cuda" if mod.cuda.is_available() else "cpu")
+        if dev.startswith("cuda"):
+            if not mod.cuda.is_available():
+                why = f"device {dev!r} asked for, but PyTorch {mod.__version__} sees no CUDA device"
+                return Device(backend, skipped=why, versions=info)
+            info["cuda"] = mod.version.cuda
+            return Device(backend, dev, mod.cuda.get_device_name(mod.device(dev)), info)
+        return Device(backend, "cpu", cpu, info)
+    try:
+        count = mod.cuda.runtime.getDeviceCount()
+    except Exception as err:     # CuPy raises its own runtime errors without a driver
+        return Device(backend, skipped=f"CuPy {mod.__version__} finds no CUDA device "
+                                       f"({type(err).__name__}: {err})", versions=info)
+    if count == 0:
+        return Device(backend, skipped="CuPy finds no CUDA device", versions=info)
+    if backend not in LIBRARY_BACKENDS:
+        return Device(backend, skipped=f"kernelfit has no {backend} solve yet (Options.backend "
+                                       f"is one of {', '.join(LIBRARY_BACKENDS)})", versions=info)
+    props = mod.cuda.runtime.getDeviceProperties(0)
+    return Device(backend, "cuda:0", props["name"].decode(), info)   # pragma: no cover
+
+
+# -- the device's own matmul peak -------------------------------------------------------------
+def _best_seconds(fn, sync, reps: int) -> float:
+    fn()                 # warm-up: threads, pages, kernels picked
+    sync()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def matmul_peak(dev: Device, dtype: str, size: int | None = None, reps: int = PEAK_REPS) -> dict:
+    """Best-of-``reps`` GFLOP/s of a size^3 matmul on ``dev`` in ``dtype`` (2 size^3 flops)."""
+    kind = "cuda" if dev.device.startswith("cuda") else "cpu"
+    s = size or PEAK_SIZE[kind]
+    if dev.backend == "numpy":
+        rng = np.random.default_rng(0)
+        A = rng.standard_normal((s, s)).astype(dtype)
+        B = rng.standard_normal((s, s)).astype(dtype)
+        seconds = _best_seconds(lambda: A @ B, lambda: None, reps)
+    else:
+        torch = importlib.import_module("torch")
+        tdev = torch.device(dev.device)
+        g = torch.Generator(device=tdev).manual_seed(0)
+        A = torch.randn(s, s, device=tdev, dtype=getattr(torch, dtype), generator=g)
+        B = torch.randn(s, s, device=tdev, dtype=getattr(torch, dtype), generator=g)
+        sync = (lambda: torch.cuda.synchronize(tdev)) if kind == "cuda" else (lambda: None)
+        seconds = _best_seconds(lambda: torch.matmul(A, B), sync, reps)
+    return {"gflops": 2 * s**3 / max(seconds, 1e-12) / 1e9, "size": s, "seconds": seconds}
+
+
+@contextmanager
+def no_tf32():
+    """float32 matmuls in true float32 on CUDA (peak and factor alike); restored afterwards."""
+    if _find_spec("torch") is None:
+        yield
+        return
+    torch = importlib.import_module("torch")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
+
+
+# -- one point --------------------------------------------------------------------------------
+def _options(dev: Device, dtype: str) -> Options:
+    return Options(dtype=dtype, backend=dev.backend,
+                   device=dev.device if dev.backend == "torch" else None, progress=False)
+
+
+def plan_point(dev: Device, dtype: str, n: int, d: int) -> None:
+    """The planner's verdict on n for this backend; raises :class:`PlanError` if it does not fit.
+
+    NumPy: the fit's own plan. PyTorch on the CPU holds K and its factor side by
+    side in host memory (one more n^2); on a GPU the host keeps only the data
+    (K lives on the device, whose memory the torch solve checks itself).
+    """
+    opts = _options(dev, dtype)
+    item = np.dtype(dtype).itemsize
+    if dev.backend == "numpy":
+        plan_fit(n, d, N_OUTPUTS, options=opts)
+    elif dev.device == "cpu":
+        plan_fit(n, d, N_OUTPUTS, options=opts, extra_bytes=n * n * item)
+    else:
+        plan_fit(n, d, N_OUTPUTS, options=opts, gram_allocated=True)
+
+
+def measure_point(dev: Device, dtype: str, n: int, cfg: BenchConfig) -> dict:
+    """Fit the synthetic problem ``cfg.repeat`` times; the fastest whole fit's stage times."""
+    from ..model import KernelInterpolant
+
+    X, Y = synthetic_problem(n, cfg.d, cfg.seed)
+    best = None
+    for _ in range(cfg.repeat):
+        model = KernelInterpolant(kernel="gaussian", gamma=bench_gamma(cfg.d),
+                                  options=_options(dev, dtype))
+        t = time.perf_counter()
+        model.fit(X, Y)
+        total = time.perf_counter() - t
+        if best is None or total < best[0]:
+            best = (total, model)
+    total, model = best
+    tm = model.timings_
+    factor_s = float(tm["factor"])
+    info = model.solver_info_
+    return {
+        "gram_s": float(tm["gram"]), "factor_s": factor_s, "solve_s": float(tm["solve"]),
+        "residual_s": float(tm.get("residual", 0.0)), "total_s": total,
+        "factor_gflop": n**3 / 3 / 1e9,
+        "factor_gflops": n**3 / 3 / 1e9 / max(factor_s, 1e-12),
+        "relative_residual": float(model.relative_residual_),
+        "residual_limit": float(info["residual_limit"]),
+        "converged": bool(model.converged_), "warnings": list(model.warnings_),
+        "jitter": float(info.get("jitter", 0.0)), "norm": float(model.norm_),
+        "train_error": float(model.train_error_), "timings": {k: float(v) for k, v in tm.items()},
+    }
+
+
+# -- the whole benchmark ----------------------------------------------------------------------
+def run_bench(cfg: BenchConfig, out, *, plot: bool = True, fresh: bool = False,
+              log=None) -> dict:
+    """Measure every (backend, dtype, n) of ``cfg``; write OUT/bench_solve.{json,md,png}.
+
+    Returns the JSON document (also written atomically to ``OUT/bench_solve.json``).
+    """
+    say = log or (lambda msg: None)
+    out = Path(out)
+    store = ResultStore(out / "points")
+    devices = {b: probe(b, cfg.device if b == "torch" else None) for b in cfg.backends}
+    rows, peaks = [], {}
+    with no_tf32():
+        for b, dev in devices.items():
+            for dtype in cfg.dtypes:
+                base = {"backend": b, "device": dev.device, "device_name": dev.name,
+                        "dtype": dtype}
+                if dev.skipped:
+                    if dtype == cfg.dtypes[0]:
+                        say(f"{b}: skipped: {dev.skipped}")
+                    rows += [{**base, "n": n, "status": "skipped", "reason": dev.skipped}
+                             for n in cfg.sizes]
+                    continue
+                peak = matmul_peak(dev, dtype, cfg.peak_size)
+                peaks.setdefault(f"{b}/{dev.device}", {})[dtype] = peak
+                say(f"{b} on {dev.device} ({dev.name}): {dtype} matmul peak "
+                    f"{peak['gflops']:.1f} GFLOP/s ({peak['size']}^3)")
+                # One small untimed fit first: the first call into a library pays for
+                # imports, thread start-up and kernel selection, which no n should carry.
+                measure_point(dev, dtype, 128, replace(cfg, repeat=1))
+                for n in cfg.sizes:
+                    rows.append(_point(dev, dtype, n, cfg, peak, base, store, fresh, say))
+    doc = {
+        "benchmark": "solve",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": asdict(cfg), "kernel": {"name": "gaussian", "gamma": bench_gamma(cfg.d)},
+        "data": f"seeded standard Gaussian points, d = {cfg.d}, {N_OUTPUTS} one-hot targets",
+        "tf32": False,
+        "versions": {**versions(), **{k: v for dv in devices.values()
+                                      for k, v in dv.versions.items()}},
+        "devices": {b: asdict(dv) for b, dv in devices.items()},
+        "peaks": peaks, "rows": rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "bench_solve.json", doc)
+    write_text_atomic(out / "bench_solve.md", markdown(doc) + "\n")
+    if plot:
+        doc["png"] = str(plot_bench(doc, out / "bench_solve.png"))
+    return doc
+
+
+def _point(dev, dtype, n, cfg, peak, base, store, fresh, say) -> dict:
+    settings = result_settings({**base, "n": n, "d": cfg.d, "seed": cfg.seed,
+                                "repeat": cfg.repeat, "gamma": bench_gamma(cfg.d),
+                                "versions": dev.versions})
+    name = f"{dev.backend}-{dev.device.replace(':', '')}-{dtype}-n{n}-d{cfg.d}"
+    try:
+        plan_point(dev, dtype, n, cfg.d)
+    except PlanError as err:
+        say(f"{name}: skipped: {err}")
+        return {**base, "n": n, "status": "skipped", "reason": f"planner: {err}"}
+    saved = None if fresh else store.load(name, settings)
+    if saved is not None:
+        say(f"{name}: reusing {store.path(name)}")
+        return {**base, "n": n, **{k: v for k, v in saved.items() if k != "settings"},
+                "reused": True}
+    say(f"{name}: running")
+    try:
+        # An inexact solve warns (AccuracyWarning) as any fit does, and its row says so.
+        m = measure_point(dev, dtype, n, cfg)
+    except PlanError as err:     # the device's own memory check (torch on a GPU)
+        say(f"{name}: skipped: {err}")
+        return {**base, "n": n, "status": "skipped", "reason": f"planner: {err}"}
+    m.update(peak_gflops=peak["gflops"], factor_vs_peak=m["factor_gflops"] / peak["gflops"],
+             status="ok" if m["converged"] else "INACCURATE")
+    store.save(name, settings, m)
+    say(f"{name}: factor {m['factor_s']:.2f} s = {m['factor_gflops']:.1f} GFLOP/s "
+        f"({100 * m['factor_vs_peak']:.0f}% of matmul), total {m['total_s']:.2f} s, "
+        f"residual {m['relative_residual']:.1e}")
+    return {**base, "n": n, **m, "reused": False}
+
+
+# -- output -----------------------------------------------------------------------------------
+_COLUMNS = ("backend", "device", "dtype", "n", "Gram s", "factor s", "solve s", "total s",
+            "factor GFLOP/s", "% of matmul", "rel. residual (limit)", "status")
+
+
+def _cells(r: dict) -> list[str]:
+    head = [r["backend"], r["device"] or "-", r["dtype"], f"{r['n']:,}"]
+    if r["status"] == "skipped":
+        return head + ["-"] * 7 + [f"skipped: {r['reason']}"]
+    return head + [f"{r['gram_s']:.3f}", f"{r['factor_s']:.3f}", f"{r['solve_s']:.3f}",
+                   f"{r['total_s']:.3f}", f"{r['factor_gflops']:.1f}",
+                   f"{100 * r['factor_vs_peak']:.0f}%",
+                   f"{r['relative_residual']:.1e} ({r['residual_limit']:.0e})",
+                   r["status"] + (" (reused)" if r.get("reused") else "")]
+
+
+def markdown(doc: dict) -> str:
+    """The rows as a Markdown table (it reads as a terminal table too), peaks and devices above."""
+    lines = []
+    for key, by_dtype in doc["peaks"].items():
+        b = key.split("/")[0]
+        rates = ", ".join(f"{dt} {p['gflops']:.1f} GFLOP/s" for dt, p in by_dtype.items())
+        lines.append(f"- {key} ({doc['devices'][b]['name']}): matmul peak {rates}")
+    lines.append("")
+    lines.append("| " + " | ".join(_COLUMNS) + " |")
+    lines.append("|" + "|".join("---" for _ in _COLUMNS) + "|")
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in doc["rows"]]
+    bad = [r for r in doc["rows"] if r["status"] == "INACCURATE"]
+    if bad:
+        lines.append("")
+        lines.append(f"WARNING: {len(bad)} row(s) left a residual above what their dtype "
+                     "allows; their times are not those of a correct solve.")
+    return "\n".join(lines)
+
+
+def plot_bench(doc: dict, path) -> Path:
+    """Log-log total and factor time vs n per backend/dtype, with an n^3 guide line."""
+    from ..plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    series = {}
+    for r in doc["rows"]:
+        if r["status"] != "skipped":
+            series.setdefault((r["backend"], r["device"], r["dtype"]), []).append(r)
+    ns_all, anchor = [], None
+    for i, (key, rs) in enumerate(sorted(series.items())):
+        rs = sorted(rs, key=lambda r: r["n"])
+        ns = [r["n"] for r in rs]
+        ns_all += ns
+        color = f"C{i % 10}"
+        label = f"{key[0]} ({key[1]}) {key[2]}"
+        ax.loglog(ns, [r["total_s"] for r in rs], "o-", color=color, label=f"{label}: total")
+        ax.loglog(ns, [r["factor_s"] for r in rs], "s--", color=color, alpha=0.7,
+                  label=f"{label}: factor")
+        last = rs[-1]
+        if anchor is None or last["n"] ** 3 / last["factor_s"] > anchor[0] ** 3 / anchor[1]:
+            anchor = (last["n"], last["factor_s"])
+    if anchor:
+        grid = np.geomspace(min(ns_all), max(ns_all), 50)
+        ax.loglog(grid, anchor[1] * (grid / anchor[0]) ** 3, ":", color="gray",
+                  label=r"$\propto n^3$")
+    ax.set_xlabel("n (training points)")
+    ax.set_ylabel("seconds")
+    ax.set_title(f"kernelfit exact solve, d = {doc['config']['d']}")
+    ax.grid(True, which="both", alpha=0.3)
+    if series:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no backend measured", transform=ax.transAxes, ha="center")
+    return save_figure(fig, path)
