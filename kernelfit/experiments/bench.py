@@ -276,13 +276,15 @@ def measure_point(dev: Device, dtype: str, n: int, cfg: BenchConfig) -> dict:
             best = (total, model)
     total, model = best
     tm = model.timings_
-    factor_s = float(tm["factor"])
     info = model.solver_info_
+    # A K singular to working precision is answered by K^+ y, with no Cholesky to time.
+    factor_s = float(tm["factor"]) if "factor" in tm else None
     return {
+        "solved_by": f"K^+ y ({info['pinv_reason']})" if "pinv_reason" in info else "cholesky",
         "gram_s": float(tm["gram"]), "factor_s": factor_s, "solve_s": float(tm["solve"]),
         "residual_s": float(tm.get("residual", 0.0)), "total_s": total,
         "factor_gflop": n**3 / 3 / 1e9,
-        "factor_gflops": n**3 / 3 / 1e9 / max(factor_s, 1e-12),
+        "factor_gflops": n**3 / 3 / 1e9 / max(factor_s, 1e-12) if factor_s else None,
         "relative_residual": float(model.relative_residual_),
         "residual_limit": float(info["residual_limit"]),
         "converged": bool(model.converged_), "warnings": list(model.warnings_),
@@ -364,12 +366,14 @@ def _point(dev, dtype, n, cfg, peak, base, store, fresh, say) -> dict:
     except PlanError as err:     # the device's own memory check (torch on a GPU)
         say(f"{name}: skipped: {err}")
         return {**base, "n": n, "status": "skipped", "reason": f"planner: {err}"}
-    m.update(peak_gflops=peak["gflops"], factor_vs_peak=m["factor_gflops"] / peak["gflops"],
-             status="ok" if m["converged"] else "INACCURATE")
+    rate = m["factor_gflops"]
+    m.update(peak_gflops=peak["gflops"], factor_vs_peak=rate / peak["gflops"] if rate else None,
+             status="ok" if m["converged"] and m["solved_by"] == "cholesky" else
+             "INACCURATE" if not m["converged"] else "not Cholesky: " + m["solved_by"])
     store.save(name, settings, m)
-    say(f"{name}: factor {m['factor_s']:.2f} s = {m['factor_gflops']:.1f} GFLOP/s "
-        f"({100 * m['factor_vs_peak']:.0f}% of matmul), total {m['total_s']:.2f} s, "
-        f"residual {m['relative_residual']:.1e}")
+    say(f"{name}: factor {_num(m['factor_s'], '.2f')} s = {_num(rate, '.1f')} GFLOP/s "
+        f"({_num(m['factor_vs_peak'], '.0%')} of matmul), total {m['total_s']:.2f} s, "
+        f"residual {m['relative_residual']:.1e}, {m['status']}")
     return {**base, "n": n, **m, "reused": False}
 
 
@@ -382,11 +386,15 @@ def _cells(r: dict) -> list[str]:
     head = [r["backend"], r["device"] or "-", r["dtype"], f"{r['n']:,}"]
     if r["status"] == "skipped":
         return head + ["-"] * 7 + [f"skipped: {r['reason']}"]
-    return head + [f"{r['gram_s']:.3f}", f"{r['factor_s']:.3f}", f"{r['solve_s']:.3f}",
-                   f"{r['total_s']:.3f}", f"{r['factor_gflops']:.1f}",
-                   f"{100 * r['factor_vs_peak']:.0f}%",
+    return head + [f"{r['gram_s']:.3f}", _num(r["factor_s"], ".3f"), f"{r['solve_s']:.3f}",
+                   f"{r['total_s']:.3f}", _num(r["factor_gflops"], ".1f"),
+                   _num(r["factor_vs_peak"], ".0%"),
                    f"{r['relative_residual']:.1e} ({r['residual_limit']:.0e})",
                    r["status"] + (" (reused)" if r.get("reused") else "")]
+
+
+def _num(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
 
 
 def markdown(doc: dict) -> str:
@@ -426,9 +434,13 @@ def plot_bench(doc: dict, path) -> Path:
         color = f"C{i % 10}"
         label = f"{key[0]} ({key[1]}) {key[2]}"
         ax.loglog(ns, [r["total_s"] for r in rs], "o-", color=color, label=f"{label}: total")
-        ax.loglog(ns, [r["factor_s"] for r in rs], "s--", color=color, alpha=0.7,
-                  label=f"{label}: factor")
-        last = rs[-1]
+        fs = [r for r in rs if r["factor_s"]]        # a K^+ y row has no factor time
+        if not fs:
+            continue
+        ax.loglog([r["n"] for r in fs], [r["factor_s"] for r in fs], "s--", color=color,
+                  alpha=0.7, label=f"{label}: factor")
+        last = fs[-1]
+        # The guide runs through the largest n of the fastest factor.
         if anchor is None or last["n"] ** 3 / last["factor_s"] > anchor[0] ** 3 / anchor[1]:
             anchor = (last["n"], last["factor_s"])
     if anchor:
