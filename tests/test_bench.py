@@ -147,3 +147,23 @@ def test_help_has_an_example(capsys):
         main(["bench", "solve", "--help"])
     assert exit_.value.code == 0
     assert "kernelfit bench solve --n" in capsys.readouterr().out
+
+
+def test_peak_is_the_better_of_before_and_after_and_a_low_one_is_called_out(tmp_path,
+                                                                             monkeypatch):
+    # A matmul "peak" far below what the factor reaches: the ratio must not pass as a share
+    # of a true peak. Before/after: the better of the two is kept.
+    rates = iter([0.002, 0.001])
+    monkeypatch.setattr(bench, "matmul_peak",
+                        lambda dev, dtype, size: {"gflops": next(rates), "size": 8,
+                                                  "seconds": 1.0})
+    cfg = bench.BenchConfig(sizes=[600], backends=["numpy"], dtypes=["float32"])
+    doc = bench.run_bench(cfg, tmp_path, plot=False)
+    peak = doc["peaks"]["numpy/cpu"]["float32"]
+    assert peak["gflops"] == 0.002 and peak["measured_gflops"] == [0.002, 0.001]
+    row = doc["rows"][0]
+    assert row["peak_gflops"] == 0.002
+    assert row["factor_vs_peak"] == pytest.approx(row["factor_gflops"] / 0.002)
+    assert row["factor_vs_peak"] > 1 and "understates" in row["peak_note"]
+    table = bench.markdown(doc)
+    assert "%!" in table and "not a share of a true peak" in table
