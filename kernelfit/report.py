@@ -147,20 +147,20 @@ MIN_RATE_GFLOP = 1.0
 
 @functools.lru_cache(maxsize=2)
 def gemm_gflops(dtype: str = "float64") -> float:
-    """GEMM rate of this machine (GFLOP/s): best of three 1024^3 products, about 0.1 s.
+    """GEMM rate of this machine (GFLOP/s): a warm-up, then the best of two 2048^3 products.
 
-    A 512^3 product measured 8x below the real rate (BLAS threads still waking
-    up), and the spinner then promised an hour for a 12-minute factor; one
-    warm-up product and a size that keeps every core busy fix that.
+    Smaller products read low while BLAS threads wake up (512^3: 8x low, and the
+    spinner promised an hour for a 12-minute factor; 1024^3: 41 against 65
+    GFLOP/s here). About half a second, paid only when a spinner is shown.
     """
-    a = np.ones((1024, 1024), dtype=dtype)
+    a = np.ones((2048, 2048), dtype=dtype)
     a @ a
     best = np.inf
-    for _ in range(3):
+    for _ in range(2):
         t = time.perf_counter()
         a @ a
         best = min(best, time.perf_counter() - t)
-    return 2 * 1024**3 / max(best, 1e-9) / 1e9
+    return 2 * 2048**3 / max(best, 1e-9) / 1e9
 
 
 def expected_seconds(flops: float, dtype: str = "float64") -> float:
