@@ -81,8 +81,8 @@ def register(sub) -> None:
     g.add_argument("--out", default="results/sweep", help="directory of records, CSV, plots")
     g.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True,
                    help="draw the PNG plots (needs the plots extra)")
-    g.add_argument("--quiet", action="store_true", help="no progress lines and no table "
-                   "(failures are still listed on stderr)")
+    g.add_argument("--quiet", action="store_true", help="no progress lines; the result table "
+                   "is still printed (and failures listed on stderr)")
     g.add_argument("--fail-fast", action="store_true", help="stop at the first failed point")
     g.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even when points failed (they are still recorded and listed)")
@@ -127,8 +127,7 @@ def main(args) -> int:
                                        "error": p.error} for p in result.points])
     reused = sum(p.reused for p in result.points)
     log(f"\n{len(result.points)} points ({reused} reused, {len(result.failed)} not ok)")
-    if not args.quiet:
-        print(Path(result.files["markdown"]).read_text(), end="")
+    print(Path(result.files["markdown"]).read_text(), end="")
     for name, path in result.files.items():
         log(f"{name}: {path}")
     for name, why in result.skipped_plots.items():
