@@ -45,9 +45,8 @@ def mnist_like(n_train: int, n_test: int, seed: int = 0):
     [0, 1] — sparse, correlated pixels like MNIST's, with learnable classes.
     """
     try:
-        from kernelfit.data.cache import is_cached
-
         from kernelfit.data import load_split
+        from kernelfit.data.cache import is_cached
         if is_cached("mnist"):
             train, test = load_split("mnist", n_train=n_train, n_test=n_test, seed=seed)
             scale = lambda ims: ims.reshape(len(ims), -1).astype(np.float32) / 255.0  # noqa: E731
