@@ -85,11 +85,9 @@ def kernel_record(kconf: RunConfig, out_dir) -> dict:
     store = ResultStore(out_dir)
     settings = result_settings(kconf)
     name = f"kernel-{kconf.dataset}-{settings_key(settings)}"
-    saved = store.load(name, settings)
-    if saved is None:
-        store.save(name, settings, {"kind": "kernel", **run(kconf).to_dict()})
-        saved = store.load(name, settings)
-    return saved
+    return store.load_or_compute(name, settings,
+                                 lambda: {"kind": "kernel", **run(kconf).to_dict()},
+                                 log=lambda _: None)
 
 
 def kernel_row(r: dict) -> dict:
