@@ -90,6 +90,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
+        # A figure asked for (--plot) or always drawn (draws=True) needs the plots
+        # extra: say so before the work, not after an hour of it.
+        if getattr(args, "plot", False) or getattr(args, "draws", False):
+            from ..plots import pyplot
+            pyplot()
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return int(args.func(args) or 0)

@@ -43,7 +43,7 @@ def register(sub) -> None:
     k.add_argument("--dtype", default="auto", choices=("auto", "float32", "float64"))
     p.add_argument("--out", default="results/compare",
                    help="records, compare-RAND.md, compare-RAND.png")
-    p.set_defaults(func=main)
+    p.set_defaults(func=main, draws=True)
 
 
 def main(args) -> int:

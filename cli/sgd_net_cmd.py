@@ -103,7 +103,7 @@ def register(group) -> None:
     f.add_argument("--levels", default="0,0.2,0.4,0.6,0.8,1",
                    help="label-corruption levels p for panels b and c (comma-separated)")
     f.add_argument("--out", default="results/figure1", help="record and figure directory")
-    f.set_defaults(func=figure1_main)
+    f.set_defaults(func=figure1_main, draws=True)
 
 
 def main(args) -> int:

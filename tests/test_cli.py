@@ -239,3 +239,25 @@ def test_library_warnings_print_as_one_plain_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "kernelfit: warning: the solve is inexact" in err
     assert "AccuracyWarning" not in err and ".py:" not in err
+
+
+def test_a_missing_plots_extra_is_said_before_any_work(monkeypatch, capsys, tmp_path):
+    """Without matplotlib, a command asked to draw fails at once with the extra to install,
+    and runs nothing (here: no sweep point is fitted)."""
+    import builtins
+
+    from kernelfit.cli import main
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    out = tmp_path / "s"
+    assert main(["sweep", "--vary", "n_train=300,600", "--out", str(out)]) == 2
+    assert "pip install \"kernelfit[plots]\"" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["sweep", "--vary", "n_train=300", "--no-plot", "--out", str(out)]) == 0
