@@ -104,8 +104,8 @@ class RunRecord:
                        + ("" if self.converged else "  (NOT CONVERGED)"
                           if self.solver.startswith("cg") else "  (NOT EXACT: see WARNING)")),
             ("backend", f"{self.backend} on {self.device}"),
-            ("train error", _pct(self.train_error)),
-            ("test error", _pct(self.test_error)),
+            ("train error", pct(self.train_error)),
+            ("test error", pct(self.test_error)),
             ("norm", f"{self.norm:.4g}"),
             ("residual", f"{self.relative_residual:.2e}"),
         ]
@@ -248,7 +248,8 @@ def markdown_table(records, columns=("dataset", "features", "kernel", "n_train",
     return head + "\n".join(lines) + "\n"
 
 
-def _pct(v) -> str:
+def pct(v) -> str:
+    """An error rate as a percentage with two decimals ("-" for None)."""
     return "-" if v is None else f"{100 * v:.2f}%"
 
 

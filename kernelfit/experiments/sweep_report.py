@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..report import pct
+
 if TYPE_CHECKING:
     from .sweeps import Axis, Point
 
@@ -83,10 +85,6 @@ def markdown(points: list[Point], axes: list[Axis], selections=()) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"\nselected once on clean labels, held fixed: {s['summary']}" for s in selections]
     return "\n".join(lines) + "\n" + "".join(n + "\n" for n in notes)
-
-
-def pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
 
 
 def _other(axes, *names) -> list[str]:

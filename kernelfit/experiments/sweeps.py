@@ -33,9 +33,10 @@ from pathlib import Path
 from ..atomic import write_text_atomic
 from ..errors import InputError, KernelfitError
 from ..options import Options
+from ..report import pct
 from .results import NOT_RESULT_SETTINGS, ResultStore, result_settings, settings_key
 from .run import RunConfig, run
-from .sweep_report import draw_plots, markdown, pct, to_csv
+from .sweep_report import draw_plots, markdown, to_csv
 
 _OPTION_AXES = tuple(f.name for f in fields(Options)
                      if f.name not in NOT_RESULT_SETTINGS | {"overwrite_gram"})

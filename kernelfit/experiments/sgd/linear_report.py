@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...report import pct
 from .linear import settled
 
 
@@ -16,7 +17,6 @@ def label(record: dict) -> str:
 
 def summary_table(records: list[dict]) -> str:
     """Markdown: one line per run, then its notes."""
-    pct = lambda e: f"{100 * e:.2f}%"  # noqa: E731
     lines = ["| run | data | epochs | train err (0 from epoch) | test err (exact; within 0.2 "
              "pt from epoch) | rel dist to limit | RKHS dist / norm | norm (min-norm; limit) "
              "| monotone | SGD time |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -33,6 +33,7 @@ import numpy as np
 from ...atomic import atomic_path
 from ...data.preprocess import Preprocessing, per_image_whiten
 from ...errors import BackendError, InputError
+from ...report import pct
 from ..results import ResultStore, result_settings, settings_key
 from .nets import MODELS, PAPER_PARAMS, build_model, count_parameters, default_lr, import_torch
 
@@ -359,7 +360,6 @@ def train_net(config: NetConfig, out_dir, *, force: bool = False) -> tuple[dict,
 
 def summary(record: dict) -> str:
     """A few lines for the terminal: the model, the data, the outcome."""
-    pct = lambda e: "-" if e is None else f"{100 * e:.2f}%"  # noqa: E731
     gap = (record["n_params"] - record["paper_params"]) / record["paper_params"]
     lines = [
         f"model        {record['model']}: {record['n_params']:,} parameters "
