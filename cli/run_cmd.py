@@ -10,7 +10,7 @@ import sys
 from ..errors import InputError, KernelfitError
 from ..experiments.run import RunConfig, fit_run
 from ..kernels import KERNELS
-from ..options import DTYPES, Options
+from ..options import BACKENDS, DTYPES, Options
 from ..plan import SOLVERS
 
 EXAMPLES = """\
@@ -154,11 +154,15 @@ def register(sub) -> None:
                         "on the stored K; cg-matrix-free: CG without storing K")
     s.add_argument("--dtype", default=Options.dtype, choices=DTYPES,
                    help="precision of K; auto: float64 up to n = 20,000, float32 above")
-    s.add_argument("--backend", default=Options.backend, choices=("numpy", "torch"),
-                   help="numpy: host memory, in-place tiled Cholesky; torch: K and its "
-                        "factor on one PyTorch device (cuSOLVER on a GPU)")
+    s.add_argument("--backend", default=Options.backend, choices=BACKENDS,
+                   help="where K is built and factored (one engine on each): numpy: host "
+                        "memory; torch: a PyTorch device; cupy: a CUDA device through CuPy; "
+                        "auto: a GPU when present, else numpy")
     s.add_argument("--device", default=None,
-                   help="torch backend: cuda, cuda:1 or cpu (default: CUDA when present)")
+                   help="cuda, cuda:1 or cpu (default: the backend's; CUDA when present)")
+    s.add_argument("--device-memory", type=byte_size, default=None, metavar="SIZE",
+                   help="device memory a GPU run may use, e.g. 20GB (default: what is free); "
+                        "a K larger than that is streamed from host memory (--backend torch)")
     s.add_argument("--block-size", type=positive_int, default=Options.block_size, metavar="ROWS",
                    help="rows per Gram-builder panel")
     s.add_argument("--tile-size", type=positive_int, default=Options.tile_size, metavar="N",
@@ -246,14 +250,15 @@ def main(args) -> int:
 
     if args.save_model and args.stream:
         raise InputError(STREAMED_REFUSAL)
-    if args.device is not None and args.backend != "torch":
-        raise InputError(f"--device {args.device} applies to --backend torch only; add "
-                         "--backend torch or drop --device")
+    if args.device not in (None, "cpu") and args.backend == "numpy":
+        raise InputError(f"--device {args.device} is a GPU, and --backend numpy runs in host "
+                         "memory; use --backend torch, cupy or auto, or drop --device")
     check_outputs(args.json, args.save_model)
     options = Options(dtype=args.dtype, block_size=args.block_size, tile_size=args.tile_size,
                       n_jobs=args.n_jobs, jitter=args.jitter,
                       refine_steps=args.refine_steps, tol=args.tol, max_iter=args.max_iter,
-                      memory_limit=args.memory_limit, backend=args.backend,
+                      memory_limit=args.memory_limit, device_memory=args.device_memory,
+                      backend=args.backend,
                       device=args.device, progress=not args.quiet, strict=args.strict)
     config = RunConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
                        seed=args.seed, kernel=args.kernel, gamma=args.gamma, sigma=args.sigma,

@@ -25,15 +25,13 @@ import os
 import numpy as np
 
 from .errors import BackendError, InputError
+from .options import BACKENDS as BACKEND_CHOICES
 
-BACKENDS = ("numpy", "torch", "cupy")
-#: What ``--backend`` accepts: a backend, or "auto" (a GPU when one is present).
-BACKEND_CHOICES = ("auto",) + BACKENDS
+#: What ``--backend`` accepts besides "auto" (a GPU when one is present).
+BACKENDS = tuple(b for b in BACKEND_CHOICES if b != "auto")
 
-#: Environment variable capping the device memory a run may use (bytes), on top
-#: of what the device reports free: how "past device memory" is forced on a GPU
-#: that is larger than the host's RAM.
-DEVICE_MEMORY_ENV = "KERNELFIT_DEVICE_MEMORY"
+# A CUDA driver exposes this device node; without it "auto" needs no GPU library import.
+_NVIDIA_NODE = "/dev/nvidiactl"
 
 
 class Backend:
@@ -88,8 +86,9 @@ class Backend:
     def zeros(self, shape, dtype):
         return self.xp.zeros(shape, dtype=self.dtype(dtype), device=self.device)
 
-    def astype(self, a, dtype):
-        return self.xp.astype(a, self.dtype(dtype))
+    def astype(self, a, dtype, copy: bool = False):
+        """``a`` in ``dtype``; a new array when ``copy`` (else possibly ``a`` itself)."""
+        return self.xp.astype(a, self.dtype(dtype), copy=copy)
 
     def synchronize(self) -> None:
         """Wait for queued device work (timings must not stop at a kernel launch)."""
@@ -137,6 +136,23 @@ class Backend:
     def matmul(self, a, b):
         return self.xp.matmul(a, b)
 
+    def inner_into(self, out, X, Y):
+        """X @ Y^T, into ``out`` (a view whose last axis is unit-stride) when given."""
+        G = self.xp.matmul(X, self.xp.matrix_transpose(Y))
+        if out is None:
+            return G
+        out[...] = G
+        return out
+
+    def row_sq_norms(self, X, step: int = 8192):
+        """Squared row norms in float64, on the backend (no float64 copy of all of X)."""
+        xp = self.xp
+        parts = []
+        for i in range(0, X.shape[0], step):
+            blk = xp.astype(X[i:min(i + step, X.shape[0]), ...], xp.float64)
+            parts.append(xp.sum(blk * blk, axis=1))
+        return xp.concat(parts) if parts else xp.zeros(0, dtype=xp.float64, device=self.device)
+
     def gemm_sub_(self, C, A, B) -> None:
         """C -= A @ B^T, C a (strided) view written in place."""
         C -= self.xp.matmul(A, self.xp.matrix_transpose(B))
@@ -147,12 +163,15 @@ class Backend:
         C[...] = self.xp.where(self.tril_mask(C.shape[0]), C - upd, C)
 
     def potrf_(self, T) -> int:
-        """Factor the square view T = L L^T in place: L in the lower triangle, strict upper untouched.
+        """T = L L^T in place: L in the lower triangle, the strict upper part untouched.
 
         Returns 0, or the 1-based index of the first pivot <= 0 (LAPACK's info).
         """
         xp = self.xp
-        L = xp.linalg.cholesky(T)
+        try:
+            L = xp.linalg.cholesky(T)
+        except Exception:  # noqa: BLE001 - each library raises its own LinAlgError
+            return _first_bad_pivot(self.to_host(T))
         d = xp.linalg.diagonal(L)
         ok = xp.isfinite(d) & (d > 0)
         if not bool(xp.all(ok)):
@@ -189,6 +208,14 @@ class Backend:
         return bool(self.xp.all(self.xp.isfinite(a)))
 
 
+def _first_bad_pivot(T: np.ndarray) -> int:
+    """LAPACK's info (1-based index of the first pivot <= 0) for a host copy of a tile."""
+    from scipy.linalg import get_lapack_funcs
+    potrf, = get_lapack_funcs(("potrf",), (T,))
+    _, info = potrf(np.array(T, order="F"), lower=1)
+    return int(info) or 1
+
+
 class NumpyBackend(Backend):
     """Host memory: NumPy ufuncs with ``out=``, SciPy's LAPACK potrf and BLAS trsm."""
 
@@ -209,8 +236,8 @@ class NumpyBackend(Backend):
     def zeros(self, shape, dtype):
         return self.np.zeros(shape, dtype=np.dtype(dtype))
 
-    def astype(self, a, dtype):
-        return a.astype(np.dtype(dtype))
+    def astype(self, a, dtype, copy: bool = False):
+        return a.astype(np.dtype(dtype), copy=copy)
 
     def dtype(self, name):
         return np.dtype(name)
@@ -248,6 +275,17 @@ class NumpyBackend(Backend):
 
     def matmul(self, a, b):
         return self.np.matmul(a, b)
+
+    def inner_into(self, out, X, Y):
+        return self.np.matmul(X, Y.T, out=out)
+
+    def row_sq_norms(self, X, step: int = 2048):
+        # float64 accumulation in row blocks bounds the temporary for float32 X
+        out = self.np.empty(X.shape[0])
+        for i in range(0, X.shape[0], step):
+            blk = X[i:i + step].astype(self.np.float64, copy=False)
+            out[i:i + step] = self.np.einsum("ij,ij->i", blk, blk)
+        return out
 
     def gemm_sub_(self, C, A, B) -> None:
         # np.matmul has no beta: the product goes through a row-chunked temporary.
@@ -341,13 +379,31 @@ class CupyBackend(NumpyBackend):
     def to_host(self, a) -> np.ndarray:
         return self.np.asnumpy(a)
 
+    def inner_into(self, out, X, Y):
+        # CuPy's matmul takes no strided out=: the block goes through a temporary
+        G = X @ Y.T
+        if out is None:
+            return G
+        out[...] = G
+        return out
+
+    def syrk_lower_sub_(self, C, A) -> None:
+        # CuPy's ufuncs have no where=
+        C[...] = self.np.where(self.tril_mask(C.shape[0]), C - A @ A.T, C)
+
+    def gemm_sub_(self, C, A, B) -> None:
+        step = self._chunk_rows
+        for r0 in range(0, C.shape[0], step):
+            C[r0:r0 + step] -= A[r0:r0 + step] @ B.T
+
     def synchronize(self) -> None:
         self.np.cuda.get_current_stream().synchronize()
 
     def free_memory(self) -> int:
         self.np.get_default_memory_pool().free_all_blocks()
+        pool = self.np.get_default_memory_pool()
         free, _ = self.np.cuda.runtime.memGetInfo()
-        return _capped(int(free))
+        return int(free + pool.free_bytes())
 
     def potrf_(self, T) -> int:
         cp = self.np
@@ -420,13 +476,17 @@ class TorchBackend(Backend):
 
     def asarray(self, a, dtype=None):
         a = np.ascontiguousarray(a, dtype=np.dtype(dtype) if dtype else None)
+        if not self.on_gpu or not a.flags.writeable:
+            # on the CPU a tensor from_numpy shares the array's memory, and the engine
+            # writes into what it is given: always a copy
+            a = a.copy()
         return self.torch.from_numpy(a).to(self.device)
 
     def to_host(self, a) -> np.ndarray:
         return a.detach().cpu().numpy()
 
-    def astype(self, a, dtype):
-        return a.to(self.dtype(dtype))
+    def astype(self, a, dtype, copy: bool = False):
+        return a.to(self.dtype(dtype), copy=copy)
 
     def synchronize(self) -> None:
         if self.on_gpu:
@@ -440,7 +500,7 @@ class TorchBackend(Backend):
         # What the caching allocator holds but does not use is free to this run too.
         held = (self.torch.cuda.memory_reserved(self.device)
                 - self.torch.cuda.memory_allocated(self.device))
-        return _capped(int(free + held), used=self.torch.cuda.memory_allocated(self.device))
+        return int(free + held)
 
     def clamp0_(self, a):
         return a.clamp_(min=0)
@@ -456,6 +516,18 @@ class TorchBackend(Backend):
 
     def mul_(self, a, s: float):
         return a.mul_(s)
+
+    def inner_into(self, out, X, Y):
+        if out is None:
+            return X @ Y.mT
+        return self.torch.mm(X, Y.mT, out=out)
+
+    def row_sq_norms(self, X, step: int = 8192):
+        out = self.torch.empty(X.shape[0], dtype=self.torch.float64, device=X.device)
+        for i in range(0, X.shape[0], step):
+            blk = X[i:i + step].double()
+            out[i:i + step] = (blk * blk).sum(1)
+        return out
 
     def gemm_sub_(self, C, A, B) -> None:
         # cuBLAS writes a row-major view with a leading dimension directly (no copy).
@@ -485,22 +557,14 @@ class TorchBackend(Backend):
         return self.torch.linalg.solve_triangular(Lt.mT if trans else Lt, B, upper=trans)
 
     def get_diagonal(self, A):
-        return A.diagonal().double().cpu().numpy()
+        # a copy: on the CPU .numpy() would alias A's diagonal, which the factor overwrites
+        return A.diagonal().to(self.torch.float64, copy=True).cpu().numpy()
 
     def set_diagonal(self, A, values) -> None:
         A.diagonal().copy_(self.torch.as_tensor(np.asarray(values), device=A.device))
 
     def all_finite(self, a) -> bool:
         return bool(self.torch.isfinite(a).all())
-
-
-def _capped(free: int, used: int = 0) -> int:
-    """``free`` device bytes, capped by KERNELFIT_DEVICE_MEMORY (total for the run) if set."""
-    cap = os.environ.get(DEVICE_MEMORY_ENV)
-    if not cap:
-        return free
-    from .validation import parse_bytes
-    return max(0, min(free, parse_bytes(cap) - used))
 
 
 def _cuda_index(device) -> int:
@@ -555,9 +619,21 @@ def get_backend(name: str = "numpy", device: str | None = None) -> Backend:
     raise InputError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_CHOICES)}")
 
 
+def resolve_backend(options, solver: str = "cholesky") -> Backend:
+    """The backend of a fit: ``options.backend`` and ``options.device`` resolved.
+
+    "auto" takes a GPU for the exact solve only: the CG solvers and the
+    matrix-free path run on the host (NumPy) whatever "auto" finds.
+    """
+    name = options.backend
+    if name == "auto" and solver != "cholesky":
+        name = "numpy"
+    return get_backend(name, options.device)
+
+
 def _auto(device):
     """A GPU when one is usable (PyTorch first, then CuPy), else NumPy on the host."""
-    if device == "cpu":
+    if device == "cpu" or not os.path.exists(_NVIDIA_NODE):
         return "numpy", None
     try:
         import torch

@@ -25,9 +25,11 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .atomic import human_bytes, write_json_atomic
+from .backend import backend_of, get_backend
 from .errors import InputError, StaleGramError
 from .kernels import Kernel, row_sq_norms
 from .options import Options
+from .plan import DEVICE_PANEL_ROWS
 
 # Mirror the row panel into the lower triangle in square sub-blocks, so that the
 # transposed (strided) reads stay within cache.
@@ -41,7 +43,7 @@ def _panel_bounds(n: int, block: int) -> list[tuple[int, int]]:
 def _build_panel(X, sq, kernel: Kernel, out, i0: int, i1: int) -> None:
     n = X.shape[0]
     panel = out[i0:i1, i0:n]
-    kernel.block(X[i0:i1], X[i0:n], sq[i0:i1], sq[i0:n], out=panel)
+    kernel.block(X[i0:i1, :], X[i0:n, :], sq[i0:i1], sq[i0:n], out=panel)
     mirror_panel(out, i0, i1)
 
 
@@ -52,67 +54,79 @@ def mirror_panel(out, i0: int, i1: int) -> None:
     diagonal block is mirrored too, so K is exactly symmetric. Index arrays
     over a whole block would cost more memory than the panel's GEMM.
     """
+    be = backend_of(out)
+    xp = be.xp
     n = out.shape[0]
-    panel = out[i0:i1, i0:n]
-    for j0 in range(i1, n, _MIRROR_STEP):
-        j1 = min(j0 + _MIRROR_STEP, n)
-        out[j0:j1, i0:i1] = panel[:, j0 - i0:j1 - i0].T
+    step = _MIRROR_STEP if be.name == "numpy" else n
+    for j0 in range(i1, n, step):
+        j1 = min(j0 + step, n)
+        out[j0:j1, i0:i1] = xp.matrix_transpose(out[i0:i1, j0:j1])
     for a0 in range(i0, i1, _MIRROR_STEP):
         a1 = min(a0 + _MIRROR_STEP, i1)
-        for b0 in range(i0, a0, _MIRROR_STEP):
-            out[a0:a1, b0:b0 + _MIRROR_STEP] = out[b0:b0 + _MIRROR_STEP, a0:a1].T
+        if a0 > i0:
+            out[a0:a1, i0:a0] = xp.matrix_transpose(out[i0:a0, a0:a1])
         sub = out[a0:a1, a0:a1]
-        il = np.tril_indices(a1 - a0, -1)
-        sub[il] = sub.T[il]
+        below = be.tril_mask(a1 - a0)
+        sub[...] = xp.where(below, xp.matrix_transpose(sub), sub)
 
 
 def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,
-               skip=(), on_panel_done=None) -> np.ndarray:
-    """Build the symmetric Gram matrix K_ij = k(x_i, x_j) in blocks.
+               skip=(), on_panel_done=None, backend=None):
+    """Build the symmetric Gram matrix K_ij = k(x_i, x_j) in blocks, on a backend.
 
     Parameters
     ----------
-    X : ndarray (n, d)
-        Rows are points. Cast (once) to ``options.dtype``.
+    X : array (n, d)
+        Rows are points (host or the backend's). Cast (once) to ``options.dtype``.
     kernel : Kernel
-    out : ndarray (n, n), optional
-        C-contiguous buffer to fill (e.g. a memmap). Allocated when omitted.
+    out : array (n, n), optional
+        C-contiguous buffer to fill (e.g. a memmap, or device memory).
+        Allocated on the backend when omitted.
     options : Options
-        ``dtype``, ``block_size`` (rows per panel), ``n_jobs`` (threads; with
+        ``dtype``, ``block_size`` (rows per panel), ``n_jobs`` (host threads; with
         more than one, BLAS is pinned to one thread per panel), ``progress``.
     skip : collection of int
         Panel indices already built (used by :func:`build_gram_on_disk` to resume).
     on_panel_done : callable(int), optional
         Called after each panel is written, in completion order.
+    backend : Backend, optional
+        Where K is built (default: ``out``'s, else NumPy in host memory).
 
     Returns
     -------
-    K : ndarray (n, n) — ``out`` when given. The diagonal holds exact
+    K : array (n, n) — ``out`` when given. The diagonal holds exact
     k(x_i, x_i) (no cancellation from the distance expansion).
     """
     opts = options or Options()
-    # a given buffer decides the dtype; otherwise the options do
-    dtype = np.dtype(out.dtype if out is not None else opts.resolve_dtype(len(X)))
-    X = np.ascontiguousarray(X, dtype=dtype)
+    be = backend or (backend_of(out) if out is not None else get_backend("numpy"))
     n = X.shape[0]
+    # a given buffer decides the dtype; otherwise the options do
+    dtype = be.dtype_name(out) if out is not None else opts.resolve_dtype(n)
+    if dtype not in ("float32", "float64"):
+        raise InputError(f"Gram buffer must be float32 or float64, got {dtype}")
+    Xd = be.asarray(X, dtype) if isinstance(X, np.ndarray) else be.astype(X, dtype)
     if out is None:
-        out = np.empty((n, n), dtype=dtype)
-    if out.shape != (n, n) or dtype not in (np.float32, np.float64) or not out.flags.c_contiguous:
+        out = be.empty((n, n), dtype)
+    if tuple(out.shape) != (n, n):
         raise InputError(f"Gram buffer must be a C-contiguous {n}x{n} float32/float64 array, "
-                         f"got {out.shape} {out.dtype}")
-    sq = row_sq_norms(X)
+                         f"got {tuple(out.shape)} {out.dtype}")
+    if be.name == "numpy" and not out.flags.c_contiguous:
+        raise InputError(f"Gram buffer must be a C-contiguous {n}x{n} float32/float64 array, "
+                         f"got a non-contiguous {out.dtype} array")
+    sq = be.row_sq_norms(Xd)
     skip = set(skip)
+    rows = opts.block_size if be.name == "numpy" else max(opts.block_size, DEVICE_PANEL_ROWS)
     # Panels are handed out in order, the big ones (panel i costs ~ n - i0
     # columns) first, so the threads finish together.
-    panels = [p for p in enumerate(_panel_bounds(n, opts.block_size)) if p[0] not in skip]
-    n_jobs = max(1, min(opts.n_jobs, len(panels)))
+    panels = [p for p in enumerate(_panel_bounds(n, rows)) if p[0] not in skip]
+    n_jobs = max(1, min(opts.n_jobs, len(panels))) if be.name == "numpy" else 1
 
     def work(idx, i0, i1):
-        _build_panel(X, sq, kernel, out, i0, i1)
+        _build_panel(Xd, sq, kernel, out, i0, i1)
         return idx
 
     bar = tqdm(total=len(panels), desc="gram", unit="panel", disable=not opts.progress,
-                delay=1.0)
+               delay=1.0)
     limit = 1 if n_jobs > 1 else None
     with threadpool_limits(limits=limit, user_api="blas"):
         results = Parallel(n_jobs=n_jobs, backend="threading", return_as="generator_unordered")(
@@ -122,9 +136,57 @@ def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,
                 on_panel_done(idx)
             bar.update()
     bar.close()
-    d = kernel.diag(X, sq)
-    out[np.diag_indices(n)] = d
+    sq_host = be.to_host(sq)
+    be.set_diagonal(out, kernel.diag(np.empty((n, 0)), sq_host))
     return out
+
+
+def build_stored(X, kernel: Kernel, plan, backend, options: Options):
+    """K where ``plan`` says it lives; returns (K or its tile store, residual operator or None).
+
+    In memory (host or device) K is one in-place buffer whose upper triangle
+    measures residuals; as host tiles streamed through a device it keeps no
+    copy of K, so residuals are measured from the data on that device.
+    """
+    if plan.storage != "host tiles":
+        return build_gram(X, kernel, options=options, backend=backend), None
+    from .solvers.operators import KernelOperator
+    from .solvers.tiles import HostTileStore
+    store = HostTileStore(plan.n, plan.tile, plan.dtype, backend)
+    build_gram_tiles(X, kernel, store, options=options)
+    op = KernelOperator(kernel, X, dtype=plan.dtype, block_size=DEVICE_PANEL_ROWS,
+                        backend=backend)
+    return store, op
+
+
+def build_gram_tiles(X, kernel: Kernel, store, *, options: Options | None = None) -> None:
+    """Fill a :class:`kernelfit.solvers.tiles.HostTileStore` with K's lower tiles.
+
+    Each tile is computed on the store's backend (one GEMM and the kernel map)
+    and copied to its slot; the store's ``k_diag`` gets the exact diagonal, and
+    its ``rebuild`` this function, so a jitter retry can start again.
+    """
+    opts = options or Options()
+    be = store.backend
+    Xd = be.asarray(X, store.dtype) if isinstance(X, np.ndarray) else be.astype(X, store.dtype)
+    sq = be.row_sq_norms(Xd)
+    T = store.tile
+    buf = be.empty((T, T), store.dtype)
+    bar = tqdm(total=store.n_tiles * (store.n_tiles + 1) // 2, desc="gram (tiles)",
+               unit="tile", disable=not opts.progress, delay=1.0)
+    for I in range(store.n_tiles):
+        i0, i1 = store.bounds(I)
+        for K in range(I + 1):
+            k0, k1 = store.bounds(K)
+            blk = kernel.block(Xd[i0:i1, :], Xd[k0:k1, :], sq[i0:i1], sq[k0:k1],
+                               out=buf[:i1 - i0, :k1 - k0])
+            store.write_tile(I, K, blk)
+            bar.update()
+    bar.close()
+    be.synchronize()
+    store.k_diag = kernel.diag(np.empty((store.n, 0)), be.to_host(sq))
+    store.set_diagonal(store.k_diag)
+    store.rebuild = lambda s: build_gram_tiles(X, kernel, s, options=opts)
 
 
 #: Sidecar of a finished on-disk K: what it holds (fingerprint) and its size.
@@ -312,21 +374,23 @@ def build_gram_on_disk(X, kernel: Kernel, path, *, options: Options | None = Non
 
 
 def cross_gram_matvec(kernel: Kernel, X_rows, X_cols, V, *, dtype="float32", block_size=1024,
-                      sq_cols=None) -> np.ndarray:
+                      sq_cols=None, backend=None) -> np.ndarray:
     """Compute k(X_rows, X_cols) @ V block by block, never holding the whole matrix.
 
-    The kernel block is evaluated in ``dtype``; the product is accumulated in
-    float64 (V's magnitudes can be large for an ill-conditioned interpolant,
-    and their sum cancels).
+    The kernel block is evaluated in ``dtype`` on ``backend`` (default NumPy);
+    the product is accumulated in float64 (V's magnitudes can be large for an
+    ill-conditioned interpolant, and their sum cancels). Returns a host array.
     """
-    dtype = np.dtype(dtype)
-    X_cols = np.ascontiguousarray(X_cols, dtype=dtype)
+    be = backend or get_backend("numpy")
+    dtype = np.dtype(dtype).name
+    Xc = be.asarray(X_cols, dtype) if isinstance(X_cols, np.ndarray) else X_cols
     if sq_cols is None and kernel.needs_norms:
-        sq_cols = row_sq_norms(X_cols)
+        sq_cols = be.row_sq_norms(Xc)
     V = np.asarray(V, dtype=np.float64)
+    Vd = be.asarray(V, "float64")
     out = np.empty((len(X_rows),) + V.shape[1:])
     for r0 in range(0, len(X_rows), block_size):
-        Xb = np.ascontiguousarray(X_rows[r0:r0 + block_size], dtype=dtype)
-        Kb = kernel.block(Xb, X_cols, None, sq_cols)
-        out[r0:r0 + len(Xb)] = Kb @ V
+        Xb = be.asarray(np.asarray(X_rows[r0:r0 + block_size]), dtype)
+        Kb = kernel.block(Xb, Xc, None, sq_cols)
+        out[r0:r0 + Xb.shape[0]] = be.to_host(be.matmul(be.astype(Kb, "float64"), Vd))
     return out

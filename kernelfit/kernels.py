@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .backend import backend_of
 from .errors import InputError
 
 KERNELS = ("linear", "gaussian", "laplacian", "polynomial")
@@ -99,47 +100,46 @@ class Kernel:
 
         Parameters
         ----------
-        G : ndarray (m, k)
+        G : array (m, k) of any backend (NumPy, CuPy, torch, array API)
             <x_i, y_j>; overwritten with k(x_i, y_j) and returned.
-        sq_rows, sq_cols : ndarray (m,), (k,)
+        sq_rows, sq_cols : array (m,), (k,)
             Squared norms of the rows and the columns (needed by the distance
-            kernels; cast to G's dtype).
+            kernels; host or G's backend, cast to G's dtype and device).
         """
         if self.name == "linear":
             return G
-        # Python scalars and in-place methods keep G's dtype and device, so the
-        # same lines serve NumPy arrays and PyTorch tensors (CPU or CUDA).
+        be = backend_of(G)
         if self.name == "polynomial":
-            G *= float(self.gamma)
+            be.mul_(G, float(self.gamma))
             G += float(self.coef0)
             if self.degree != 1:
-                _pow_(G, int(self.degree))
+                be.pow_(G, int(self.degree))
             return G
         if sq_rows is None or sq_cols is None:
             raise InputError(f"the {self.name} kernel needs the squared norms of rows and columns")
         # d2 = ||x||^2 + ||y||^2 - 2<x,y>, written into G without temporaries.
-        G *= -2.0
-        G += _like(sq_rows, G)[:, None]
-        G += _like(sq_cols, G)[None, :]
-        _clamp0_(G)
+        be.mul_(G, -2.0)
+        G += _like(be, sq_rows, G)[:, None]
+        G += _like(be, sq_cols, G)[None, :]
+        be.clamp0_(G)
         if self.name == "laplacian":
-            _sqrt_(G)
+            be.sqrt_(G)
         # -gamma d2 may overflow to -inf for far-apart points: exp gives the exact 0.
-        with np.errstate(over="ignore"):
-            G *= -float(self.gamma)
-        _exp_(G)
+        be.mul_(G, -float(self.gamma))
+        be.exp_(G)
         return G
 
     def block(self, X, Y, sq_x=None, sq_y=None, out=None):
-        """k(X_i, Y_j) for row blocks X (m, d) and Y (k, d), in X's dtype.
+        """k(X_i, Y_j) for row blocks X (m, d) and Y (k, d), in X's dtype and backend.
 
         ``out`` (m, k) receives the result when given: its rows may be strided
         (a row panel of a larger matrix) as long as its last axis is unit-stride.
         """
-        G = np.matmul(X, Y.T, out=out)
+        be = backend_of(X)
+        G = be.inner_into(out, X, Y)
         if self.needs_norms:
-            sq_x = row_sq_norms(X) if sq_x is None else sq_x
-            sq_y = row_sq_norms(Y) if sq_y is None else sq_y
+            sq_x = be.row_sq_norms(X) if sq_x is None else sq_x
+            sq_y = be.row_sq_norms(Y) if sq_y is None else sq_y
         return self.from_inner(G, sq_x, sq_y)
 
     def diag(self, X, sq_x=None):
@@ -156,41 +156,11 @@ class Kernel:
         return asdict(self)
 
 
-def _like(v, G):
-    if isinstance(G, np.ndarray):
-        return np.asarray(v, dtype=G.dtype)
-    return v.to(dtype=G.dtype, device=G.device)
-
-
-def _clamp0_(G):
-    if isinstance(G, np.ndarray):
-        np.maximum(G, 0, out=G)
-    else:
-        G.clamp_(min=0)
-
-
-def _sqrt_(G):
-    if isinstance(G, np.ndarray):
-        np.sqrt(G, out=G)
-    else:
-        G.sqrt_()
-
-
-def _exp_(G):
-    if isinstance(G, np.ndarray):
-        np.exp(G, out=G)
-    else:
-        G.exp_()
-
-
-def _pow_(G, p: int):
-    if isinstance(G, np.ndarray):
-        # A high degree can overflow to inf: the solve's finiteness check reports it
-        # with its cause (NonFiniteError), which a bare RuntimeWarning would not.
-        with np.errstate(over="ignore"):
-            np.power(G, p, out=G)
-    else:
-        G.pow_(p)
+def _like(be, v, G):
+    """Norms ``v`` (host or device) in G's dtype, on G's device."""
+    if isinstance(v, np.ndarray) and be.name != "numpy":
+        return be.asarray(v, be.dtype_name(G))
+    return be.astype(v, be.dtype_name(G))
 
 
 def row_sq_norms(X) -> np.ndarray:

@@ -18,8 +18,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import errors
+from .backend import get_backend, resolve_backend
 from .errors import InputError
-from .gram import build_gram, cross_gram_matvec
+from .gram import build_stored, cross_gram_matvec
 from .kernels import KERNELS, make_kernel, row_sq_norms
 from .options import Options
 from .plan import SOLVERS, plan_fit
@@ -96,34 +97,31 @@ class _KernelInterpolantBase(BaseEstimator):
             # Duplicates in the working dtype: with agreeing targets the minimum-norm
             # interpolant K^+ y exists (rank-revealing path, or CG from zero); with
             # disagreeing ones none does (DuplicatePointsError either way).
-            pinv_here = (self.solver == "cholesky" and opts.backend == "numpy"
-                         and not opts.strict and n <= PINV_MAX_N)
+            pinv_here = self.solver == "cholesky" and not opts.strict and n <= PINV_MAX_N
             singular = check_duplicates(X, Y, dtype=opts.dtype,
                                         allow_agreeing=pinv_here or self.solver != "cholesky")
         self.kernel_ = make_kernel(self.kernel, gamma=self.gamma, sigma=self.sigma,
                                    degree=self.degree, coef0=self.coef0, X=X)
         self.kernel_.check_dtype(opts.dtype)
-        # The host planner covers the NumPy solvers; the torch solve checks its device.
-        self.plan_ = (plan_fit(n, d, Y.shape[1], solver=self.solver, options=opts)
-                      if opts.backend == "numpy" else None)
-        if opts.backend == "torch":
-            if self.solver != "cholesky":
-                raise InputError("backend='torch' solves with solver='cholesky' only")
-            from .solvers.torch_solve import solve_torch
-            sol = solve_torch(self.kernel_, X, Y, lam=self.lam, options=opts)
-        elif opts.backend != "numpy":
-            raise InputError(f"backend must be 'numpy' or 'torch', got {opts.backend!r}")
-        elif self.solver == "cg-matrix-free":
+        be = resolve_backend(opts, self.solver)
+        # Where K lives (host, device, host tiles streamed through the device) and
+        # every size, decided once before anything large is allocated.
+        self.plan_ = plan = plan_fit(n, d, Y.shape[1], solver=self.solver, options=opts,
+                                     backend=be)
+        if self.solver == "cg-matrix-free":
             sol = solve_matrix_free(self.kernel_, X, Y, lam=self.lam, options=opts)
         else:
             t = time.perf_counter()
-            K = build_gram(X, self.kernel_, options=opts)
+            K, operator = build_stored(X, self.kernel_, plan, be, opts)
+            be.synchronize()
             gram_s = time.perf_counter() - t
             sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts,
-                               singular=singular)
+                               singular=singular, operator=operator)
             sol.timings = {"gram": gram_s, **sol.timings}
             del K
+        sol.info.update(backend=be.name, device=be.device_name, storage=plan.storage)
         self._record(sol)
+        self._backend_spec = (be.name, be.device_name)
         self.X_fit_ = np.ascontiguousarray(X, dtype=opts.dtype)
         self._sq_fit = row_sq_norms(self.X_fit_)
         return sol.K_alpha
@@ -172,16 +170,15 @@ class _KernelInterpolantBase(BaseEstimator):
             for i in range(0, len(X), step):
                 out[i:i + step] = np.asarray(X[i:i + step], dtype=np.float64) @ self.dual_coef_
             return out
-        opts = self.options or Options()
-        if opts.backend == "torch":
-            from .solvers.torch_solve import predict_torch
-            return predict_torch(self.kernel_, X, self.X_fit_, self.dual_coef_,
-                                 dtype=self.X_fit_.dtype.name, device=opts.device)
+        # The fit's backend predicts too (a model loaded elsewhere falls back to NumPy).
+        be = get_backend(*getattr(self, "_backend_spec", ("numpy", "cpu")))
         n = self.X_fit_.shape[0]
         # float64 temporaries of at most ~256 MB per block, whatever n is.
         block = int(max(64, min(4096, 2**25 // max(n, 1))))
         return cross_gram_matvec(self.kernel_, X, self.X_fit_, self.dual_coef_,
-                                 dtype=self.X_fit_.dtype, block_size=block, sq_cols=self._sq_fit)
+                                 dtype=self.X_fit_.dtype, block_size=block,
+                                 sq_cols=self._sq_fit if be.name == "numpy" else None,
+                                 backend=be)
 
 
 class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):

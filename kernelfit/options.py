@@ -13,9 +13,10 @@ from .errors import InputError
 AUTO_FLOAT64_MAX_N = 20_000
 
 DTYPES = ("auto", "float32", "float64")
-BACKENDS = ("numpy", "torch")
-# torch devices a run may name: the CPU, the current CUDA device, or CUDA device N.
-_TORCH_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+# Kept in step with kernelfit.backend.BACKEND_CHOICES (imported lazily there).
+BACKENDS = ("auto", "numpy", "torch", "cupy")
+# Devices a run may name: the CPU, the current CUDA device, or CUDA device N.
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -56,17 +57,22 @@ class Options:
     tol, max_iter : float, int
         Stopping rule of the conjugate-gradient solver (relative residual).
     memory_limit : int or None
-        Bytes the planner may use; None means 90% of the available RAM. With
-        backend="torch" it also caps what the solve may take of the device's
-        free memory (a request above it is refused with PlanError).
+        Bytes the planner may use; None means 90% of the available RAM. On a
+        GPU it also caps what the solve may take of the device's free memory.
+    device_memory : int or None
+        Bytes of device memory a GPU run may use (None: what the device has
+        free). K that does not fit stays in pinned host memory and is streamed
+        through the device tile by tile (backend="torch").
     progress : bool
         Show progress bars on long builds and factorizations.
-    backend : {"numpy", "torch"}
-        Where K is built and factored. "numpy": host memory, the in-place
-        tiled Cholesky (any n that fits in RAM). "torch": one PyTorch device
-        (cuSOLVER on a GPU; needs room for K and its factor there).
+    backend : {"auto", "numpy", "torch", "cupy"}
+        Where K is built and factored; every backend runs the same engine (the
+        in-place tiled Cholesky, :mod:`kernelfit.backend`). "numpy": host
+        memory. "torch": one PyTorch device (CUDA if present, else the CPU).
+        "cupy": one CUDA device through CuPy. "auto": a GPU when one is
+        present (PyTorch, else CuPy), else NumPy.
     device : str or None
-        torch backend only: "cuda", "cuda:1", "cpu"; None picks CUDA if present.
+        "cpu", "cuda" or "cuda:N"; None: the backend's default (CUDA if present).
     overwrite_gram : bool
         ``kernel="precomputed"`` only: factor the caller's K in place instead
         of a copy. Halves peak memory (what makes a streamed 50,000 x 50,000 K
@@ -94,8 +100,9 @@ class Options:
     tol: float = 1e-6
     max_iter: int = 1000
     memory_limit: int | None = None
+    device_memory: int | None = None
     progress: bool = False
-    backend: str = "numpy"
+    backend: str = "auto"
     device: str | None = None
     overwrite_gram: bool = False
     strict: bool = False
@@ -117,10 +124,12 @@ class Options:
         _int("max_iter", self.max_iter, 1, "CG iterations, e.g. 1000")
         if self.memory_limit is not None:
             _int("memory_limit", self.memory_limit, 1, "bytes, or None for 90% of free RAM")
+        if self.device_memory is not None:
+            _int("device_memory", self.device_memory, 1, "bytes, or None for the device's "
+                 "free memory")
         _choice("backend", self.backend, BACKENDS)
         if self.device is not None:
-            if not isinstance(self.device, str) or (
-                    self.backend == "torch" and not _TORCH_DEVICE.match(self.device)):
+            if not isinstance(self.device, str) or not _DEVICE.match(self.device):
                 raise InputError(f"Options.device must be None (CUDA if present, else the CPU), "
                                  f"'cpu', 'cuda' or 'cuda:N' (N a device index), "
                                  f"got {self.device!r}")

@@ -1,8 +1,10 @@
-"""The memory planner: from n, d, dtype and the memory at hand, how to build and solve.
+"""The memory planner: from n, d, dtype, the backend and the memory at hand, how to build and solve.
 
 It answers before anything large is allocated, so a request that cannot fit
 fails in a second with the numbers and the ways out, not after an hour with
-the kernel's OOM killer.
+the kernel's OOM killer. Its :class:`Plan` is resolved once per fit and
+carries every size the engine uses (dtype, tile, where K lives); the size
+constants below are the only ones.
 """
 
 from __future__ import annotations
@@ -14,15 +16,62 @@ import psutil
 
 from .errors import PlanError
 from .options import Options
-from .solvers.cholesky import _CHUNK_ROWS, choose_tile
 from .solvers.pinv import PINV_MAX_N, pinv_bytes
 
 SOLVERS = ("cholesky", "cg", "cg-matrix-free")
 
+# -- the engine's sizes -------------------------------------------------------------
+#: Tile width for a host K too large for one LAPACK call (n^2 >= 2**31): 6,144-wide
+#: tiles kept a 60,000 x 60,000 float32 factorization at ~86% of GEMM on 2 cores.
+LARGE_TILE = 6144
+#: Tile of a K factored in device memory: GEMMs of 8,192^2 x k keep a GPU near peak,
+#: and there are few enough panels that launch overheads vanish.
+DEVICE_TILE = 8192
+#: Rows per Gram panel in device memory (host panels: Options.block_size): one
+#: GEMM and six element-wise passes per panel, few enough launches to vanish.
+DEVICE_PANEL_ROWS = 4096
+#: Rows per float64 chunk of the stored-K product: in cache on the host (measured at
+#: n = 10,000: 256 rows 0.29 s, 512 0.36 s, 2,048 0.89 s); large on a device.
+STORED_PRODUCT_ROWS = {"host": 256, "device": 4096}
+#: Panel width of the triangular solves on the host: each diagonal tile's solve is
+#: one LAPACK call on a small (16 MB) tile, whatever the factor's tile was.
+SOLVE_TILE = 2048
+#: Row chunk of the host GEMM updates and panel solves: bounds the temporaries
+#: (chunk x tile elements) and keeps each GEMM large enough to run near peak.
+CHUNK_ROWS = 8192
+#: Share of the device's free memory a resident K may take: the rest is cuBLAS and
+#: cuSOLVER workspace, the panel temporaries and the data.
+DEVICE_HEADROOM = 0.92
+
+STORAGES = ("host", "device", "host tiles")
+
+
+def max_tile(n: int) -> int:
+    """Largest tile width whose calls stay below 2**31 elements (LP64 LAPACK)."""
+    return max(1, min(n, (2**31 - 1) // max(n, CHUNK_ROWS)))
+
+
+def choose_tile(n: int, tile_size: int | None = None) -> int:
+    """The tile width to factor an n x n K in host memory with.
+
+    ``None`` (auto): the whole matrix in one in-place LAPACK call whenever that
+    call stays below 2**31 elements (n <= 46,340; LAPACK's own blocked potrf is
+    the fastest route there), else :data:`LARGE_TILE`. A given width is clipped
+    to what keeps every call below 2**31 elements.
+    """
+    if tile_size is None:
+        tile_size = n if n * n < 2**31 else LARGE_TILE
+    return int(max(1, min(tile_size, max_tile(n))))
+
 
 @dataclass(frozen=True)
 class Plan:
-    """What a fit will allocate and how it will run."""
+    """What a fit will allocate and how it will run.
+
+    ``storage``: "host" (K in host memory, NumPy), "device" (K in place in the
+    device's memory), or "host tiles" (K larger than the device: lower tiles in
+    pinned host memory, streamed through the device by the tiled Cholesky).
+    """
 
     n: int
     d: int
@@ -33,6 +82,11 @@ class Plan:
     work_bytes: int
     limit_bytes: int
     extra_bytes: int = 0
+    backend: str = "numpy"
+    device: str = "cpu"
+    storage: str = "host"
+    device_bytes: int = 0          # what the device must hold (0 on the host)
+    device_limit_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -58,7 +112,7 @@ def human_bytes(b: float) -> str:
 
 def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
              options: Options | None = None, gram_allocated: bool = False,
-             extra_bytes: int = 0) -> Plan:
+             extra_bytes: int = 0, backend=None) -> Plan:
     """Plan a fit of n points in d dimensions; raise :class:`PlanError` if it cannot fit.
 
     The estimate counts K (n^2 elements unless matrix-free), the data in the
@@ -69,8 +123,13 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
     ``extra_bytes``: what the caller allocates besides (a streamed path's
     K_test and feature chunks, ...), counted into the total so that the whole
     request is refused before any of it is allocated.
+
+    ``backend``: a :class:`kernelfit.backend.Backend` on a GPU plans where K
+    lives there (:func:`_plan_device`); None or a host backend plans host memory.
     """
     opts = options or Options()
+    if backend is not None and backend.on_gpu and not gram_allocated:
+        return _plan_device(n, d, n_outputs, solver, opts, backend, int(extra_bytes))
     if solver not in SOLVERS:
         raise PlanError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     dtype = np.dtype(opts.resolve_dtype(n))
@@ -81,7 +140,7 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
     gram = 0 if solver == "cg-matrix-free" or gram_allocated else n * n * item
     vectors = 8 * n * max(n_outputs, 1) * 6            # Y, alpha, residuals, CG blocks
     data = n * d * (item + 8)
-    chunk_rows = min(_CHUNK_ROWS, n)
+    chunk_rows = min(CHUNK_ROWS, n)
     tiled = tile * (max(chunk_rows, tile) + 2 * tile) * item if tile < n else 0
     temps = max(tiled,                                  # Cholesky: diag tile + GEMM buffer
                 512 * n * 8 * 2,                        # float64 upcast chunks
@@ -94,7 +153,9 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
     if extra < 0:
         raise PlanError(f"extra_bytes must be >= 0, got {extra_bytes!r}")
     plan = Plan(n=n, d=d, dtype=dtype.name, solver=solver, tile=tile,
-                gram_bytes=gram, work_bytes=work, limit_bytes=limit, extra_bytes=extra)
+                gram_bytes=gram, work_bytes=work, limit_bytes=limit, extra_bytes=extra,
+                backend=backend.name if backend is not None else "numpy",
+                device=backend.device_name if backend is not None else "cpu")
     if plan.total_bytes > limit:
         ways = []
         if item == 8 and (gram // 2 if gram else 0) + work + extra <= limit:
@@ -117,6 +178,77 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
             f"{human_bytes(plan.total_bytes)} ({', '.join(parts)}), but only "
             f"{human_bytes(limit)} is available. Try: " + "; ".join(ways) + ".")
     return plan
+
+
+def device_limit(backend, opts: Options) -> int:
+    """Bytes a run may take on ``backend``'s device: free memory, capped by the options."""
+    limit = backend.free_memory()
+    for cap in (opts.device_memory, opts.memory_limit):
+        if cap is not None:
+            limit = min(limit, int(cap))
+    return int(limit)
+
+
+def _plan_device(n: int, d: int, n_outputs: int, solver: str, opts: Options, backend,
+                 extra: int) -> Plan:
+    """K on a GPU: in place in device memory, else lower tiles streamed from host memory."""
+    if solver != "cholesky":
+        raise PlanError(f"backend={backend.name!r} on a GPU solves with solver='cholesky'; "
+                        f"--solver {solver} runs with --backend numpy")
+    dtype = np.dtype(opts.resolve_dtype(n))
+    item = dtype.itemsize
+    gram = n * n * item
+    vectors = 8 * n * max(n_outputs, 1) * 6
+    data = n * d * item + 8 * n
+    tile = min(n, opts.tile_size or DEVICE_TILE)
+    # potrf / trsm temporaries of a tile, the float64 residual chunk, a Gram panel
+    temps = max(3 * tile * tile * item, 16384 * tile * item, 4096 * n * 8,
+                opts.block_size * n * item)
+    work = vectors + data + temps
+    dev_limit = device_limit(backend, opts)
+    host_limit = opts.memory_limit or int(0.9 * available_memory())
+    common = dict(n=n, d=d, dtype=dtype.name, solver=solver, work_bytes=work,
+                  extra_bytes=extra, backend=backend.name, device=backend.device_name,
+                  device_limit_bytes=dev_limit)
+    if gram + work + extra <= DEVICE_HEADROOM * dev_limit:
+        return Plan(tile=tile, gram_bytes=gram, limit_bytes=host_limit, storage="device",
+                    device_bytes=gram + work + extra, **common)
+    # Past device memory: three panels of npad x tile on the device (the one being
+    # factored and two left panels, double-buffered), K's lower tiles on the host.
+    tile = streamed_tile(n, item, int(DEVICE_HEADROOM * dev_limit) - work - extra)
+    if backend.name == "torch" and tile:
+        nt = -(-n // tile)
+        host = nt * (nt + 1) // 2 * tile * tile * item
+        dev = 3 * nt * tile * tile * item + work + extra
+        if host + data <= host_limit:
+            return Plan(tile=tile, gram_bytes=host, limit_bytes=host_limit,
+                        storage="host tiles", device_bytes=dev, **common)
+    ways = ["--dtype float32 / dtype='float32' (halves K)"] if item == 8 else []
+    ways += ["--backend numpy (K in host memory)", "fewer training points"]
+    raise PlanError(
+        f"a cholesky fit of n={n:,} in {dtype.name} needs {human_bytes(gram)} for K, but "
+        f"{backend.describe()} has {human_bytes(dev_limit)} available"
+        + ("" if backend.name == "torch" else
+           " (streaming K from host memory runs on --backend torch)")
+        + (f" and host memory ({human_bytes(host_limit)}) cannot hold its tiles either"
+           if backend.name == "torch" and tile else "")
+        + ". Try: " + "; ".join(ways) + ".")
+
+
+def streamed_tile(n: int, item: int, budget: int) -> int:
+    """The widest tile (a multiple of 256, at most 16,384) whose three device panels fit.
+
+    The tile is then evened out over the panels (n = 100,000 and 12,288 at most
+    gives 9 panels of 11,264, not 8 full ones and a sliver), which keeps the
+    zero padding of the last tiles small.
+    """
+    widest = min(16384, budget // max(3 * item * (n + 16384), 1))
+    widest -= widest % 256
+    if widest < 256:
+        return 0
+    nt = -(-n // widest)
+    tile = -(-n // nt)
+    return int(-(-tile // 256) * 256)
 
 
 def plan_pinv(n: int, options: Options | None = None, *, in_use: int = 0) -> int:

@@ -128,9 +128,11 @@ def test_extreme_bandwidths_are_typed_errors(sigma, capsys):
     assert err.startswith("kernelfit: error:") and "sigma" in err
 
 
-def test_device_needs_the_torch_backend(capsys):
+def test_a_gpu_device_needs_a_gpu_backend(capsys):
     assert main(["run", "--device", "bogus", "--quiet"]) == 2
-    assert "--backend torch" in capsys.readouterr().err
+    assert "'cpu', 'cuda' or 'cuda:N'" in capsys.readouterr().err
+    assert main(["run", "--backend", "numpy", "--device", "cuda", "--quiet"]) == 2
+    assert "--backend numpy runs in host memory" in capsys.readouterr().err
 
 
 def test_memory_limit_option_reaches_the_planner(capsys):

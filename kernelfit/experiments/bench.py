@@ -39,7 +39,6 @@ import numpy as np
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..errors import InputError, PlanError
-from ..options import BACKENDS as LIBRARY_BACKENDS
 from ..options import Options
 from ..plan import plan_fit
 from ..report import versions
@@ -178,9 +177,6 @@ def probe(backend: str, device: str | None = None) -> Device:
                                        f"({type(err).__name__}: {err})", versions=info)
     if count == 0:
         return Device(backend, skipped="CuPy finds no CUDA device", versions=info)
-    if backend not in LIBRARY_BACKENDS:
-        return Device(backend, skipped=f"kernelfit has no {backend} solve yet (Options.backend "
-                                       f"is one of {', '.join(LIBRARY_BACKENDS)})", versions=info)
     props = mod.cuda.runtime.getDeviceProperties(0)
     return Device(backend, "cuda:0", props["name"].decode(), info)   # pragma: no cover
 
@@ -207,6 +203,11 @@ def matmul_peak(dev: Device, dtype: str, size: int | None = None, reps: int = PE
         A = rng.standard_normal((s, s)).astype(dtype)
         B = rng.standard_normal((s, s)).astype(dtype)
         seconds = _best_seconds(lambda: A @ B, lambda: None, reps)
+    elif dev.backend == "cupy":   # pragma: no cover - needs a CUDA device
+        cp = importlib.import_module("cupy")
+        A = cp.random.default_rng(0).standard_normal((s, s), dtype=dtype)
+        B = cp.random.default_rng(1).standard_normal((s, s), dtype=dtype)
+        seconds = _best_seconds(lambda: A @ B, cp.cuda.get_current_stream().synchronize, reps)
     else:
         torch = importlib.import_module("torch")
         tdev = torch.device(dev.device)
@@ -240,24 +241,18 @@ def no_tf32():
 # -- one point --------------------------------------------------------------------------------
 def _options(dev: Device, dtype: str) -> Options:
     return Options(dtype=dtype, backend=dev.backend,
-                   device=dev.device if dev.backend == "torch" else None, progress=False)
+                   device=dev.device if dev.backend != "numpy" else None, progress=False)
 
 
 def plan_point(dev: Device, dtype: str, n: int, d: int) -> None:
     """The planner's verdict on n for this backend; raises :class:`PlanError` if it does not fit.
 
-    NumPy: the fit's own plan. PyTorch on the CPU holds K and its factor side by
-    side in host memory (one more n^2); on a GPU the host keeps only the data
-    (K lives on the device, whose memory the torch solve checks itself).
+    The fit's own plan: host memory for NumPy and PyTorch on the CPU, the
+    device's memory (or host tiles streamed through it) on a GPU.
     """
+    from ..backend import resolve_backend
     opts = _options(dev, dtype)
-    item = np.dtype(dtype).itemsize
-    if dev.backend == "numpy":
-        plan_fit(n, d, N_OUTPUTS, options=opts)
-    elif dev.device == "cpu":
-        plan_fit(n, d, N_OUTPUTS, options=opts, extra_bytes=n * n * item)
-    else:
-        plan_fit(n, d, N_OUTPUTS, options=opts, gram_allocated=True)
+    plan_fit(n, d, N_OUTPUTS, options=opts, backend=resolve_backend(opts))
 
 
 def measure_point(dev: Device, dtype: str, n: int, cfg: BenchConfig) -> dict:
@@ -283,6 +278,10 @@ def measure_point(dev: Device, dtype: str, n: int, cfg: BenchConfig) -> dict:
         "solved_by": f"K^+ y ({info['pinv_reason']})" if "pinv_reason" in info else "cholesky",
         "gram_s": float(tm["gram"]), "factor_s": factor_s, "solve_s": float(tm["solve"]),
         "residual_s": float(tm.get("residual", 0.0)), "total_s": total,
+        # the builder computes one triangle; the rate counts the whole n x n product,
+        # 2 n^2 d flops, which is what a GEMM of X X^T would have done
+        "gram_gflops": 2 * n * n * cfg.d / 1e9 / max(float(tm["gram"]), 1e-12),
+        "storage": str(info.get("storage", "host")),
         "factor_gflop": n**3 / 3 / 1e9,
         "factor_gflops": n**3 / 3 / 1e9 / max(factor_s, 1e-12) if factor_s else None,
         "relative_residual": float(model.relative_residual_),
@@ -394,7 +393,9 @@ def _rate(row: dict, peak: dict, say) -> None:
     """The factor's rate as a share of the device's measured matmul peak, into ``row``."""
     rate = row["factor_gflops"]
     row.update(peak_gflops=peak["gflops"],
-               factor_vs_peak=rate / peak["gflops"] if rate else None)
+               factor_vs_peak=rate / peak["gflops"] if rate else None,
+               gram_vs_peak=row["gram_gflops"] / peak["gflops"] if "gram_gflops" in row
+               else None)
     if rate and rate > peak["gflops"]:
         # Not a faster-than-GEMM factor: this matmul path of the library is slower than
         # the one its LAPACK uses (PyTorch on a CPU), or the machine was busy.
@@ -404,15 +405,17 @@ def _rate(row: dict, peak: dict, say) -> None:
 
 
 # -- output -----------------------------------------------------------------------------------
-_COLUMNS = ("backend", "device", "dtype", "n", "Gram s", "factor s", "solve s", "total s",
-            "factor GFLOP/s", "% of matmul", "rel. residual (limit)", "status")
+_COLUMNS = ("backend", "device", "dtype", "n", "Gram s", "Gram % of matmul", "factor s",
+            "solve s", "total s", "factor GFLOP/s", "% of matmul", "rel. residual (limit)",
+            "status")
 
 
 def _cells(r: dict) -> list[str]:
     head = [r["backend"], r["device"] or "-", r["dtype"], f"{r['n']:,}"]
     if r["status"] == "skipped":
-        return head + ["-"] * 7 + [f"skipped: {r['reason']}"]
-    return head + [f"{r['gram_s']:.3f}", _num(r["factor_s"], ".3f"), f"{r['solve_s']:.3f}",
+        return head + ["-"] * 8 + [f"skipped: {r['reason']}"]
+    return head + [f"{r['gram_s']:.3f}", _num(r.get("gram_vs_peak"), ".0%"),
+                   _num(r["factor_s"], ".3f"), f"{r['solve_s']:.3f}",
                    f"{r['total_s']:.3f}", _num(r["factor_gflops"], ".1f"),
                    _num(r["factor_vs_peak"], ".0%") + ("!" if r.get("peak_note") else ""),
                    f"{r['relative_residual']:.1e} ({r['residual_limit']:.0e})",

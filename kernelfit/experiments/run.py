@@ -164,18 +164,15 @@ def _streamed_gram(config: RunConfig, fmap, data: Prepared, kernel, options: Opt
 
 
 def _resolve_backend(opts: Options, log) -> tuple[Options, str, list]:
-    """The device a run will actually use, with a notice when torch falls back to the CPU."""
-    if opts.backend != "torch":
-        return opts, "cpu", []
-    from ..solvers.torch_solve import resolve_device
-    device = resolve_device(opts.device)
+    """The backend and device a run will actually use, with a notice for torch on the CPU."""
+    from ..backend import resolve_backend
+    be = resolve_backend(opts)
     notes = []
-    if opts.device is None and device.type == "cpu":
+    if opts.backend == "torch" and opts.device is None and not be.on_gpu:
         notes.append("--backend torch: PyTorch sees no CUDA device, so K is built and factored "
-                     "on the CPU, beside its factor (twice the memory of --backend numpy's "
-                     "in-place Cholesky)")
+                     "on the CPU with PyTorch (same engine as --backend numpy, usually slower)")
         log(f"notice: {notes[-1]}")
-    return opts.replace(device=str(device)), str(device), notes
+    return opts.replace(backend=be.name, device=be.device_name), be.device_name, notes
 
 
 def auto_grid(config: RunConfig, X) -> dict:

@@ -75,13 +75,11 @@ def plan_run(fmap, n: int, m: int, n_classes: int, *, solver: str, options: Opti
         return plan_fit(n, 0, n_classes, solver=solver, options=options,
                         extra_bytes=m * n * item + chunk + predict_temps)
     features = (n + m) * fmap.dim * 4
-    if options.backend == "torch":
-        # K and its factor: on a GPU they are device memory, which solve_torch
-        # checks before allocating them (the host then holds the features only:
-        # counted as if K were already paid for); on the CPU both are host memory.
-        on_gpu = not str(options.device or "cpu").startswith("cpu")
-        return plan_fit(n, fmap.dim, n_classes, solver=solver, options=options,
-                        gram_allocated=on_gpu,
-                        extra_bytes=features + predict_temps + (0 if on_gpu else n * n * item))
+    from ..backend import resolve_backend
+    be = resolve_backend(options, solver)
+    if be.on_gpu:
+        # K lives on the device (or in host tiles streamed through it): the device's
+        # plan; the host then holds the features and k(test, train)'s blocks only.
+        return plan_fit(n, fmap.dim, n_classes, solver=solver, options=options, backend=be)
     return plan_fit(n, fmap.dim, n_classes, solver=solver, options=options,
                     extra_bytes=features + predict_temps)

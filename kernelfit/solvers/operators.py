@@ -3,50 +3,53 @@
 Two sources of K: the factorized buffer (whose strict upper triangle still
 holds K, plus the saved diagonal) and the data itself (matrix-free: kernel
 blocks recomputed on the fly, in float64 when asked, so refinement can aim at
-the exact K rather than its float32 rounding).
+the exact K rather than its float32 rounding). Both run on the backend that
+holds their arrays; vectors come and go as host float64 arrays.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..backend import backend_of, get_backend
 from ..gram import cross_gram_matvec
 from ..kernels import Kernel, row_sq_norms
-
-# Rows per chunk of the stored-K product: bounds the float64 upcast temporary
-# at chunk x n x 8 bytes. Small chunks stay in cache between the two products
-# that read them (measured at n = 10,000: 256 rows 0.29 s, 512 0.36 s, 2,048 0.89 s).
-_CHUNK = 256
+from ..plan import STORED_PRODUCT_ROWS
 
 
 class StoredOperator:
-    """(K + shift I) V from a buffer whose strict upper triangle holds K.
+    """(K + shift I) V from a buffer whose strict upper triangle holds K (any backend).
 
     Reads each stored element once per product: a row chunk of the upper
-    triangle serves both its own rows (U V) and, transposed, the rows below
-    it (U^T V).
+    triangle, upcast to float64, serves both its own rows (U V) and,
+    transposed, the rows below it (U^T V). V and the result are host arrays.
     """
 
     def __init__(self, A, k_diag, shift: float = 0.0):
         self.A = A
+        self.backend = backend_of(A)
         self.k_diag = np.asarray(k_diag, dtype=np.float64)
         self.shift = float(shift)
-        self.shape = A.shape
-        self.dtype = A.dtype
+        self.shape = tuple(A.shape)
+        self.dtype = self.backend.dtype_name(A)
+        self.chunk = STORED_PRODUCT_ROWS["host" if self.backend.name == "numpy" else "device"]
 
     def __matmul__(self, V):
+        be, xp = self.backend, self.backend.xp
         V = np.asarray(V, dtype=np.float64)
         one_d = V.ndim == 1
         V = V.reshape(len(V), -1)
-        n = self.A.shape[0]
-        Y = (self.k_diag + self.shift)[:, None] * V
-        for r0 in range(0, n, _CHUNK):
-            r1 = min(r0 + _CHUNK, n)
-            U = self.A[r0:r1, r0:].astype(np.float64)
+        n = self.shape[0]
+        Vd = be.asarray(V, "float64")
+        Y = be.asarray((self.k_diag + self.shift)[:, None] * V, "float64")
+        for r0 in range(0, n, self.chunk):
+            r1 = min(r0 + self.chunk, n)
+            U = be.astype(self.A[r0:r1, r0:], "float64", copy=True)   # zeroed below: a copy
             m = r1 - r0
-            U[:, :m] = np.triu(U[:, :m], 1)
-            Y[r0:r1] += U @ V[r0:]
-            Y[r0:] += U.T @ V[r0:r1]   # the strict lower triangle, read as U^T
+            U[:, :m] = xp.where(be.tril_mask(m), xp.zeros_like(U[:, :m]), U[:, :m])
+            Y[r0:r1, :] += be.matmul(U, Vd[r0:, :])
+            Y[r0:, :] += be.matmul(xp.matrix_transpose(U), Vd[r0:r1, :])  # strict lower, as U^T
+        Y = be.to_host(Y)
         return Y[:, 0] if one_d else Y
 
     def diagonal(self):
@@ -54,7 +57,7 @@ class StoredOperator:
 
     def columns(self, idx) -> np.ndarray:
         """K[:, idx] (without the shift), read from the upper triangle and diagonal."""
-        n = self.A.shape[0]
+        n = self.shape[0]
         out = np.empty((n, len(idx)))
         for c, j in enumerate(idx):
             out[:j, c] = self.A[:j, j]
@@ -64,13 +67,16 @@ class StoredOperator:
 
 
 class KernelOperator:
-    """(K + shift I) V with K's blocks recomputed from the data (matrix-free)."""
+    """(K + shift I) V with K's blocks recomputed from the data (matrix-free), on a backend."""
 
     def __init__(self, kernel: Kernel, X, shift: float = 0.0, dtype="float64",
-                 block_size: int = 1024):
+                 block_size: int = 1024, backend=None):
         self.kernel = kernel
+        self.backend = backend or get_backend("numpy")
         self.X = np.ascontiguousarray(X, dtype=dtype)
         self.sq = row_sq_norms(self.X)
+        self._Xd = self.backend.asarray(self.X, np.dtype(dtype).name)
+        self._sqd = self.backend.asarray(self.sq, "float64")
         self.shift = float(shift)
         self.dtype = dtype
         self.block_size = block_size
@@ -88,7 +94,8 @@ class KernelOperator:
         V = np.asarray(V, dtype=np.float64)
         one_d = V.ndim == 1
         V2 = V.reshape(len(V), -1)
-        Y = cross_gram_matvec(self.kernel, self.X, self.X, V2, dtype=self.dtype,
-                              block_size=self.block_size, sq_cols=self.sq)
+        Y = cross_gram_matvec(self.kernel, self.X, self._Xd, V2, dtype=self.dtype,
+                              block_size=self.block_size, sq_cols=self._sqd,
+                              backend=self.backend)
         Y += self.shift * V2
         return Y[:, 0] if one_d else Y

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backend import backend_of
 from ..errors import (
     BANDWIDTH_REMEDY,
     AccuracyError,
@@ -39,11 +40,13 @@ from ..errors import (
     PlanError,
 )
 from ..options import Options
+from ..plan import DEVICE_TILE, choose_tile
 from .cg import NystromPreconditioner, block_cg
-from .cholesky import choose_tile, factor, restore_lower
+from .cholesky import factor, restore_lower
 from .operators import KernelOperator, StoredOperator
 from .pinv import PINV_MAX_N, pinv_solve
 from .refine import refine, relative_norm
+from .tiles import HostTileStore
 
 # Nyström preconditioner rank for the CG solvers: a few hundred columns capture
 # the fast-decaying top of an image kernel's spectrum.
@@ -107,36 +110,54 @@ def _measure(op, alpha, Y, sol_kwargs) -> Solution:
 
 
 def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
-                 options: Options | None = None, singular: bool = False) -> Solution:
-    """Solve with K held in a buffer (it is overwritten by the Cholesky factor).
+                 options: Options | None = None, singular: bool = False,
+                 operator=None) -> Solution:
+    """Solve with K held in a buffer or a tile store (it is overwritten by the Cholesky factor).
 
     Parameters
     ----------
-    K : ndarray (n, n), C-contiguous, both triangles filled
+    K : array (n, n) of any backend, C-contiguous, both triangles filled; or a
+        :class:`kernelfit.solvers.tiles.HostTileStore` (lower tiles, streamed)
     Y : ndarray (n, c)
     solver : {"cholesky", "cg"}
     singular : bool
         The caller knows K is exactly singular (duplicate points whose targets
         agree): with ``lam == 0`` and no jitter, go straight to the
         minimum-norm solution K^+ Y (the Cholesky would fail or be useless).
+    operator : optional
+        What measures residuals, (K + shift I) V; by default K's own strict upper
+        triangle. A tile store keeps no copy of K, so it needs one (a
+        :class:`KernelOperator` recomputing K from the data).
 
     The result has passed :func:`check_solution`.
     """
     opts = options or Options()
-    Y = np.asarray(Y, dtype=np.float64).reshape(len(K), -1)
+    n = K.n if isinstance(K, HostTileStore) else int(K.shape[0])
+    dtype = K.dtype if isinstance(K, HostTileStore) else backend_of(K).dtype_name(K)
+    Y = np.asarray(Y, dtype=np.float64).reshape(n, -1)
+    if isinstance(K, HostTileStore) and operator is None:
+        raise InputError("a streamed K (HostTileStore) keeps no copy of K: pass operator= "
+                         "(a KernelOperator on the data) to measure the residual")
     if solver == "cholesky":
-        k_diag = K.diagonal().astype(np.float64)  # n floats: K's diagonal for a restore
-        sol = _solve_cholesky(K, k_diag, Y, lam, opts, singular)
-        limit = residual_limit(K.dtype, len(K))
+        k_diag = _diagonal(K)  # n floats: K's diagonal for a restore
+        sol = _solve_cholesky(K, k_diag, Y, lam, opts, singular, operator)
+        limit = residual_limit(dtype, n)
     elif solver == "cg":
-        k_diag = K.diagonal().astype(np.float64)
+        if backend_of(K).name != "numpy":
+            raise InputError("solver='cg' runs on a host K (backend='numpy'); use "
+                             "solver='cholesky' on a device")
+        k_diag = _diagonal(K)
         op = StoredOperator(K, k_diag, lam + _numeric_jitter(opts.jitter))
         sol = _cg(op, Y, opts, {})
-        limit = max(2 * opts.tol, residual_limit(K.dtype, len(K)))
+        limit = max(2 * opts.tol, residual_limit(dtype, n))
     else:
         raise InputError(f"solver must be 'cholesky' or 'cg' for a stored K, got {solver!r}")
-    return check_solution(sol, limit=limit, options=opts, dtype=K.dtype,
+    return check_solution(sol, limit=limit, options=opts, dtype=dtype,
                           explain_nonfinite=lambda: _nonfinite_in_stored(K, k_diag))
+
+
+def _diagonal(K) -> np.ndarray:
+    return K.diagonal() if isinstance(K, HostTileStore) else backend_of(K).get_diagonal(K)
 
 
 def _pinv_allowed(n: int, lam: float, opts: Options) -> bool:
@@ -144,15 +165,17 @@ def _pinv_allowed(n: int, lam: float, opts: Options) -> bool:
     return lam == 0 and opts.jitter is None and not opts.strict and n <= PINV_MAX_N
 
 
-def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool) -> Solution:
-    n = len(K)
+def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool,
+                    operator=None) -> Solution:
+    tiled = isinstance(K, HostTileStore)
+    n = K.n if tiled else int(K.shape[0])
     timings, info = {}, {}
-    limit = residual_limit(K.dtype, n)
+    limit = residual_limit(K.dtype if tiled else backend_of(K).dtype_name(K), n)
     if not np.all(np.isfinite(k_diag)):                # O(n): an overflowed kernel, caught early
         _raise_if_nonfinite_stored(K, k_diag)
-    if singular and _pinv_allowed(n, lam, opts):
+    if singular and _pinv_allowed(n, lam, opts) and not tiled:
         return _solve_pinv(K, k_diag, Y, opts, timings, reason="duplicate points")
-    op = StoredOperator(K, k_diag, 0.0)
+    op = operator if operator is not None else StoredOperator(K, k_diag, 0.0)
     measured = {}
 
     def accept(f) -> bool:
@@ -172,11 +195,11 @@ def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool) -> 
         return bool(np.isfinite(sol.relative_residual) and sol.relative_residual <= limit)
 
     try:
-        f = factor(K, lam=lam, jitter=opts.jitter, tile=choose_tile(n, opts.tile_size),
+        f = factor(K, lam=lam, jitter=opts.jitter, tile=_tile(K, n, opts),
                    progress=opts.progress, accept=accept)
     except NotPositiveDefiniteError as err:
         _raise_if_nonfinite_stored(K, k_diag)
-        if not _pinv_allowed(n, lam, opts):
+        if not _pinv_allowed(n, lam, opts) or tiled:
             if lam == 0 and opts.jitter is None and not opts.strict:
                 err.args = (err.args[0] + f" (n={n:,} is above {PINV_MAX_N:,}, the largest n "
                             "whose minimum-norm solution K^+ y is computed here)",)
@@ -186,7 +209,8 @@ def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool) -> 
                            reason=f"Cholesky met pivot {err.pivot} <= 0")
     info.update(f.info)
     sol = measured["sol"]
-    if info["accepted"] or not np.all(np.isfinite(sol.alpha)) or not _pinv_allowed(n, lam, opts):
+    if (info["accepted"] or not np.all(np.isfinite(sol.alpha))
+            or not _pinv_allowed(n, lam, opts) or tiled):
         return sol
     # The factor succeeded but its solve missed the limit: K is nearly singular. Whichever
     # of it and K^+ y leaves the smaller residual is returned. Measured: digits, sigma =
@@ -205,9 +229,23 @@ def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool) -> 
     return sol
 
 
+def _tile(K, n: int, opts: Options) -> int:
+    """The factor's tile: the store's own, LAPACK's on the host, the device tile on a GPU."""
+    if isinstance(K, HostTileStore):
+        return K.tile
+    if backend_of(K).name == "numpy":
+        return choose_tile(n, opts.tile_size)
+    return min(n, opts.tile_size or DEVICE_TILE)
+
+
 def _solve_pinv(K, k_diag, Y, opts: Options, timings: dict, *, reason: str) -> Solution:
-    """K^+ Y, measured, with the warning that says what happened."""
+    """K^+ Y, measured, with the warning that says what happened.
+
+    The eigendecomposition runs on the host; a device K (n <= PINV_MAX_N, at
+    most half a GB) is copied there first.
+    """
     from ..plan import plan_pinv
+    K = backend_of(K).to_host(K)
     n = len(K)
     try:
         plan_pinv(n, opts, in_use=K.nbytes)
@@ -319,16 +357,19 @@ def _raise_if_nonfinite_stored(K, k_diag) -> None:
 def _nonfinite_in_stored(K, k_diag, step: int = 1024) -> str:
     """Where K (its diagonal and strict upper triangle) is not finite; "" if it is.
 
-    Reads K once in row blocks, without a copy; only called once something has
-    gone wrong, so the hot path never pays for it.
+    Reads K once in row blocks (copied to the host block by block from a
+    device); only called once something has gone wrong, so the hot path never
+    pays for it. A streamed tile store is judged by its diagonal only.
     """
-    n = len(K)
+    tiled = isinstance(K, HostTileStore)
+    n = K.n if tiled else int(K.shape[0])
+    be = None if tiled else backend_of(K)
     bad = np.flatnonzero(~np.isfinite(k_diag))
     first = (int(bad[0]), int(bad[0])) if bad.size else None
-    for r0 in range(0, n, step):
+    for r0 in range(0, 0 if tiled else n, step):
         if first is not None:
             break
-        blk = ~np.isfinite(K[r0:r0 + step, r0:])
+        blk = ~np.isfinite(be.to_host(K[r0:r0 + step, r0:]))
         m = blk.shape[0]
         blk[:, :m] &= np.triu(np.ones((m, m), dtype=bool), 1)   # lower part: the factor
         if blk.any():
@@ -337,6 +378,7 @@ def _nonfinite_in_stored(K, k_diag, step: int = 1024) -> str:
     if first is None:
         return ""
     i, j = first
-    value = k_diag[i] if i == j else K[i, j]
+    value = k_diag[i] if i == j else float(be.to_host(K[i:i + 1, j:j + 1])[0, 0])
+    dtype = K.dtype if tiled else be.dtype_name(K)
     return (f"K has non-finite entries (first K[{i}, {j}] = {value}): the kernel overflowed "
-            f"in {K.dtype.name}, or the given K was not finite")
+            f"in {dtype}, or the given K was not finite")

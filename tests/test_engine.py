@@ -1,0 +1,228 @@
+"""One engine on every backend: kernels, Gram, tiled Cholesky, solves and products.
+
+The ``xp`` fixture runs the backend-neutral code under NumPy, PyTorch on the
+CPU (when installed) and ``array-api-strict`` (a stray NumPy-only call fails
+there), each against SciPy / NumPy as the oracle. GPU cases (``-m gpu``) run
+the same checks on CuPy and PyTorch-CUDA when a device is present, and skip
+cleanly otherwise.
+"""
+
+import numpy as np
+import pytest
+import scipy.linalg as sl
+
+from kernelfit.backend import backend_of, get_backend
+from kernelfit.errors import InputError, NotPositiveDefiniteError
+from kernelfit.gram import build_gram
+from kernelfit.kernels import make_kernel
+from kernelfit.solvers.cholesky import cholesky_solve, factor, restore_lower, tiled_cholesky
+from kernelfit.solvers.operators import KernelOperator, StoredOperator
+from kernelfit.solvers.solve import solve_stored
+from kernelfit.solvers.tiles import HostTileStore
+
+
+def _torch_cpu():
+    torch = pytest.importorskip("torch")
+    return lambda a: torch.from_numpy(np.array(a))
+
+
+def _strict():
+    xp = pytest.importorskip("array_api_strict")
+    return lambda a: xp.asarray(np.array(a))
+
+
+def _cuda_torch():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return lambda a: torch.from_numpy(np.array(a)).cuda()
+
+
+def _cupy():
+    cp = pytest.importorskip("cupy")
+    try:
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except Exception as err:  # noqa: BLE001 - CuPy without a driver raises its own error
+        pytest.skip(f"CuPy sees no device ({err})")
+    return lambda a: cp.asarray(np.array(a))
+
+
+MAKERS = {
+    "numpy": lambda: (lambda a: np.array(a)),
+    "torch-cpu": _torch_cpu,
+    "array-api-strict": _strict,
+    "torch-cuda": _cuda_torch,
+    "cupy": _cupy,
+}
+GPU = {"torch-cuda", "cupy"}
+
+
+@pytest.fixture(params=[p if p not in GPU else pytest.param(p, marks=pytest.mark.gpu)
+                        for p in MAKERS])
+def to_xp(request):
+    """Host array -> the same values on one backend (a copy)."""
+    return MAKERS[request.param]()
+
+
+def host(a) -> np.ndarray:
+    return backend_of(a).to_host(a) if not isinstance(a, np.ndarray) else a
+
+
+def spd(rng, n):
+    B = rng.standard_normal((n, n))
+    return B @ B.T + n * np.eye(n)
+
+
+@pytest.mark.parametrize("tile", [7, 32, 90])
+def test_tiled_cholesky_equals_scipy(rng, to_xp, tile):
+    K = spd(rng, 90)
+    A = to_xp(K)
+    f = tiled_cholesky(A, tile=tile, shift=0.5)
+    H = host(A)
+    np.testing.assert_allclose(np.tril(H), sl.cholesky(K + 0.5 * np.eye(90), lower=True),
+                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(np.triu(H, 1), np.triu(K, 1))   # K kept above
+    Y = rng.standard_normal((90, 3))
+    np.testing.assert_allclose(f.solve(Y), sl.solve(K + 0.5 * np.eye(90), Y), rtol=1e-9)
+    np.testing.assert_allclose(cholesky_solve(A, Y[:, 0], tile=16),
+                               sl.solve(K + 0.5 * np.eye(90), Y[:, 0]), rtol=1e-9)
+
+
+def test_restore_and_auto_jitter(rng, to_xp):
+    X = rng.standard_normal((40, 2))
+    K = make_kernel("gaussian", sigma=50.0).block(X, X)      # numerically singular
+    A = to_xp(K)
+    with pytest.raises(NotPositiveDefiniteError):
+        tiled_cholesky(A, tile=16)
+    restore_lower(A, np.diag(K))
+    np.testing.assert_array_equal(host(A), K)
+    f = factor(A, jitter="auto", tile=16)
+    assert f.info["jitter"] > 0 and f.info["jitter_attempts"][0]["pivot"] is not None
+
+
+@pytest.mark.parametrize("name", ["gaussian", "laplacian", "polynomial", "linear"])
+def test_gram_and_kernel_maps_equal_numpy(rng, to_xp, name):
+    X = rng.standard_normal((70, 5))
+    kern = make_kernel(name, sigma=2.0) if name in ("gaussian", "laplacian") else make_kernel(
+        name, gamma=0.2, degree=3)
+    ref = build_gram(X, kern, options=_opts())
+    Xd = to_xp(X)
+    K = build_gram(Xd, kern, options=_opts(), backend=backend_of(Xd))
+    np.testing.assert_allclose(host(K), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(host(K), host(K).T)
+
+
+def test_stored_and_matrix_free_products_equal_dense(rng, to_xp):
+    X = rng.standard_normal((60, 4))
+    kern = make_kernel("gaussian", sigma=1.5)
+    K = build_gram(X, kern, options=_opts())
+    V = rng.standard_normal((60, 2))
+    op = StoredOperator(to_xp(K), np.diag(K), shift=0.25)
+    np.testing.assert_allclose(op @ V, (K + 0.25 * np.eye(60)) @ V, rtol=1e-12)
+    be = backend_of(to_xp(X))
+    free = KernelOperator(kern, X, shift=0.25, dtype="float64", backend=be)
+    np.testing.assert_allclose(free @ V, (K + 0.25 * np.eye(60)) @ V, rtol=1e-10)
+
+
+def _opts(**kw):
+    from kernelfit import Options
+    return Options(dtype="float64", block_size=16, n_jobs=1, **kw)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("n,tile", [(50, 16), (64, 16), (33, 64)])
+def test_host_tile_store_streams_the_same_factor(rng, backend, n, tile):
+    """K's lower tiles in host memory, panels gathered into buffers: the same answer."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    from kernelfit.gram import build_gram_tiles
+    be = get_backend(backend, "cpu" if backend == "torch" else None)
+    X = rng.standard_normal((n, 3))
+    kern = make_kernel("gaussian", sigma=1.0)
+    store = HostTileStore(n, tile, "float64", be)
+    build_gram_tiles(X, kern, store, options=_opts())
+    K = build_gram(X, kern, options=_opts())
+    Y = rng.standard_normal((n, 10))
+    op = KernelOperator(kern, X, dtype="float64", backend=be)
+    sol = solve_stored(store, Y, lam=1e-3, operator=op, options=_opts())
+    np.testing.assert_allclose(sol.alpha, sl.solve(K + 1e-3 * np.eye(n), Y), rtol=1e-8)
+    assert sol.relative_residual < 1e-10 and sol.info["storage"] == "host tiles, streamed"
+
+
+def test_host_tile_store_refuses_a_residual_without_the_data(rng):
+    store = HostTileStore(10, 4, "float64", get_backend("numpy"))
+    with pytest.raises(InputError, match="operator="):
+        solve_stored(store, np.ones(10))
+
+
+def test_auto_backend_is_numpy_without_a_gpu(monkeypatch):
+    import kernelfit.backend as bmod
+    monkeypatch.setattr(bmod, "_NVIDIA_NODE", "/nonexistent/nvidiactl")
+    bmod.get_backend.cache_clear()
+    try:
+        assert get_backend("auto").name == "numpy"
+    finally:
+        bmod.get_backend.cache_clear()
+    with pytest.raises(InputError, match="unknown backend"):
+        get_backend("jax")
+
+
+class _FakeGPU:
+    """What the planner reads of a backend: enough to plan a device without one."""
+
+    on_gpu, device_name = True, "cuda:0"
+
+    def __init__(self, name, free):
+        self.name, self.free = name, int(free)
+
+    def free_memory(self):
+        return self.free
+
+    def describe(self):
+        return f"{self.name} on cuda:0 (planned only)"
+
+
+def test_device_planner_in_memory_streamed_or_refused():
+    from kernelfit import Options
+    from kernelfit.errors import PlanError
+    from kernelfit.plan import plan_fit
+    opts = Options(dtype="float32", memory_limit=10**12)
+    fits = plan_fit(60_000, 784, 10, options=opts, backend=_FakeGPU("torch", 139e9))
+    assert fits.storage == "device" and fits.device_bytes < 139e9
+    # n = 100,000 float32 (40 GB) under a 20 GB device: lower tiles streamed from the host
+    spill = plan_fit(100_000, 32, 10, options=opts.replace(device_memory=int(20e9)),
+                     backend=_FakeGPU("torch", 139e9))
+    assert spill.storage == "host tiles" and spill.tile % 256 == 0
+    assert spill.device_bytes <= 20e9 and spill.device_limit_bytes == int(20e9)
+    nt = -(-100_000 // spill.tile)
+    assert spill.gram_bytes == nt * (nt + 1) // 2 * spill.tile**2 * 4   # lower tiles only
+    with pytest.raises(PlanError, match="streaming K from host memory runs on --backend torch"):
+        plan_fit(100_000, 32, 10, options=opts, backend=_FakeGPU("cupy", 20e9))
+    with pytest.raises(PlanError, match="host memory .* cannot hold its tiles"):
+        plan_fit(100_000, 32, 10, options=opts.replace(memory_limit=int(5e9)),
+                 backend=_FakeGPU("torch", 20e9))
+    with pytest.raises(PlanError, match="solver='cholesky'"):
+        plan_fit(1000, 3, 1, solver="cg", options=opts, backend=_FakeGPU("torch", 1e12))
+
+
+def test_estimator_on_host_tiles_end_to_end(rng, monkeypatch):
+    """The estimator's streamed road (build_stored, solve, predict) on PyTorch's CPU."""
+    pytest.importorskip("torch")
+    from dataclasses import replace
+
+    import kernelfit.model as model_mod
+    from kernelfit import Options
+    from kernelfit.model import KernelInterpolant
+    real = model_mod.plan_fit
+    monkeypatch.setattr(model_mod, "plan_fit", lambda *a, **k: replace(
+        real(*a, **k), storage="host tiles", tile=24))
+    X, Y = rng.standard_normal((100, 4)), rng.standard_normal((100, 2))
+    opts = Options(backend="torch", device="cpu", dtype="float64")
+    m = KernelInterpolant(sigma=1.5, options=opts).fit(X, Y)
+    K = make_kernel("gaussian", sigma=1.5).block(X, X)
+    np.testing.assert_allclose(m.dual_coef_, sl.solve(K, Y), rtol=1e-7)
+    assert m.solver_info_["storage"] == "host tiles" and m.relative_residual_ < 1e-9
+    Xt = rng.standard_normal((7, 4))
+    np.testing.assert_allclose(m.predict(Xt), make_kernel("gaussian", sigma=1.5).block(Xt, X)
+                               @ sl.solve(K, Y), rtol=1e-6)
