@@ -85,7 +85,7 @@ class Record:
 
     def add(self, key: str, value) -> None:
         self.items[key] = value
-        tmp = Path(tempfile.gettempdir()) / (self.path.name + ".tmp")
+        tmp = self.path.with_name(self.path.name + ".tmp")   # same folder: replace is atomic
         tmp.write_text(json.dumps(self.items, indent=1, default=float))
         os.replace(tmp, self.path)
         print(f"   {key}: {json.dumps(value, default=float)[:600]}", flush=True)
