@@ -561,7 +561,7 @@ class TorchBackend(Backend):
         return A.diagonal().to(self.torch.float64, copy=True).cpu().numpy()
 
     def set_diagonal(self, A, values) -> None:
-        A.diagonal().copy_(self.torch.as_tensor(np.asarray(values), device=A.device))
+        A.diagonal().copy_(self.torch.from_numpy(np.array(values, dtype=np.float64)))
 
     def all_finite(self, a) -> bool:
         return bool(self.torch.isfinite(a).all())

@@ -141,19 +141,21 @@ def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,
     return out
 
 
-def build_stored(X, kernel: Kernel, plan, backend, options: Options):
+def build_stored(X, kernel: Kernel, plan, backend, options: Options, *, X_device=None):
     """K where ``plan`` says it lives; returns (K or its tile store, residual operator or None).
 
     In memory (host or device) K is one in-place buffer whose upper triangle
     measures residuals; as host tiles streamed through a device it keeps no
     copy of K, so residuals are measured from the data on that device.
+    ``X_device``: the points already on the backend's device (X is then the host copy).
     """
+    src = X if X_device is None else X_device
     if plan.storage != "host tiles":
-        return build_gram(X, kernel, options=options, backend=backend), None
+        return build_gram(src, kernel, options=options, backend=backend), None
     from .solvers.operators import KernelOperator
     from .solvers.tiles import HostTileStore
     store = HostTileStore(plan.n, plan.tile, plan.dtype, backend)
-    build_gram_tiles(X, kernel, store, options=options)
+    build_gram_tiles(src, kernel, store, options=options)
     op = KernelOperator(kernel, X, dtype=plan.dtype, block_size=DEVICE_PANEL_ROWS,
                         backend=backend)
     return store, op

@@ -46,8 +46,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="folder for the JSON record and the bench files")
     p.add_argument("--small", action="store_true", help="CPU-sized problems (the script's test)")
     p.add_argument("--only", nargs="*", default=None,
-                   help="run only these checks (peaks mnist bench in-place past-device-memory "
-                        "pytest)")
+                   help="run only these checks (peaks mnist bench tiles in-place "
+                        "past-device-memory pytest)")
+    p.add_argument("--bench-n", nargs="+", default=None, metavar="N",
+                   help="the bench's sizes (default 10,000 .. 60,000)")
+    p.add_argument("--bench-backends", nargs="+", default=None, metavar="NAME")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
         "torch": torch.__version__, "cuda": torch.version.cuda, "small": args.small,
         "total_memory": torch.cuda.get_device_properties(0).total_memory if cuda else None,
         "cupy": _cupy_version()})
-    checks = [("peaks", peaks), ("mnist", mnist_runs), ("bench", bench),
+    checks = [("peaks", peaks), ("mnist", mnist_runs), ("bench", bench), ("tiles", tiles),
               ("in-place", in_place), ("past-device-memory", past_device_memory),
               ("pytest", gpu_tests)]
     for name, fn in checks:
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         print(f"== {name}", flush=True)
         try:
-            fn(record, out, args.small, cuda)
+            fn(record, out, args.small, cuda, **({"args": args} if fn is bench else {}))
         except Exception as err:  # noqa: BLE001 - one check's failure must not end the others
             record.add(f"{name}-error", {"error": f"{type(err).__name__}: {err}",
                                          "traceback": traceback.format_exc()[-3000:]})
@@ -137,9 +140,13 @@ def _summary(rec: dict) -> dict:
     return {k: rec[k] for k in keys if k in rec}
 
 
-def bench(record, out, small, cuda):
+def bench(record, out, small, cuda, args=None):
     ns = ["500", "1000"] if small else ["10000", "20000", "40000", "60000"]
     backends = ["torch"] + (["cupy"] if cuda else [])
+    if args is not None and args.bench_n:
+        ns = args.bench_n
+    if args is not None and args.bench_backends:
+        backends = args.bench_backends
     cmd = [sys.executable, "-m", "kernelfit.cli", "bench", "solve", "--n", *ns,
            "--backend", *backends, "--dtype", "float32", "float64",
            "--out", str(out / "bench"), "--fresh"]
@@ -164,6 +171,16 @@ def _fit(n: int, d: int, dtype: str, **option_changes):
             "storage": info.get("storage"), "relative_residual": m.relative_residual_,
             "converged": m.converged_, "warnings": m.warnings_,
             "peak_device_memory": _peak_memory()}
+
+
+def tiles(record, out, small, cuda):
+    """The device factor's rate against its tile width, at full MNIST's n (float32)."""
+    n = 2000 if small else 60_000
+    widths = (256, 512) if small else (6144, 8192, 12288, 16384)
+    for tile in widths:
+        r = _fit(n, 784, "float32", tile_size=tile)
+        record.add(f"tile-{tile}", {k: r[k] for k in ("timings", "factor_gflops",
+                                                       "relative_residual", "converged")})
 
 
 def _peak_memory():

@@ -224,6 +224,9 @@ class HostTileStore:
             dst[...] = self.backend.asarray(np.asarray(src))
 
     def load_panel(self, J: int):
+        # The buffer may still be read by queued work on the last panel (the solve's
+        # GEMMs): the copy stream waits for it before overwriting.
+        self._streams.copy_after_compute()
         P = self._gather(self._panel, J, J, self._streams.copy)
         self._streams.wait_copy()
         return P
@@ -233,6 +236,7 @@ class HostTileStore:
         s = self._streams
         if J == 0:
             return
+        s.copy_after_compute()       # the last panel's GEMMs may still read buffer 0
         pending = self._gather(self._left[0], J, 0, s.copy)
         s.record_copy(0)
         for K in range(J):
