@@ -24,9 +24,10 @@ SOLVERS = ("cholesky", "cg", "cg-matrix-free")
 #: Tile width for a host K too large for one LAPACK call (n^2 >= 2**31): 6,144-wide
 #: tiles kept a 60,000 x 60,000 float32 factorization at ~86% of GEMM on 2 cores.
 LARGE_TILE = 6144
-#: Tile of a K factored in device memory: GEMMs of 8,192^2 x k keep a GPU near peak,
-#: and there are few enough panels that launch overheads vanish.
-DEVICE_TILE = 8192
+#: Tile of a K factored in device memory. Measured on an H200 (benchmarks/results/gpu,
+#: n = 60,000 float32): 6,144 -> 41.0 TFLOP/s, 8,192 -> 40.1, 12,288 -> 38.2,
+#: 16,384 -> 37.3 (wider tiles leave more of the work in the slower potrf / trsm).
+DEVICE_TILE = 6144
 #: Rows per Gram panel in device memory (host panels: Options.block_size): one
 #: GEMM and six element-wise passes per panel, few enough launches to vanish.
 DEVICE_PANEL_ROWS = 4096
