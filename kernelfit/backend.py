@@ -52,6 +52,12 @@ class Backend:
     def on_gpu(self) -> bool:
         return False
 
+    @property
+    def chunk_rows(self) -> int:
+        """Rows per chunk of a panel's GEMM update or triangular solve (bounds temporaries)."""
+        from .plan import CHUNK_ROWS, DEVICE_CHUNK_ROWS
+        return DEVICE_CHUNK_ROWS if self.on_gpu else CHUNK_ROWS
+
     def describe(self) -> str:
         return f"{self.name} on {self.device_name}"
 
@@ -220,7 +226,6 @@ class NumpyBackend(Backend):
     """Host memory: NumPy ufuncs with ``out=``, SciPy's LAPACK potrf and BLAS trsm."""
 
     name = "numpy"
-    _chunk_rows = 8192      # row chunk of GEMM updates: bounds the temporary
 
     def __init__(self, module=None, device=None):
         import array_api_compat.numpy as xp
@@ -289,7 +294,7 @@ class NumpyBackend(Backend):
 
     def gemm_sub_(self, C, A, B) -> None:
         # np.matmul has no beta: the product goes through a row-chunked temporary.
-        step = self._chunk_rows
+        step = self.chunk_rows
         buf = self.np.empty((min(step, C.shape[0]), C.shape[1]), dtype=C.dtype)
         Bt = B.T
         for r0 in range(0, C.shape[0], step):
@@ -320,7 +325,7 @@ class NumpyBackend(Backend):
         from scipy.linalg import get_blas_funcs
         trsm, = get_blas_funcs(("trsm",), (B,))
         Lf = np.array(L, order="F")
-        step = self._chunk_rows
+        step = self.chunk_rows
         for r0 in range(0, B.shape[0], step):
             r1 = min(r0 + step, B.shape[0])
             # L X^T = B^T, with B^T a Fortran array: what f2py passes without a copy
@@ -346,7 +351,6 @@ class CupyBackend(NumpyBackend):
     """One CUDA device through CuPy: the ufunc style of NumPy, cuSOLVER and cuBLAS below."""
 
     name = "cupy"
-    _chunk_rows = 32768
 
     def __init__(self, device=None):
         cp = import_cupy()
@@ -392,7 +396,7 @@ class CupyBackend(NumpyBackend):
         C[...] = self.np.where(self.tril_mask(C.shape[0]), C - A @ A.T, C)
 
     def gemm_sub_(self, C, A, B) -> None:
-        step = self._chunk_rows
+        step = self.chunk_rows
         for r0 in range(0, C.shape[0], step):
             C[r0:r0 + step] -= A[r0:r0 + step] @ B.T
 
@@ -418,7 +422,7 @@ class CupyBackend(NumpyBackend):
     def trsm_(self, L, B) -> None:
         from cupyx.scipy.linalg import solve_triangular
         Lc = self.np.ascontiguousarray(L)
-        step = self._chunk_rows
+        step = self.chunk_rows
         for r0 in range(0, B.shape[0], step):
             r1 = min(r0 + step, B.shape[0])
             B[r0:r1] = solve_triangular(Lc, B[r0:r1].T, lower=True).T
@@ -547,7 +551,7 @@ class TorchBackend(Backend):
     def trsm_(self, L, B) -> None:
         # X L^T = B, row chunks: the result is a temporary of the chunk's size
         Ut = L.tril().mT
-        step = 16384
+        step = self.chunk_rows
         for r0 in range(0, B.shape[0], step):
             blk = B[r0:r0 + step]
             blk.copy_(self.torch.linalg.solve_triangular(Ut, blk, upper=True, left=False))

@@ -164,14 +164,9 @@ def _like(be, v, G):
 
 
 def row_sq_norms(X) -> np.ndarray:
-    """Squared Euclidean norm of each row, accumulated in float64."""
-    X = np.asarray(X)
-    out = np.empty(len(X))
-    step = 2048  # bound the float64 temporary for float32 inputs
-    for i in range(0, len(X), step):
-        blk = X[i:i + step].astype(np.float64, copy=False)
-        out[i:i + step] = np.einsum("ij,ij->i", blk, blk)
-    return out
+    """Squared Euclidean norm of each row of a host array, accumulated in float64."""
+    from .backend import get_backend
+    return get_backend("numpy").row_sq_norms(np.asarray(X))
 
 
 def make_kernel(name="gaussian", *, gamma=None, sigma=None, degree=3, coef0=1.0, X=None) -> Kernel:

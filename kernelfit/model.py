@@ -125,7 +125,7 @@ class _KernelInterpolantBase(BaseEstimator):
             be.synchronize()
             stages["gram"] = time.perf_counter() - t
             sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts,
-                               singular=singular, operator=operator)
+                               singular=singular, operator=operator, tile=plan.tile)
             sol.timings = {**stages, **sol.timings}
             del K
         sol.info.update(backend=be.name, device=be.device_name, storage=plan.storage)

@@ -40,6 +40,9 @@ SOLVE_TILE = 2048
 #: Row chunk of the host GEMM updates and panel solves: bounds the temporaries
 #: (chunk x tile elements) and keeps each GEMM large enough to run near peak.
 CHUNK_ROWS = 8192
+#: The same on a device, where a chunk's temporary (16,384 x tile) is cheap and
+#: fewer, larger calls keep the GPU busy.
+DEVICE_CHUNK_ROWS = 16384
 #: Share of the device's free memory a resident K may take: the rest is cuBLAS and
 #: cuSOLVER workspace, the panel temporaries and the data.
 DEVICE_HEADROOM = 0.92

@@ -111,7 +111,7 @@ def _measure(op, alpha, Y, sol_kwargs) -> Solution:
 
 def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
                  options: Options | None = None, singular: bool = False,
-                 operator=None) -> Solution:
+                 operator=None, tile: int | None = None) -> Solution:
     """Solve with K held in a buffer or a tile store (it is overwritten by the Cholesky factor).
 
     Parameters
@@ -140,7 +140,8 @@ def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
                          "(a KernelOperator on the data) to measure the residual")
     if solver == "cholesky":
         k_diag = _diagonal(K)  # n floats: K's diagonal for a restore
-        sol = _solve_cholesky(K, k_diag, Y, lam, opts, singular, operator)
+        sol = _solve_cholesky(K, k_diag, Y, lam, opts, singular, operator,
+                              tile or _tile(K, n, opts))
         limit = residual_limit(dtype, n)
     elif solver == "cg":
         if backend_of(K).name != "numpy":
@@ -166,7 +167,7 @@ def _pinv_allowed(n: int, lam: float, opts: Options) -> bool:
 
 
 def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool,
-                    operator=None) -> Solution:
+                    operator, tile: int) -> Solution:
     tiled = isinstance(K, HostTileStore)
     n = K.n if tiled else int(K.shape[0])
     timings, info = {}, {}
@@ -195,7 +196,7 @@ def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool,
         return bool(np.isfinite(sol.relative_residual) and sol.relative_residual <= limit)
 
     try:
-        f = factor(K, lam=lam, jitter=opts.jitter, tile=_tile(K, n, opts),
+        f = factor(K, lam=lam, jitter=opts.jitter, tile=tile,
                    progress=opts.progress, accept=accept)
     except NotPositiveDefiniteError as err:
         _raise_if_nonfinite_stored(K, k_diag)
