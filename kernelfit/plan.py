@@ -43,6 +43,9 @@ CHUNK_ROWS = 8192
 #: The same on a device, where a chunk's temporary (16,384 x tile) is cheap and
 #: fewer, larger calls keep the GPU busy.
 DEVICE_CHUNK_ROWS = 16384
+#: Rows per block of the matrix-free residual when K is streamed from host tiles
+#: (no copy of K is kept): bounds its float64 temporary to 1,024 x n.
+STREAMED_RESIDUAL_ROWS = 1024
 #: Share of the device's free memory a resident K may take: the rest is cuBLAS and
 #: cuSOLVER workspace, the panel temporaries and the data.
 DEVICE_HEADROOM = 0.92
@@ -219,14 +222,15 @@ def _plan_device(n: int, d: int, n_outputs: int, solver: str, opts: Options, bac
                     device_bytes=gram + work + extra, **common)
     # Past device memory: three panels of npad x tile on the device (the one being
     # factored and two left panels, double-buffered), K's lower tiles on the host.
-    tile = streamed_tile(n, item, int(DEVICE_HEADROOM * dev_limit) - work - extra)
+    fixed = vectors + data + extra + STREAMED_RESIDUAL_ROWS * n * (8 + item)
+    tile = streamed_tile(n, item, int(DEVICE_HEADROOM * dev_limit) - fixed)
     if backend.name == "torch" and tile:
         nt = -(-n // tile)
         host = nt * (nt + 1) // 2 * tile * tile * item
-        dev = 3 * nt * tile * tile * item + work + extra
         if host + data <= host_limit:
             return Plan(tile=tile, gram_bytes=host, limit_bytes=host_limit,
-                        storage="host tiles", device_bytes=dev, **common)
+                        storage="host tiles", device_bytes=streamed_device_bytes(
+                            n, tile, item) + fixed, **{**common, "work_bytes": fixed})
     ways = ["--dtype float32 / dtype='float32' (halves K)"] if item == 8 else []
     ways += ["--backend numpy (K in host memory)", "fewer training points"]
     raise PlanError(
@@ -239,20 +243,28 @@ def _plan_device(n: int, d: int, n_outputs: int, solver: str, opts: Options, bac
         + ". Try: " + "; ".join(ways) + ".")
 
 
+def streamed_device_bytes(n: int, tile: int, item: int) -> int:
+    """Device bytes of the streamed factor: three n x tile panels and a tile's temporaries."""
+    npad = -(-n // tile) * tile
+    return (3 * npad * tile + 3 * tile * tile + DEVICE_CHUNK_ROWS * tile) * item
+
+
 def streamed_tile(n: int, item: int, budget: int) -> int:
-    """The widest tile (a multiple of 256, at most 16,384) whose three device panels fit.
+    """The widest tile (a multiple of 256, at most 16,384) whose panels fit ``budget`` bytes.
 
     The tile is then evened out over the panels (n = 100,000 and 12,288 at most
     gives 9 panels of 11,264, not 8 full ones and a sliver), which keeps the
     zero padding of the last tiles small.
     """
-    widest = min(16384, budget // max(3 * item * (n + 16384), 1))
-    widest -= widest % 256
+    widest = 16384
+    while widest >= 256 and streamed_device_bytes(n, widest, item) > budget:
+        widest -= 256
     if widest < 256:
         return 0
     nt = -(-n // widest)
-    tile = -(-n // nt)
-    return int(-(-tile // 256) * 256)
+    even = -(-n // nt)                    # ceil(n / nt), then up to a multiple of 256
+    tile = -(-even // 256) * 256
+    return int(tile if streamed_device_bytes(n, tile, item) <= budget else widest)
 
 
 def plan_pinv(n: int, options: Options | None = None, *, in_use: int = 0) -> int:
