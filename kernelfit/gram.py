@@ -150,11 +150,20 @@ def build_stored(X, kernel: Kernel, plan, backend, options: Options, *, X_device
     ``X_device``: the points already on the backend's device (X is then the host copy).
     """
     src = X if X_device is None else X_device
-    if plan.storage != "host tiles":
+    if plan.storage not in ("host tiles", "disk tiles"):
         return build_gram(src, kernel, options=options, backend=backend), None
     from .solvers.operators import KernelOperator
-    from .solvers.tiles import HostTileStore
-    store = HostTileStore(plan.n, plan.tile, plan.dtype, backend)
+    from .solvers.tiles import DiskTileStore, HostTileStore
+    if plan.storage == "disk tiles":
+        fp = {**_fingerprint(np.asarray(X), kernel, plan.dtype, plan.tile),
+              "layout": "lower tiles, tile-major npy"}
+        path = Path(plan.scratch_dir) / f"K-{_digest(fp)}.tiles.npy"
+        store = DiskTileStore(path, plan.n, plan.tile, plan.dtype, backend, fp)
+        if options.progress and any(store.resumed.values()):
+            print(f"kernelfit: resuming K in {path}: {store.resumed['tiles']} tiles built, "
+                  f"{store.resumed['panels']} panels factored", file=sys.stderr)
+    else:
+        store = HostTileStore(plan.n, plan.tile, plan.dtype, backend)
     build_gram_tiles(src, kernel, store, options=options)
     op = KernelOperator(kernel, X, dtype=plan.dtype, block_size=STREAMED_RESIDUAL_ROWS,
                         backend=backend)
@@ -174,20 +183,25 @@ def build_gram_tiles(X, kernel: Kernel, store, *, options: Options | None = None
     sq = be.row_sq_norms(Xd)
     T = store.tile
     buf = be.empty((T, T), store.dtype)
+    # exact k(x, x) (no cancellation), written into each diagonal tile as it is built:
+    # a resumed store's factored tiles are never touched again
+    store.k_diag = kernel.diag(np.empty((store.n, 0)), be.to_host(sq))
     bar = tqdm(total=store.n_tiles * (store.n_tiles + 1) // 2, desc="gram (tiles)",
                unit="tile", disable=not opts.progress, delay=1.0)
     for I in range(store.n_tiles):
         i0, i1 = store.bounds(I)
         for K in range(I + 1):
-            k0, k1 = store.bounds(K)
-            blk = kernel.block(Xd[i0:i1, :], Xd[k0:k1, :], sq[i0:i1], sq[k0:k1],
-                               out=buf[:i1 - i0, :k1 - k0])
-            store.write_tile(I, K, blk)
+            if not store.is_built(I, K):
+                k0, k1 = store.bounds(K)
+                blk = kernel.block(Xd[i0:i1, :], Xd[k0:k1, :], sq[i0:i1], sq[k0:k1],
+                                   out=buf[:i1 - i0, :k1 - k0])
+                if I == K:
+                    be.set_diagonal(blk, store.k_diag[i0:i1])
+                store.write_tile(I, K, blk)
+                store.mark_built(I, K)
             bar.update()
     bar.close()
     be.synchronize()
-    store.k_diag = kernel.diag(np.empty((store.n, 0)), be.to_host(sq))
-    store.set_diagonal(store.k_diag)
     store.rebuild = lambda s: build_gram_tiles(X, kernel, s, options=opts)
 
 
@@ -210,6 +224,11 @@ def _fingerprint(X, kernel: Kernel, dtype, block_size: int) -> dict:
     return {"kernel": kernel.as_dict(), "x_sha256": h.hexdigest(), "n": int(X.shape[0]),
             "dtype": np.dtype(dtype).name, "block_size": int(block_size),
             "layout": "npy, C order, both triangles"}
+
+
+def _digest(fp: dict) -> str:
+    """A short name for a fingerprint (the tile file of that K)."""
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _read_json(path: Path):

@@ -13,6 +13,7 @@ from .errors import InputError
 AUTO_FLOAT64_MAX_N = 20_000
 
 DTYPES = ("auto", "float32", "float64")
+STORAGE_CHOICES = ("auto", "memory", "disk")
 # Kept in step with kernelfit.backend.BACKEND_CHOICES (imported lazily there).
 BACKENDS = ("auto", "numpy", "torch", "cupy")
 # Devices a run may name: the CPU, the current CUDA device, or CUDA device N.
@@ -59,6 +60,13 @@ class Options:
     memory_limit : int or None
         Bytes the planner may use; None means 90% of the available RAM. On a
         GPU it also caps what the solve may take of the device's free memory.
+    storage : {"auto", "memory", "disk"}
+        Where a host K lives. "memory": one in-place n x n buffer. "disk": its
+        lower tiles in a file under ``scratch_dir``, factored out of core with
+        three panels in RAM; the build and the factor resume after a kill
+        (rerun the same command). "auto": memory when K fits, else disk.
+    scratch_dir : str or None
+        Folder of K's tile files (default: ``scratch`` in kernelfit's cache).
     device_memory : int or None
         Bytes of device memory a GPU run may use (None: what the device has
         free). K that does not fit stays in pinned host memory and is streamed
@@ -100,6 +108,8 @@ class Options:
     tol: float = 1e-6
     max_iter: int = 1000
     memory_limit: int | None = None
+    storage: str = "auto"
+    scratch_dir: str | None = None
     device_memory: int | None = None
     progress: bool = False
     backend: str = "auto"
@@ -124,6 +134,10 @@ class Options:
         _int("max_iter", self.max_iter, 1, "CG iterations, e.g. 1000")
         if self.memory_limit is not None:
             _int("memory_limit", self.memory_limit, 1, "bytes, or None for 90% of free RAM")
+        _choice("storage", self.storage, STORAGE_CHOICES)
+        if self.scratch_dir is not None and not isinstance(self.scratch_dir, str):
+            raise InputError(f"Options.scratch_dir must be a folder path (str) or None, "
+                             f"got {self.scratch_dir!r}")
         if self.device_memory is not None:
             _int("device_memory", self.device_memory, 1, "bytes, or None for the device's "
                  "free memory")

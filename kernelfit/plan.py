@@ -50,7 +50,7 @@ STREAMED_RESIDUAL_ROWS = 1024
 #: cuSOLVER workspace, the panel temporaries and the data.
 DEVICE_HEADROOM = 0.92
 
-STORAGES = ("host", "device", "host tiles")
+STORAGES = ("host", "device", "host tiles", "disk tiles")
 
 
 def max_tile(n: int) -> int:
@@ -94,6 +94,8 @@ class Plan:
     storage: str = "host"
     device_bytes: int = 0          # what the device must hold (0 on the host)
     device_limit_bytes: int = 0
+    disk_bytes: int = 0            # K's tiles on disk ("disk tiles")
+    scratch_dir: str = ""
 
     @property
     def total_bytes(self) -> int:
@@ -163,6 +165,12 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
                 gram_bytes=gram, work_bytes=work, limit_bytes=limit, extra_bytes=extra,
                 backend=backend.name if backend is not None else "numpy",
                 device=backend.device_name if backend is not None else "cpu")
+    wants_disk = opts.storage == "disk" or (opts.storage == "auto"
+                                            and plan.total_bytes > limit)
+    if wants_disk and solver == "cholesky" and d > 0 and not gram_allocated:
+        disk = _plan_disk(plan, n, d, n_outputs, opts, item)
+        if disk is not None or opts.storage == "disk":
+            return disk or _refuse_disk(plan, opts, item)
     if plan.total_bytes > limit:
         ways = []
         if item == 8 and (gram // 2 if gram else 0) + work + extra <= limit:
@@ -185,6 +193,45 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
             f"{human_bytes(plan.total_bytes)} ({', '.join(parts)}), but only "
             f"{human_bytes(limit)} is available. Try: " + "; ".join(ways) + ".")
     return plan
+
+
+def scratch_dir(opts: Options):
+    """Where K's tile files go: ``Options.scratch_dir``, else ``scratch`` in the cache root."""
+    from pathlib import Path
+
+    from .data.cache import data_home
+    return Path(opts.scratch_dir).expanduser() if opts.scratch_dir else data_home() / "scratch"
+
+
+def _plan_disk(plan: Plan, n: int, d: int, n_outputs: int, opts: Options, item: int):
+    """K's lower tiles on disk, three panels of them in RAM; None if RAM or disk is short."""
+    import shutil
+    vectors = 8 * n * max(n_outputs, 1) * 6
+    fixed = vectors + n * d * (item + 8) + plan.extra_bytes \
+        + STREAMED_RESIDUAL_ROWS * n * (8 + item)
+    tile = streamed_tile(n, item, plan.limit_bytes - fixed)
+    if not tile:
+        return None
+    tile = min(tile, opts.tile_size or tile)
+    nt = -(-n // tile)
+    disk = nt * (nt + 1) // 2 * tile * tile * item
+    folder = scratch_dir(opts)
+    probe = next((p for p in [folder, *folder.parents] if p.exists()), folder)
+    if disk > shutil.disk_usage(probe).free:
+        return None
+    from dataclasses import replace
+    return replace(plan, storage="disk tiles", tile=tile, gram_bytes=0,
+                   work_bytes=streamed_device_bytes(n, tile, item) + fixed,
+                   disk_bytes=disk, scratch_dir=str(folder))
+
+
+def _refuse_disk(plan: Plan, opts: Options, item: int):
+    raise PlanError(f"--storage disk / storage='disk' for n={plan.n:,} needs three panels in "
+                    f"RAM (about {human_bytes(streamed_device_bytes(plan.n, 256, item))} at "
+                    f"the narrowest tile) besides the data, and room for K's lower tiles "
+                    f"(about {human_bytes(plan.n * plan.n * item / 2)}) under "
+                    f"{scratch_dir(opts)}; one of them is short. Free memory or disk, or "
+                    "use fewer training points.")
 
 
 def device_limit(backend, opts: Options) -> int:

@@ -120,12 +120,15 @@ def tiled_cholesky(A, *, tile: int = 4096, shift: float = 0.0, progress: bool = 
     store = as_store(A, tile)
     be, n, T = store.backend, store.n, store.tile
     k_diag = store.diagonal() if k_diag is None else np.asarray(k_diag, np.float64)
-    store.set_diagonal(k_diag + shift)
+    # A store on disk may hold panels factored by a killed run with this shift:
+    # left-looking, those are final, so the factor goes on from the first one after.
+    first = store.begin_factor(shift)
+    store.set_diagonal(k_diag + shift, first=first)
     bar = tqdm(total=round(n**3 / 3e9, 1), desc="cholesky", unit="GFLOP",
                disable=not progress, delay=1.0)
     be.synchronize()
     t_start = time.perf_counter()
-    for J in range(store.n_tiles):
+    for J in range(first, store.n_tiles):
         j0, j1 = store.bounds(J)
         tj = j1 - j0
         P = store.load_panel(J)                   # rows j0..n of tile column J
@@ -150,9 +153,11 @@ def tiled_cholesky(A, *, tile: int = 4096, shift: float = 0.0, progress: bool = 
     be.synchronize()
     bar.close()
     seconds = time.perf_counter() - t_start
-    gflop = n**3 / 3e9
+    # left-looking, column j costs 2 (n - j) j flops: from column a on, n^3/3 - n a^2 + 2a^3/3
+    a0 = min(first * T, n)
+    gflop = (n**3 / 3 - n * a0**2 + 2 * a0**3 / 3) / 1e9
     return Factor(store=store, k_diag=k_diag, shift=float(shift), tile=T,
-                  info={"gflop": gflop, "seconds": seconds,
+                  info={"gflop": gflop, "seconds": seconds, "resumed_at_panel": first,
                         "gflops": gflop / seconds if seconds > 0 else float("nan"),
                         "storage": store.kind, "backend": be.describe()})
 

@@ -17,6 +17,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import signal
+from pathlib import Path
 
 import numpy as np
 
@@ -86,7 +90,11 @@ class ResidentStore:
     def diagonal(self) -> np.ndarray:
         return self.backend.get_diagonal(self.A)
 
-    def set_diagonal(self, values) -> None:
+    def begin_factor(self, shift: float) -> int:
+        """The first panel to factor: always 0 in memory (nothing outlives a run)."""
+        return 0
+
+    def set_diagonal(self, values, first: int = 0) -> None:
         self.backend.set_diagonal(self.A, values)
 
     def restore(self, k_diag, step: int = 2048) -> None:
@@ -172,6 +180,13 @@ class HostTileStore:
         return J * self.tile, min((J + 1) * self.tile, self.n)
 
     # -- filling -------------------------------------------------------------
+    def is_built(self, I: int, K: int) -> bool:
+        """Whether tile (I, K) already holds K (a resumed build on disk skips it)."""
+        return False
+
+    def mark_built(self, I: int, K: int) -> None:
+        """Called after each tile is written (a store on disk records it)."""
+
     def write_tile(self, I: int, K: int, block) -> None:
         """Store the (I, K) block of K (a device array, up to tile x tile) in its slot."""
         rows, cols = block.shape
@@ -188,9 +203,14 @@ class HostTileStore:
     def diagonal(self) -> np.ndarray:
         return self.k_diag.copy()
 
-    def set_diagonal(self, values) -> None:
+    def begin_factor(self, shift: float) -> int:
+        """The first panel to factor (a store on disk may resume a killed factor)."""
+        return 0
+
+    def set_diagonal(self, values, first: int = 0) -> None:
+        """K's diagonal (plus the shift) into the diagonal tiles of panels ``first`` on."""
         be, values = self.backend, np.asarray(values, dtype=np.float64)
-        for J in range(self.n_tiles):
+        for J in range(first, self.n_tiles):
             j0, j1 = self.bounds(J)
             D = self.tiles[self.slot(J, J)]
             if be.name == "torch":
@@ -338,3 +358,117 @@ class _Streams:
         if self.cuda:
             self.copy.synchronize()
             self.compute.synchronize()
+
+
+#: Test hook: ``KERNELFIT_KILL_AFTER=tiles:N`` (or ``panels:N``) kills the process with
+#: SIGKILL right after the N-th tile built (panel factored) is recorded on disk, so the
+#: tests can check that a killed run resumes to the same bytes.
+KILL_ENV = "KERNELFIT_KILL_AFTER"
+
+
+def _maybe_killed(what: str, count: int) -> None:
+    spec = os.environ.get(KILL_ENV, "")
+    if spec == f"{what}:{count}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class DiskTileStore(HostTileStore):
+    """K's lower tiles in a tile-major ``.npy`` on disk: K beyond RAM, build and factor resumable.
+
+    Beside the file, ``<file>.progress`` (JSON, written atomically) records what
+    the bytes hold: the fingerprint of K (kernel, X's digest, n, dtype, tile),
+    the tiles built, the panels factored and the shift they were factored with.
+    A tile is recorded only after it is flushed, so a run killed at any point
+    resumes without trusting a half-written tile. Left-looking, a factored panel
+    is final: a resumed factor with the same shift goes on from the next panel,
+    and a file whose panels are all factored is solved with at once.
+
+    Parameters
+    ----------
+    path : str or Path
+        The tile file.
+    fingerprint : dict
+        What K is; a file recorded with another one is rebuilt from scratch.
+    """
+
+    kind = "disk tiles"
+
+    def __init__(self, path, n: int, tile: int, dtype: str, backend, fingerprint: dict):
+        self.path = Path(path)
+        self.progress_path = self.path.with_name(self.path.name + ".progress")
+        self.fingerprint = fingerprint
+        n_tiles = -(-int(n) // int(tile))
+        shape = (n_tiles * (n_tiles + 1) // 2, int(tile), int(tile))
+        state = _read_state(self.progress_path)
+        tiles = None
+        if state is not None and state.get("fingerprint") == fingerprint:
+            tiles = _open_existing(self.path, shape, dtype)
+        if tiles is None:
+            state = {"built": [], "factored": 0, "shift": None}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tiles = np.lib.format.open_memmap(self.path, mode="w+", dtype=dtype, shape=shape)
+        self.built = {int(s) for s in state["built"]}
+        self.factored = int(state["factored"])
+        self.shift = state["shift"]
+        self.resumed = {"tiles": len(self.built), "panels": self.factored}
+        super().__init__(n, tile, dtype, backend, tiles=tiles)
+        self._save()
+
+    def _save(self) -> None:
+        from ..atomic import write_json_atomic
+        write_json_atomic(self.progress_path, {
+            "fingerprint": self.fingerprint, "built": sorted(self.built),
+            "factored": self.factored, "shift": self.shift})
+
+    def is_built(self, I: int, K: int) -> bool:
+        return self.slot(I, K) in self.built
+
+    def mark_built(self, I: int, K: int) -> None:
+        self.tiles.flush()
+        self.built.add(self.slot(I, K))
+        self._save()
+        _maybe_killed("tiles", len(self.built))
+
+    def begin_factor(self, shift: float) -> int:
+        if self.factored and self.shift == shift:
+            return self.factored
+        if self.factored:              # factored with another shift: K must come back first
+            self.restore(self.k_diag)
+        self.shift, self.factored = float(shift), 0
+        self._save()
+        return 0
+
+    def store_panel(self, J: int, P) -> None:
+        super().store_panel(J, P)
+        self.tiles.flush()
+        self.factored = J + 1
+        self._save()
+        _maybe_killed("panels", self.factored)
+
+    def restore(self, k_diag) -> None:
+        if self.rebuild is None:
+            raise InputError("a K on disk cannot be restored without its builder "
+                             "(DiskTileStore.rebuild)")
+        self.built, self.factored, self.shift = set(), 0, None
+        self._save()
+        self.rebuild(self)
+
+
+def _read_state(path: Path):
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(state, dict) and {"fingerprint", "built", "factored", "shift"} <= set(state)
+    return state if ok else None
+
+
+def _open_existing(path: Path, shape, dtype):
+    """The tile file if its header says what the record says; else None (rebuilt)."""
+    try:
+        tiles = np.load(path, mmap_mode="r+")
+    except (OSError, ValueError):
+        return None
+    if tuple(tiles.shape) != tuple(shape) or tiles.dtype != np.dtype(dtype):
+        return None
+    return tiles
