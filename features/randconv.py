@@ -302,20 +302,12 @@ class RandomConvFeatures(FeatureMap):
         return out
 
     def _device_filters(self, device):
-        """A_aug_ on ``device`` with its rows in unfold's (channel, row, column) patch order.
-
-        The NumPy path orders patch values (row, column, channel); permuting the
-        rows of the affine map once is cheaper than permuting every patch.
-        """
+        """A_aug_ on ``device`` (cached: one copy per device and fit)."""
         torch = _torch()
         cached = getattr(self, "_device_A", None)
         if cached is not None and cached[0] == device and cached[1] is self.A_aug_:
             return cached[2]
-        p = self.patch_size
-        C = self.input_shape_[2] if len(self.input_shape_) == 3 else 1
-        d = C * p * p
-        A = self.A_aug_[:d].reshape(p, p, C, -1).transpose(2, 0, 1, 3).reshape(d, -1)
-        A = torch.from_numpy(np.ascontiguousarray(np.vstack([A, self.A_aug_[d:]]))).to(device)
+        A = torch.from_numpy(self.A_aug_).to(device)
         self._device_A = (device, self.A_aug_, A)
         return A
 
@@ -327,10 +319,11 @@ class RandomConvFeatures(FeatureMap):
         ho, wo = H - p + 1, W - p + 1
         hs, ws = (ho + 1) // 2, (wo + 1) // 2
         d = C * p * p
-        cols = torch.nn.functional.unfold(xb.permute(0, 3, 1, 2), p)   # (nb, d, ho wo)
+        # patch rows in the host path's (row, column, channel) order, copied from a
+        # strided window view (im2col on channels-last input is ~10x slower on a CPU)
+        win = xb.unfold(1, p, 1).unfold(2, p, 1)                      # (nb, ho, wo, C, p, p)
         X = torch.empty((nb * ho * wo, d + 1), dtype=torch.float32, device=xb.device)
-        X[:, :d].view(nb, ho * wo, d).copy_(cols.transpose(1, 2))
-        del cols
+        X[:, :d].view(nb, ho, wo, p, p, C).copy_(win.permute(0, 1, 2, 4, 5, 3))
         P = X[:, :d]
         # brightness/contrast normalization, as _normalize does on the host
         P -= P.mean(dim=1, keepdim=True)
