@@ -95,3 +95,26 @@ def test_bad_inputs(tmp_path):
                   "--device", "cpu"])
     with pytest.raises(InputError, match="--filters"):
         mod.main([str(tmp_path), "--json", str(tmp_path / "r.json"), "--filters", "0"])
+
+
+def test_arrays_in_parts_across_folders(tmp_path):
+    """x_train split in pieces over two folders loads as the whole file does."""
+    mod = load_script()
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    write_fake_cifar(whole)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    x = np.load(whole / "x_train.npy")
+    for i, (folder, piece) in enumerate(zip((a, b, a), np.array_split(x, 3), strict=True)):
+        np.save(folder / f"x_train.part{i}.npy", piece)
+    for name in ("y_train", "x_test", "y_test"):
+        np.save(b / f"{name}.npy", np.load(whole / f"{name}.npy"))
+    ref = mod.load_cifar_npy(whole, 100, 50)
+    got = mod.load_cifar_npy([a, b], 100, 50)
+    for r, g in zip(ref, got, strict=True):
+        np.testing.assert_array_equal(g, r)
+    (a / "x_train.part2.npy").rename(a / "x_train.part3.npy")
+    from kernelfit.errors import InputError
+    with pytest.raises(InputError, match="without gaps"):
+        mod.load_cifar_npy([a, b])

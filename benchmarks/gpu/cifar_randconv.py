@@ -3,7 +3,9 @@
     python benchmarks/gpu/cifar_randconv.py DATA_DIR --json OUT.json [--filters 32000]
 
 DATA_DIR holds x_train.npy uint8 (50000, 32, 32, 3), y_train.npy (50000,),
-x_test.npy uint8 (10000, 32, 32, 3), y_test.npy (10000,). Every step runs where
+x_test.npy uint8 (10000, 32, 32, 3), y_test.npy (10000,); several folders may
+be given, and an array may come as NAME.part0.npy, NAME.part1.npy, ... (a
+device call carries 64 MiB at most). Every step runs where
 the images lie (``--device``, CUDA when present): the random-filter features of
 a chunk of filters for all 60,000 images, their standardization, and the
 accumulation G += Phi_c Phi_c^T (train x train, test x train) -- so the paper's
@@ -47,6 +49,7 @@ import argparse
 import hashlib
 import math
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -113,23 +116,43 @@ class Log:
 
 # -- data ---------------------------------------------------------------------------
 
-def load_cifar_npy(data_dir, n_train=None, n_test=None, seed=0):
-    """x_train, y_train, x_test, y_test from DATA_DIR's .npy files; stratified subsets if asked."""
-    data_dir = Path(data_dir)
-    out = {}
-    for name in ("x_train", "y_train", "x_test", "y_test"):
-        path = data_dir / f"{name}.npy"
-        if not path.is_file():
-            raise InputError(f"{path} is missing: DATA_DIR must hold x_train.npy, y_train.npy, "
-                             "x_test.npy, y_test.npy (images uint8 (N, 32, 32, 3), labels 0-9)")
-        out[name] = np.load(path, allow_pickle=False)
+def load_array(dirs, name: str) -> np.ndarray:
+    """``NAME.npy`` from the first of ``dirs`` that has it, else its parts concatenated.
+
+    Parts, ``NAME.part0.npy``, ``NAME.part1.npy``, ..., may lie in different
+    folders: a device call carries at most 64 MiB, and CIFAR-10's 180 MB of
+    uint8 images reach a warm machine over several calls.
+    """
+    for d in dirs:
+        if (Path(d) / f"{name}.npy").is_file():
+            return np.load(Path(d) / f"{name}.npy", allow_pickle=False)
+    parts = {}
+    for d in dirs:
+        for path in Path(d).glob(f"{name}.part*.npy"):
+            index = path.name[len(name) + 5:-4]
+            if index.isdigit():
+                parts[int(index)] = path
+    if not parts:
+        raise InputError(f"{name}.npy is missing from {', '.join(map(str, dirs))}: the data "
+                         "folders must hold x_train.npy, y_train.npy, x_test.npy, y_test.npy "
+                         "(images uint8 (N, 32, 32, 3), labels 0-9), whole or as "
+                         "NAME.part0.npy, NAME.part1.npy, ...")
+    if sorted(parts) != list(range(len(parts))):
+        raise InputError(f"{name}: parts {sorted(parts)} found; they must be numbered 0, 1, ... "
+                         "without gaps")
+    return np.concatenate([np.load(parts[i], allow_pickle=False) for i in range(len(parts))])
+
+
+def load_cifar_npy(data_dirs, n_train=None, n_test=None, seed=0):
+    """x_train, y_train, x_test, y_test from the .npy files; stratified subsets if asked."""
+    dirs = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
+    out = {name: load_array(dirs, name) for name in ("x_train", "y_train", "x_test", "y_test")}
     for split, n in (("train", n_train), ("test", n_test)):
         x, y = out[f"x_{split}"], np.asarray(out[f"y_{split}"]).reshape(-1)
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
-            raise InputError(f"x_{split}.npy must be uint8 (N, 32, 32, 3), got {x.dtype} "
-                             f"{x.shape}")
+            raise InputError(f"x_{split} must be uint8 (N, 32, 32, 3), got {x.dtype} {x.shape}")
         if y.dtype.kind not in "iu" or len(y) != len(x) or y.min() < 0 or y.max() >= N_CLASSES:
-            raise InputError(f"y_{split}.npy must hold {len(x)} integer labels in 0..9, got "
+            raise InputError(f"y_{split} must hold {len(x)} integer labels in 0..9, got "
                              f"{y.dtype} {y.shape}")
         if n is not None:
             if not N_CLASSES <= n <= len(x):
@@ -331,7 +354,7 @@ def select_settings(G, sq, y_tr, n_fit, seed, log):
         s = edge[0]
         run(s / step if s == tried[0] else s * step)
         walked += 1
-    del bufs
+    bufs.clear()       # the fit-size K and factor (16 GB at full size) go before the final fits
     return best, {"median_distance": m, "sigma_grid": sigmas, "lam_grid": lams,
                   "walked_out": walked, "points": scores}
 
@@ -390,8 +413,11 @@ def _torch():
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("data_dir", help="folder with x_train.npy, y_train.npy, x_test.npy, y_test.npy")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data_dir", nargs="+",
+                   help="folder(s) with x_train.npy, y_train.npy, x_test.npy, y_test.npy (or "
+                        "their NAME.partK.npy pieces)")
     p.add_argument("--json", required=True, help="result file (rewritten after every stage)")
     p.add_argument("--filters", type=int, default=PAPER_FILTERS, help="random filters F")
     p.add_argument("--chunk-filters", type=int, default=256,
@@ -434,6 +460,7 @@ def main(argv=None) -> dict:
         record["status"] = status
         if b.on_gpu:
             record["peak_device_memory_gb"] = torch.cuda.max_memory_allocated(b.device) / 1e9
+        record["peak_host_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
         write_json_atomic(args.json, _jsonable(record))
 
     t = time.perf_counter()
