@@ -57,13 +57,18 @@ def numpy_test_error(mod, data_dir, sigma, seed=0, filters=64):
     return float(np.mean(pred != y_te))
 
 
-def test_tiny_run_on_torch_cpu(tmp_path):
+DEVICES = ["cpu"] + [pytest.param("cuda", marks=pytest.mark.gpu)] * torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tiny_run(tmp_path, device):
     mod = load_script()
     write_fake_cifar(tmp_path)
     out = tmp_path / "result.json"
     mod.main([str(tmp_path), "--json", str(out), "--n-train", "600", "--n-test", "200",
-              "--filters", "64", "--chunk-filters", "32", "--device", "cpu"])
+              "--filters", "64", "--chunk-filters", "32", "--device", device])
     rec = json.loads(out.read_text())
+    assert rec["device"].startswith(f"torch on {device}")
     assert rec["status"] == "done" and rec["n_train"] == 600 and rec["n_test"] == 200
     assert rec["feature_columns"] == 512
     assert rec["validation"]["n_fit"] == 540 and rec["validation"]["n_val"] == 60

@@ -85,11 +85,20 @@ def test_accumulate_keeps_inner_products_and_norms():
     np.testing.assert_allclose(acc.G_test, Phi_te @ Phi.T, rtol=1e-12, atol=1e-12)
 
 
+def _torch_devices():
+    try:
+        import torch
+    except ImportError:
+        return ["cpu"]                                 # the test itself skips
+    return ["cpu"] + [pytest.param("cuda", marks=pytest.mark.gpu)] * torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("device", _torch_devices())
 @pytest.mark.parametrize("kernel", ["linear", "gaussian"])
 @pytest.mark.parametrize("standardize", [True, False])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_torch_chunks_equal_numpy(monkeypatch, kernel, standardize, dtype):
-    """Tensor chunks accumulate on their device (here torch CPU) to NumPy's K."""
+def test_torch_chunks_equal_numpy(monkeypatch, device, kernel, standardize, dtype):
+    """Tensor chunks accumulate on their device (torch CPU; CUDA when present) to NumPy's K."""
     torch = pytest.importorskip("torch")
     import kernelfit.gram_stream as gs
     monkeypatch.setattr(gs, "_DEVICE_TILE", 8)         # several device tiles at this size
@@ -101,10 +110,12 @@ def test_torch_chunks_equal_numpy(monkeypatch, kernel, standardize, dtype):
     k = make_kernel(kernel, sigma=None if kernel == "linear" else 6.0)
     K_np, Kt_np = build_gram_streamed(split(Phi, Phi_te, [7, 13, 20]), n, m, k,
                                       standardize=standardize, dtype=dtype)
-    tensors = ((torch.from_numpy(a), torch.from_numpy(b))
+    tensors = ((torch.from_numpy(a).to(device), torch.from_numpy(b).to(device))
                for a, b in split(Phi, Phi_te, [7, 13, 20]))
     K, Kt = build_gram_streamed(tensors, n, m, k, standardize=standardize, dtype=dtype)
     assert isinstance(K, torch.Tensor) and K.dtype == getattr(torch, dtype)
+    assert K.device.type == device and Kt.device.type == device
+    K, Kt = K.cpu(), Kt.cpu()
     tol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(K.numpy(), K_np, rtol=tol, atol=tol * np.abs(K_np).max())
     np.testing.assert_allclose(Kt.numpy(), Kt_np, rtol=tol, atol=tol * np.abs(K_np).max())

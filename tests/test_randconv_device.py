@@ -8,7 +8,7 @@ from kernelfit.features import make_features
 
 torch = pytest.importorskip("torch")
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu"] + [pytest.param("cuda", marks=pytest.mark.gpu)] * torch.cuda.is_available()
 
 
 def fitted(images, **kw):
