@@ -123,3 +123,25 @@ def test_arrays_in_parts_across_folders(tmp_path):
     from kernelfit.errors import InputError
     with pytest.raises(InputError, match="without gaps"):
         mod.load_cifar_npy([a, b])
+
+
+def test_export_parts_fit_the_limit_and_load_back(tmp_path):
+    """export_cifar_parts cuts the arrays into folders under the size limit; the loader
+    puts them back together bit for bit."""
+    spec = importlib.util.spec_from_file_location("export_cifar_parts",
+                                                  SCRIPT.parent / "export_cifar_parts.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    mod = load_script()
+    rng = np.random.default_rng(4)
+    arrays = {"y_train": rng.integers(0, 10, 400), "y_test": rng.integers(0, 10, 90),
+              "x_test": rng.integers(0, 256, (90, 32, 32, 3), dtype=np.uint8),
+              "x_train": rng.integers(0, 256, (400, 32, 32, 3), dtype=np.uint8)}
+    limit = 600_000                                   # ~1.7 MB of data: 3+ folders
+    folders = exp.write_parts(arrays, tmp_path, limit)
+    assert len(folders) >= 3
+    for d in folders:
+        assert sum(f.stat().st_size for f in d.iterdir()) <= limit
+    got = mod.load_cifar_npy(folders)
+    for name, g in zip(("x_train", "y_train", "x_test", "y_test"), got, strict=True):
+        np.testing.assert_array_equal(g, arrays[name])
