@@ -31,7 +31,8 @@ TF32 off, ~4.3 TB/s):
 - selection (45,000 fit / 5,000 validation): per bandwidth one kernel map of a
   copy of G_fit (8.1 GB) and per (bandwidth, lambda) one float32 Cholesky of
   45,000^2 (3.0e13 FLOP, ~1-2 s) into one reused 8.1 GB factor buffer: 5 x 5
-  points, ~40-60 s; a best value at a grid end walks out up to 2 more steps.
+  points, ~40-60 s; a best value at a grid end walks out up to 2 more steps
+  (one to three more factors per step).
 - final fits, one per row: K (10 GB) and its factor (10 GB), 4.2e13 FLOP each,
   float64 residual and refinement in 1.6 GB row blocks; K_test 2 GB.
 - peak device memory ~35 GB (G 10 + G_test 2 + K 10 + factor 10 + blocks).
@@ -88,7 +89,13 @@ from kernelfit.backend import get_backend  # noqa: E402
 from kernelfit.data.dataset import stratified_indices  # noqa: E402
 from kernelfit.data.preprocess import Preprocessing  # noqa: E402
 from kernelfit.errors import InputError  # noqa: E402
-from kernelfit.experiments.select import SIGMA_FACTORS, _jsonable, _tie_break  # noqa: E402
+from kernelfit.experiments.select import (  # noqa: E402
+    SIGMA_FACTORS,
+    _beyond,
+    _edge_notes,
+    _jsonable,
+    _tie_break,
+)
 from kernelfit.experiments.table3 import EXTEND, L2_LAM_FACTORS, PAPER_FILTERS, rows  # noqa: E402
 from kernelfit.features import make_features  # noqa: E402
 from kernelfit.gram_stream import accumulate_streamed, finish_streamed  # noqa: E402
@@ -316,47 +323,55 @@ def score_sigma(G, sq, y_fit, y_val, n_fit, sigma, lams, bufs):
     return out
 
 
+EXACT, L2 = "cifar10-randconv", "cifar10-randconv-l2"
+
+
 def select_settings(G, sq, y_tr, n_fit, seed, log):
     """Bandwidth for both rows, and lambda for the l2 row, on the hold-out; the record.
 
-    The grid is table3's: the median distance of the fit points times
-    SIGMA_FACTORS, lambda 0 (the exact row) and L2_LAM_FACTORS (the l2 row),
-    walking up to EXTEND sqrt(2)-steps past a grid end that wins; ties go to
-    select's rule (smallest lambda, middle bandwidth).
+    The grid and its rules are table3's and select's: the median distance of
+    the fit points times SIGMA_FACTORS; lambda 0 (the exact row) and
+    L2_LAM_FACTORS (the l2 row); a choice at a grid end walks one step further
+    (select's ``_beyond``: the bandwidth's grid ratio, lambda x10) for up to
+    EXTEND rounds; ties go to select's rule (smallest lambda, middle bandwidth).
     """
     m = median_distance_from_inner(G, sq, n_fit, seed)
     sigmas = [m * f for f in SIGMA_FACTORS]
     lams = [0.0] + [float(f) for f in L2_LAM_FACTORS]  # K's diagonal is 1: lam = factor
     y_fit, y_val = y_tr[:n_fit], y_tr[n_fit:]
     bufs, scores = {"K": G.new_empty((n_fit, n_fit))}, []
-    step = math.sqrt(2.0)
 
-    def run(sigma):
+    def run(sigma, lam_list):
         t = time.perf_counter()
-        pts = score_sigma(G, sq, y_fit, y_val, n_fit, sigma, lams, bufs)
+        pts = score_sigma(G, sq, y_fit, y_val, n_fit, sigma, lam_list, bufs)
         scores.extend(pts)
         log(f"  sigma {sigma:.4g}: val error " + ", ".join(
             f"lam {p['params']['lam']:g} {100 * p['val_error']:.2f}%" for p in pts)
             + f" ({time.perf_counter() - t:.1f} s)")
 
+    def row_points(key):
+        return [p for p in scores if (p["params"]["lam"] == 0) == (key == EXACT)]
+
     for s in sigmas:
-        run(s)
-    best, walked = {}, 0
-    for _ in range(EXTEND * 2 + 1):
-        best = {"cifar10-randconv": _tie_break([p for p in scores if p["params"]["lam"] == 0]),
-                "cifar10-randconv-l2": _tie_break([p for p in scores
-                                                   if p["params"]["lam"] > 0])}
-        tried = sorted({p["params"]["sigma"] for p in scores})
-        edge = [s for s in (b["params"]["sigma"] for b in best.values())
-                if s in (tried[0], tried[-1])]
-        if not edge or walked >= 2 * EXTEND:
+        run(s, lams)
+    for rounds in range(EXTEND + 1):
+        best = {key: _tie_break(row_points(key)) for key in (EXACT, L2)}
+        tried = [p["params"] for p in scores]
+        beyond = {}
+        for key, b in best.items():
+            for q in _beyond(b["params"], [p["params"] for p in row_points(key)]):
+                if q not in tried:
+                    beyond.setdefault(q["sigma"], set()).add(q["lam"])
+        if not beyond or rounds == EXTEND:
             break
-        s = edge[0]
-        run(s / step if s == tried[0] else s * step)
-        walked += 1
+        for sigma, lam_set in beyond.items():
+            run(sigma, sorted(lam_set))
     bufs.clear()       # the fit-size K and factor (16 GB at full size) go before the final fits
     return best, {"median_distance": m, "sigma_grid": sigmas, "lam_grid": lams,
-                  "walked_out": walked, "points": scores}
+                  "walk_rounds": rounds, "points": scores,
+                  "at_grid_end": {key: _edge_notes(b["params"], [p["params"]
+                                                                 for p in row_points(key)])
+                                  for key, b in best.items()}}
 
 
 # -- final fits ---------------------------------------------------------------------------
