@@ -11,6 +11,13 @@ As in :mod:`kernelfit.gram`, only the upper-triangle row panels are computed
 (block GEMMs, never a whole ``A @ A.T``: NumPy's SYRK path segfaults once
 n^2 > 2^31), and K is mirrored at the end so both triangles hold it (the
 tiled Cholesky needs that). The diagonal is written exactly.
+
+Chunks of another backend (PyTorch tensors on a GPU, computed there by
+:meth:`RandomConvFeatures.transform_columns_device`) are standardized and
+accumulated on their device, in larger tiles and without host threads; the
+NumPy path is unchanged. :func:`accumulate_streamed` stops before the kernel
+map, so a selection can map copies of the same inner products for every
+bandwidth.
 """
 
 from __future__ import annotations
