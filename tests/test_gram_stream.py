@@ -69,3 +69,72 @@ def test_errors():
         build_gram_streamed([(np.zeros((3, 2)), np.zeros((2, 2)))], 4, 2, k)
     with pytest.raises(InputError, match="no feature chunks"):
         build_gram_streamed([], 4, 2, k)
+
+
+def test_accumulate_keeps_inner_products_and_norms():
+    from kernelfit.gram_stream import accumulate_streamed, finish_streamed
+    rng = np.random.default_rng(3)
+    Phi, Phi_te = rng.standard_normal((23, 30)), rng.standard_normal((6, 30))
+    acc = accumulate_streamed(split(Phi, Phi_te, [10, 20]), 23, 6, standardize=False,
+                              dtype="float64")
+    np.testing.assert_allclose(np.triu(acc.G), np.triu(Phi @ Phi.T), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(acc.sq, (Phi ** 2).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(acc.sq_test, (Phi_te ** 2).sum(1), rtol=1e-12)
+    finish_streamed(acc, make_kernel("linear"), 8)     # linear: mirror and exact diagonal
+    np.testing.assert_allclose(acc.G, Phi @ Phi.T, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(acc.G_test, Phi_te @ Phi.T, rtol=1e-12, atol=1e-12)
+
+
+def _torch_devices():
+    try:
+        import torch
+    except ImportError:
+        return ["cpu"]                                 # the test itself skips
+    return ["cpu"] + [pytest.param("cuda", marks=pytest.mark.gpu)] * torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("device", _torch_devices())
+@pytest.mark.parametrize("kernel", ["linear", "gaussian"])
+@pytest.mark.parametrize("standardize", [True, False])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_chunks_equal_numpy(monkeypatch, device, kernel, standardize, dtype):
+    """Tensor chunks accumulate on their device (torch CPU; CUDA when present) to NumPy's K."""
+    torch = pytest.importorskip("torch")
+    import kernelfit.gram_stream as gs
+    monkeypatch.setattr(gs, "_DEVICE_TILE", 8)         # several device tiles at this size
+    rng = np.random.default_rng(1)
+    n, m = 37, 11
+    Phi = (rng.random((n, 40)) * 3).astype(np.float32)
+    Phi[:, 4] = 2.0                                    # a constant column
+    Phi_te = (rng.random((m, 40)) * 3).astype(np.float32)
+    k = make_kernel(kernel, sigma=None if kernel == "linear" else 6.0)
+    K_np, Kt_np = build_gram_streamed(split(Phi, Phi_te, [7, 13, 20]), n, m, k,
+                                      standardize=standardize, dtype=dtype)
+    tensors = ((torch.from_numpy(a).to(device), torch.from_numpy(b).to(device))
+               for a, b in split(Phi, Phi_te, [7, 13, 20]))
+    K, Kt = build_gram_streamed(tensors, n, m, k, standardize=standardize, dtype=dtype)
+    assert isinstance(K, torch.Tensor) and K.dtype == getattr(torch, dtype)
+    assert K.device.type == device and Kt.device.type == device
+    K, Kt = K.cpu(), Kt.cpu()
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(K.numpy(), K_np, rtol=tol, atol=tol * np.abs(K_np).max())
+    np.testing.assert_allclose(Kt.numpy(), Kt_np, rtol=tol, atol=tol * np.abs(K_np).max())
+    assert torch.equal(K, K.T)
+    if kernel == "gaussian":
+        assert (K.diagonal() == 1).all()               # exact, not 1 - rounding
+    else:                                              # the float64 norms, rounded once
+        np.testing.assert_allclose(K.diagonal().numpy(), np.diag(K_np), rtol=1e-7)
+
+
+def test_torch_standardize_equals_numpy():
+    torch = pytest.importorskip("torch")
+    from kernelfit.gram_stream import standardize_chunk
+    rng = np.random.default_rng(2)
+    A, B = rng.random((50, 9)).astype(np.float32), rng.random((7, 9)).astype(np.float32)
+    A[:, 2] = 1.5
+    ref = standardize_chunk(A, B, np.float32)
+    got = standardize_chunk(torch.from_numpy(A), torch.from_numpy(B), np.float32)
+    for r, g in zip(ref, got, strict=True):
+        np.testing.assert_allclose(g.numpy(), r, rtol=1e-6, atol=1e-6)
+    oracle = (A - A.mean(0)) / np.where(A.std(0) == 0, 1, A.std(0))
+    np.testing.assert_allclose(ref[0], oracle, atol=1e-5)
