@@ -10,7 +10,7 @@ import sys
 from ..errors import InputError, KernelfitError
 from ..experiments.run import RunConfig, fit_run
 from ..kernels import KERNELS
-from ..options import BACKENDS, DTYPES, Options
+from ..options import BACKENDS, DTYPES, STORAGE_CHOICES, Options
 from ..plan import SOLVERS
 
 EXAMPLES = """\
@@ -160,6 +160,12 @@ def register(sub) -> None:
                         "auto: a GPU when present, else numpy")
     s.add_argument("--device", default=None,
                    help="cuda, cuda:1 or cpu (default: the backend's; CUDA when present)")
+    s.add_argument("--storage", default=Options.storage, choices=STORAGE_CHOICES,
+                   help="where a host K lives: memory, or disk (lower tiles in a file under "
+                        "--scratch, factored out of core; a killed run resumes when run "
+                        "again); auto: memory when it fits, else disk")
+    s.add_argument("--scratch", default=None, metavar="DIR",
+                   help="folder of K's tile files (default: scratch in kernelfit's cache)")
     s.add_argument("--device-memory", type=byte_size, default=None, metavar="SIZE",
                    help="device memory a GPU run may use, e.g. 20GB (default: what is free); "
                         "a K larger than that is streamed from host memory (--backend torch)")
@@ -258,6 +264,7 @@ def main(args) -> int:
                       n_jobs=args.n_jobs, jitter=args.jitter,
                       refine_steps=args.refine_steps, tol=args.tol, max_iter=args.max_iter,
                       memory_limit=args.memory_limit, device_memory=args.device_memory,
+                      storage=args.storage, scratch_dir=args.scratch,
                       backend=args.backend,
                       device=args.device, progress=not args.quiet, strict=args.strict)
     config = RunConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,

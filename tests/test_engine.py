@@ -274,3 +274,67 @@ def test_gpu_past_device_memory_under_a_forced_cap(rng):
     np.testing.assert_allclose(m.dual_coef_, ref.dual_coef_,
                                atol=1e-3 * np.abs(ref.dual_coef_).max())
     assert m.converged_
+
+
+def test_planner_spills_to_disk_when_k_does_not_fit(tmp_path):
+    from kernelfit import Options
+    from kernelfit.errors import PlanError
+    from kernelfit.plan import plan_fit
+    opts = Options(dtype="float32", memory_limit=int(3e9), scratch_dir=str(tmp_path))
+    fits = plan_fit(20_000, 784, 10, options=opts)                 # K: 1.6 GB
+    assert fits.storage == "host"
+    spill = plan_fit(40_000, 784, 10, options=opts)                # K: 6.4 GB > 3 GB
+    assert spill.storage == "disk tiles" and spill.total_bytes <= 3e9
+    nt = -(-40_000 // spill.tile)
+    assert spill.disk_bytes == nt * (nt + 1) // 2 * spill.tile**2 * 4
+    with pytest.raises(PlanError, match="fewer training points"):
+        plan_fit(40_000, 784, 10, options=opts.replace(storage="memory"))
+    with pytest.raises(PlanError, match="three panels in RAM"):
+        plan_fit(400_000, 784, 10, options=opts.replace(storage="disk"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_disk_store_equals_in_memory(rng, tmp_path, dtype):
+    """Forced out of core (tiles on disk, three panels in RAM): the same alpha."""
+    from kernelfit import Options
+    from kernelfit.model import KernelInterpolant
+    X, Y = rng.standard_normal((700, 6)), rng.standard_normal((700, 10))
+    base = Options(dtype=dtype, tile_size=128, n_jobs=1)
+    lam = 1e-3 if dtype == "float64" else 1e-1     # float32: a K well conditioned in it
+    mem = KernelInterpolant(sigma=2.0, lam=lam, options=base.replace(storage="memory")).fit(X, Y)
+    disk = KernelInterpolant(sigma=2.0, lam=lam, options=base.replace(
+        storage="disk", scratch_dir=str(tmp_path))).fit(X, Y)
+    assert disk.solver_info_["storage"] == "disk tiles" and disk.plan_.tile == 128
+    rtol = 1e-10 if dtype == "float64" else 1e-4
+    np.testing.assert_allclose(disk.dual_coef_, mem.dual_coef_, rtol=rtol,
+                               atol=rtol * np.abs(mem.dual_coef_).max())
+    np.testing.assert_allclose(disk.predict(X[:50]), mem.predict(X[:50]), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("kill", ["tiles:7", "panels:2"])
+def test_a_killed_disk_run_resumes_to_the_same_bytes(tmp_path, kill):
+    """`kernelfit run --storage disk`, killed mid-build or mid-factor, then run again."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def run(scratch, env_extra=None):
+        out = tmp_path / f"{scratch}.json"
+        cmd = [sys.executable, "-m", "kernelfit.cli", "run", "--n-train", "600", "--quiet",
+               "--storage", "disk", "--scratch", str(tmp_path / scratch), "--tile-size",
+               "128", "--dtype", "float64", "--n-jobs", "1", "--json", str(out)]
+        env = {**os.environ, **(env_extra or {})}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        return proc, out
+
+    whole, out_whole = run("whole")
+    assert whole.returncode == 0, whole.stderr
+    killed, _ = run("killed", {"KERNELFIT_KILL_AFTER": kill})
+    assert killed.returncode == -9                      # SIGKILL, mid-way
+    resumed, out_resumed = run("killed")
+    assert resumed.returncode == 0, resumed.stderr
+    tiles = {s: next((tmp_path / s).glob("*.tiles.npy")).read_bytes() for s in ("whole", "killed")}
+    assert tiles["whole"] == tiles["killed"]            # the factor, bit for bit
+    a, b = (json.loads(p.read_text()) for p in (out_whole, out_resumed))
+    assert a["norm"] == b["norm"] and a["test_error"] == b["test_error"]
