@@ -81,7 +81,8 @@ def test_tiny_run(tmp_path, device):
     for r in rows.values():
         assert r["finite"] and r["relative_residual"] < 1e-5
         assert r["sigma"] in tried and 0 <= r["test_error"] <= 1 and r["norm"] > 0
-        assert r["seconds"]["factor"] > 0 and r["seconds"]["solve"] > 0
+        assert r["seconds"]["factor+solve"] > 0 and r["seconds"]["predict"] > 0
+        assert r["solver"] == "kernelfit.solvers.solve_stored" and r["converged"]
     exact = rows["cifar10-randconv"]
     assert exact["train_error"] == 0                  # an interpolant fits its labels
     ref = numpy_test_error(mod, tmp_path, exact["sigma"])

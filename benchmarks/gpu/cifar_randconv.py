@@ -53,6 +53,7 @@ import platform
 import resource
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +85,13 @@ def _import_repo() -> None:
 
 _import_repo()
 
+from kernelfit.features import make_features  # noqa: E402
+
 from kernelfit.atomic import write_json_atomic  # noqa: E402
 from kernelfit.backend import get_backend  # noqa: E402
 from kernelfit.data.dataset import stratified_indices  # noqa: E402
 from kernelfit.data.preprocess import Preprocessing  # noqa: E402
-from kernelfit.errors import InputError  # noqa: E402
+from kernelfit.errors import AccuracyWarning, InputError, NotPositiveDefiniteError  # noqa: E402
 from kernelfit.experiments.select import (  # noqa: E402
     SIGMA_FACTORS,
     _beyond,
@@ -97,17 +100,16 @@ from kernelfit.experiments.select import (  # noqa: E402
     _tie_break,
 )
 from kernelfit.experiments.table3 import EXTEND, L2_LAM_FACTORS, PAPER_FILTERS, rows  # noqa: E402
-from kernelfit.features import make_features  # noqa: E402
 from kernelfit.gram_stream import accumulate_streamed, finish_streamed  # noqa: E402
 from kernelfit.kernels import make_kernel  # noqa: E402
+from kernelfit.options import Options  # noqa: E402
+from kernelfit.solvers.cholesky import restore_lower  # noqa: E402
+from kernelfit.solvers.solve import solve_stored  # noqa: E402
 
 N_CLASSES = 10
 # Rows of K cast to float64 at a time for residuals and predictions (4096 x 50,000 x 8 B
 # = 1.6 GB): float64 accuracy without a float64 copy of K.
 F64_ROWS = 4096
-# The mixed-precision refinement stops once the float64 relative residual is below this
-# (float32's epsilon is 1.2e-7; an interpolant is "exact" well before that).
-REFINE_TOL = 1e-6
 PREPROCESSING = "scale"      # the CIFAR randconv rows of table3: pixels / 255
 
 
@@ -261,39 +263,18 @@ def kernel_block(G_block, sq_rows, sq_cols, sigma, out=None):
     return make_kernel("gaussian", sigma=sigma).from_inner(K, sq_rows, sq_cols)
 
 
-def factor(K, lam, L=None):
-    """Cholesky of K + lam I into L (allocated if None); K is left as it was. (L, info)."""
-    torch = _torch()
-    diag = K.diagonal().clone()
-    K.diagonal().add_(lam)
-    L, info = torch.linalg.cholesky_ex(K, out=None if L is None else
-                                       (L, torch.empty((), dtype=torch.int32, device=K.device)))
-    K.diagonal().copy_(diag)
-    return L, int(info)
+def engine_solve(K, Y64, lam, refine=0):
+    """The project's one exact solve on a device K (in place): Cholesky, refinement, checks.
 
-
-def solve_refined(K, L, Y64, lam, steps):
-    """alpha with (K + lam I) alpha = Y: a solve with the factor L, then float64 refinement.
-
-    Each step adds L^-T L^-1 r for the float64 residual r (mixed-precision
-    iterative refinement), until the relative residual is below REFINE_TOL.
-    Returns (alpha float64, relative residual, steps taken, residual before refinement).
+    K's lower triangle becomes the factor and its strict upper triangle keeps K
+    (:func:`restore_lower` undoes it). Warnings of an inexact solve are kept in
+    the Solution (a selection point records them; it does not print them).
     """
-    torch = _torch()
-    alpha = torch.cholesky_solve(Y64.to(L.dtype), L).double()
-    ynorm = float(torch.linalg.norm(Y64))
-
-    def residual():
-        R = Y64 - matmul64(K, alpha) - lam * alpha
-        return R, float(torch.linalg.norm(R)) / ynorm
-
-    R, rel = residual()
-    first, taken = rel, 0
-    while rel > REFINE_TOL and taken < steps:
-        alpha += torch.cholesky_solve(R.to(L.dtype), L).double()
-        R, rel = residual()
-        taken += 1
-    return alpha, rel, taken, first
+    options = Options(backend="torch", device=str(K.device), dtype=str(K.dtype)[6:],
+                      refine_steps=refine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AccuracyWarning)
+        return solve_stored(K, Y64.cpu().numpy(), lam=lam, options=options)
 
 
 # -- selection ---------------------------------------------------------------------------
@@ -304,21 +285,22 @@ def score_sigma(G, sq, y_fit, y_val, n_fit, sigma, lams, bufs):
     K = kernel_block(G[:n_fit, :n_fit], sq[:n_fit], sq[:n_fit], sigma, out=bufs["K"])
     K.diagonal().fill_(1.0)                       # k(x, x) = 1 exactly, as the solver's K
     K_val = kernel_block(G[n_fit:, :n_fit], sq[n_fit:], sq[:n_fit], sigma)
-    Y = one_hot(y_fit, G.device, K.dtype)
+    Y = one_hot(y_fit, G.device, torch.float64)
+    ones = np.ones(n_fit)
     out = []
     for lam in lams:
-        L, info = factor(K, lam, bufs.get("L"))
-        bufs["L"] = L
         point = {"params": {"sigma": sigma, "lam": lam}, "failed": None}
-        if info:
+        try:
+            sol = engine_solve(K, Y, lam)
+        except NotPositiveDefiniteError as err:
             # K + lam I not positive definite in this precision: a bad choice, not a stop
-            point.update(val_error=math.inf, failed=f"Cholesky pivot {info} <= 0")
+            point.update(val_error=math.inf, failed=str(err).split(". Try")[0])
         else:
-            alpha = torch.cholesky_solve(Y, L)
-            pred = torch.argmax(K_val @ alpha, dim=1).cpu().numpy()
-            R = K @ alpha + lam * alpha - Y
+            alpha = torch.from_numpy(sol.alpha).to(K.device)
+            pred = torch.argmax(matmul64(K_val, alpha), dim=1).cpu().numpy()
             point.update(val_error=float(np.mean(pred != y_val)),
-                         residual=float(torch.linalg.norm(R) / torch.linalg.norm(Y)))
+                         residual=sol.relative_residual, converged=sol.converged)
+        restore_lower(K, ones)                  # K again for the next lambda
         out.append(point)
     return out
 
@@ -384,28 +366,23 @@ def fit_row(acc, y_tr, y_te, sigma, lam, refine, log):
     K = kernel_block(acc.G, acc.sq, acc.sq, sigma)
     K.diagonal().fill_(1.0)
     Y64 = one_hot(y_tr, K.device, torch.float64)
-    L, info = factor(K, lam)
-    factor_dtype = "float32" if K.dtype == torch.float32 else "float64"
-    if info:
-        log(f"  the {factor_dtype} factor failed (pivot {info}); factoring in float64")
-        del L
+    try:
+        sol = engine_solve(K, Y64, lam, refine)
+    except NotPositiveDefiniteError as err:
+        log(f"  the {K.dtype} factor failed ({err.pivot}); factoring in float64")
+        restore_lower(K, np.ones(len(K)))
         K = K.double()
-        L, info = factor(K, lam)
-        factor_dtype = "float64"
-        if info:
-            raise InputError(f"K + {lam} I is not positive definite even in float64 (pivot "
-                             f"{info}); this sigma cannot be interpolated exactly")
+        sol = engine_solve(K, Y64, lam, refine)
     b.synchronize()
-    times["factor"] = time.perf_counter() - t
-    t = time.perf_counter()
-    alpha, rel, steps, first = solve_refined(K, L, Y64, lam, refine)
-    del L
-    KA = matmul64(K, alpha)
-    norm = math.sqrt(max(float((alpha * KA).sum()), 0.0))
-    train_error = float(np.mean(torch.argmax(KA, 1).cpu().numpy() != y_tr))
-    del K, KA
-    b.synchronize()
-    times["solve"] = time.perf_counter() - t
+    times["factor+solve"] = time.perf_counter() - t
+    info = sol.info
+    alpha = torch.from_numpy(sol.alpha).to(K.device)
+    norm, rel = sol.norm, sol.relative_residual
+    train_error = float(np.mean(np.argmax(sol.K_alpha, 1) != y_tr))
+    factor_dtype = str(K.dtype)[6:]
+    history = info.get("refine_history", [])
+    first, steps = (history[0] if history else rel), len(history)
+    del K
     t = time.perf_counter()
     K_te = kernel_block(acc.G_test, acc.sq_test, acc.sq, sigma)
     pred = torch.argmax(matmul64(K_te, alpha), 1).cpu().numpy()
@@ -415,6 +392,8 @@ def fit_row(acc, y_tr, y_te, sigma, lam, refine, log):
     return {"sigma": sigma, "lam": lam, "factor_dtype": factor_dtype,
             "relative_residual": rel, "relative_residual_before_refinement": first,
             "refinement_steps": steps, "residual_of": "(K + lam I) alpha - Y, float64",
+            "converged": sol.converged, "warnings": sol.warnings,
+            "factor_gflops": info.get("gflops"), "solver": "kernelfit.solvers.solve_stored",
             "finite": bool(torch.isfinite(alpha).all()), "norm": norm,
             "train_error": train_error, "test_error": float(np.mean(pred != y_te)),
             "seconds": times}
