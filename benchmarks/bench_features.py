@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import gemm_peak  # noqa: E402
+
 from kernelfit.features import make_features  # noqa: E402
 
 MNIST_IMAGES = 70_000

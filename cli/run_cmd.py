@@ -106,6 +106,19 @@ def register(sub) -> None:
                     "error, test error, the interpolant's norm, the residual and timings.\n"
                     "Pixels are scaled to [0, 1] first (--preprocess).",
         epilog=EXAMPLES, formatter_class=HelpFormatter)
+    add_run_arguments(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--json", metavar="PATH", default=None, help="write the run record as JSON")
+    o.add_argument("--save-model", metavar="PATH", default=None,
+                   help="save the fitted model (estimator, feature map, preprocessing) for "
+                        "`kernelfit predict`")
+    o.add_argument("--quiet", action="store_true",
+                   help="no progress bars or notices; the result table is still printed")
+    p.set_defaults(func=main)
+
+
+def add_run_arguments(p) -> None:
+    """What a run is: data, features, kernel, solver and where it runs (run and plan share it)."""
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="digits",
                    help="digits (embedded), mnist, cifar10, or your own data as npz:PATH "
@@ -172,8 +185,8 @@ def register(sub) -> None:
     s.add_argument("--block-size", type=positive_int, default=Options.block_size, metavar="ROWS",
                    help="rows per Gram-builder panel")
     s.add_argument("--tile-size", type=positive_int, default=Options.tile_size, metavar="N",
-                   help="Cholesky tile width (default: one LAPACK call while n^2 < 2^31, "
-                        "else 6144)")
+                   help="Cholesky tile width (default: one LAPACK call while K is at most "
+                        "1 GiB, else 6144)")
     s.add_argument("--n-jobs", type=positive_int, default=Options.n_jobs, metavar="N",
                    help="threads for the Gram builder")
     s.add_argument("--jitter", type=_or_auto(nonnegative_float), default=None,
@@ -190,16 +203,8 @@ def register(sub) -> None:
     s.add_argument("--strict", action="store_true",
                    help="fail (exit status 2) when the solve is less exact than its dtype "
                         "allows or CG stops short of --tol, instead of warning")
-    o = p.add_argument_group("output")
-    o.add_argument("--seed", type=nonnegative_int, default=0,
+    d.add_argument("--seed", type=nonnegative_int, default=0,
                    help="picks the subsets, random features and randomization tests")
-    o.add_argument("--json", metavar="PATH", default=None, help="write the run record as JSON")
-    o.add_argument("--save-model", metavar="PATH", default=None,
-                   help="save the fitted model (estimator, feature map, preprocessing) for "
-                        "`kernelfit predict`")
-    o.add_argument("--quiet", action="store_true",
-                   help="no progress bars or notices; the result table is still printed")
-    p.set_defaults(func=main)
 
 
 def _literal(text: str):
@@ -256,10 +261,21 @@ def main(args) -> int:
 
     if args.save_model and args.stream:
         raise InputError(STREAMED_REFUSAL)
+    check_outputs(args.json, args.save_model)
+    fitted = fit_run(config_from_args(args), log=None if args.quiet else notice,
+                     refuse_streamed=bool(args.save_model))
+    record = fitted.record
+    # The table first: whatever happens to the files, the result is on the screen.
+    print(record.table())
+    return write_outputs([("record", args.json, record.write_json),
+                          ("model", args.save_model, lambda p: save_model(p, fitted))])
+
+
+def config_from_args(args) -> RunConfig:
+    """The RunConfig (and its Options) that the run arguments describe."""
     if args.device not in (None, "cpu") and args.backend == "numpy":
         raise InputError(f"--device {args.device} is a GPU, and --backend numpy runs in host "
                          "memory; use --backend torch, cupy or auto, or drop --device")
-    check_outputs(args.json, args.save_model)
     options = Options(dtype=args.dtype, block_size=args.block_size, tile_size=args.tile_size,
                       n_jobs=args.n_jobs, jitter=args.jitter,
                       refine_steps=args.refine_steps, tol=args.tol, max_iter=args.max_iter,
@@ -267,17 +283,10 @@ def main(args) -> int:
                       storage=args.storage, scratch_dir=args.scratch,
                       backend=args.backend,
                       device=args.device, progress=not args.quiet, strict=args.strict)
-    config = RunConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
+    return RunConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
                        seed=args.seed, kernel=args.kernel, gamma=args.gamma, sigma=args.sigma,
                        degree=args.degree, coef0=args.coef0, lam=args.lam, solver=args.solver,
                        preprocessing=args.preprocess, features=args.features,
                        feature_params=feature_params(args), stream=args.stream,
                        feature_cache=args.feature_cache, randomize=args.randomize,
                        data_home=args.data_home, options=options)
-    fitted = fit_run(config, log=None if args.quiet else notice,
-                     refuse_streamed=bool(args.save_model))
-    record = fitted.record
-    # The table first: whatever happens to the files, the result is on the screen.
-    print(record.table())
-    return write_outputs([("record", args.json, record.write_json),
-                          ("model", args.save_model, lambda p: save_model(p, fitted))])

@@ -29,7 +29,7 @@ from .backend import backend_of, get_backend
 from .errors import InputError, StaleGramError
 from .kernels import Kernel, row_sq_norms
 from .options import Options
-from .plan import DEVICE_PANEL_ROWS, STREAMED_RESIDUAL_ROWS
+from .plan import DEVICE_PANEL_ROWS, residual_rows
 
 # Mirror the row panel into the lower triangle in square sub-blocks, so that the
 # transposed (strided) reads stay within cache.
@@ -165,7 +165,7 @@ def build_stored(X, kernel: Kernel, plan, backend, options: Options, *, X_device
     else:
         store = HostTileStore(plan.n, plan.tile, plan.dtype, backend)
     build_gram_tiles(src, kernel, store, options=options)
-    op = KernelOperator(kernel, X, dtype=plan.dtype, block_size=STREAMED_RESIDUAL_ROWS,
+    op = KernelOperator(kernel, X, dtype=plan.dtype, block_size=residual_rows(plan.n),
                         backend=backend)
     return store, op
 

@@ -37,7 +37,8 @@ class Options:
         ``block_size x n_cols x d`` plus an element-wise kernel map.
     tile_size : int or None
         Tile width of the in-place tiled Cholesky. None (auto): one in-place
-        LAPACK call on the whole K while n^2 < 2**31, 6,144-wide tiles above.
+        LAPACK call on the whole K up to 1 GiB (kernelfit.plan.SINGLE_CALL_BYTES),
+        6,144-wide tiles above (on a GPU: kernelfit.plan.DEVICE_TILE).
         Every LAPACK/BLAS call touches at most ``n * tile_size`` elements, which
         must stay < 2**31
         (SciPy's LAPACK is LP64).

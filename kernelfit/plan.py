@@ -53,21 +53,28 @@ DEVICE_HEADROOM = 0.92
 STORAGES = ("host", "device", "host tiles", "disk tiles")
 
 
+#: Largest K factored by one LAPACK call. OpenBLAS's threaded dpotrf on this kind of
+#: machine segfaulted on one in-place call over a 16,000 x 16,000 float64 matrix
+#: (2.0 GB; 12,000, 1.2 GB, ran; a random SPD matrix, plain SciPy, 2 threads), so
+#: above 1 GiB the factor goes tile by tile, each potrf on a 6,144-wide tile.
+SINGLE_CALL_BYTES = 2**30
+
+
 def max_tile(n: int) -> int:
     """Largest tile width whose calls stay below 2**31 elements (LP64 LAPACK)."""
     return max(1, min(n, (2**31 - 1) // max(n, CHUNK_ROWS)))
 
 
-def choose_tile(n: int, tile_size: int | None = None) -> int:
+def choose_tile(n: int, tile_size: int | None = None, itemsize: int = 8) -> int:
     """The tile width to factor an n x n K in host memory with.
 
-    ``None`` (auto): the whole matrix in one in-place LAPACK call whenever that
-    call stays below 2**31 elements (n <= 46,340; LAPACK's own blocked potrf is
-    the fastest route there), else :data:`LARGE_TILE`. A given width is clipped
-    to what keeps every call below 2**31 elements.
+    ``None`` (auto): the whole matrix in one in-place LAPACK call while it holds
+    at most :data:`SINGLE_CALL_BYTES` (LAPACK's own blocked potrf is the fastest
+    route there: 93% of GEMM at n = 10,000 float32), else :data:`LARGE_TILE`.
+    A given width is clipped to what keeps every call below 2**31 elements.
     """
     if tile_size is None:
-        tile_size = n if n * n < 2**31 else LARGE_TILE
+        tile_size = n if n * n * itemsize <= SINGLE_CALL_BYTES else LARGE_TILE
     return int(max(1, min(tile_size, max_tile(n))))
 
 
@@ -143,7 +150,7 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
         raise PlanError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     dtype = np.dtype(opts.resolve_dtype(n))
     item = dtype.itemsize
-    tile = choose_tile(n, opts.tile_size)
+    tile = choose_tile(n, opts.tile_size, item)
     # A K that is already allocated (precomputed, factored in place) is not
     # counted: the memory available now has already paid for it.
     gram = 0 if solver == "cg-matrix-free" or gram_allocated else n * n * item
@@ -178,6 +185,9 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
                         "refine_steps recovers float64 residuals)")
         # Matrix-free CG recomputes K from the points: no way out for a K that
         # was handed over precomputed (d == 0) or already sits in memory.
+        if solver == "cholesky" and d > 0 and not gram_allocated and opts.storage == "memory":
+            ways.append("--storage disk / storage='disk' (K's lower tiles on disk, factored "
+                        "out of core)")
         if solver != "cg-matrix-free" and d > 0 and not gram_allocated:
             ways.append("--solver cg-matrix-free / solver='cg-matrix-free' (K is never "
                         "stored; kernel blocks are recomputed every iteration)")
@@ -207,8 +217,7 @@ def _plan_disk(plan: Plan, n: int, d: int, n_outputs: int, opts: Options, item: 
     """K's lower tiles on disk, three panels of them in RAM; None if RAM or disk is short."""
     import shutil
     vectors = 8 * n * max(n_outputs, 1) * 6
-    fixed = vectors + n * d * (item + 8) + plan.extra_bytes \
-        + STREAMED_RESIDUAL_ROWS * n * (8 + item)
+    fixed = vectors + n * d * (item + 8) + plan.extra_bytes + residual_rows(n) * n * (8 + item)
     tile = streamed_tile(n, item, plan.limit_bytes - fixed)
     if not tile:
         return None
@@ -221,7 +230,7 @@ def _plan_disk(plan: Plan, n: int, d: int, n_outputs: int, opts: Options, item: 
         return None
     from dataclasses import replace
     return replace(plan, storage="disk tiles", tile=tile, gram_bytes=0,
-                   work_bytes=streamed_device_bytes(n, tile, item) + fixed,
+                   work_bytes=streamed_device_bytes(n, tile, item) + fixed - plan.extra_bytes,
                    disk_bytes=disk, scratch_dir=str(folder))
 
 
@@ -269,7 +278,7 @@ def _plan_device(n: int, d: int, n_outputs: int, solver: str, opts: Options, bac
                     device_bytes=gram + work + extra, **common)
     # Past device memory: three panels of npad x tile on the device (the one being
     # factored and two left panels, double-buffered), K's lower tiles on the host.
-    fixed = vectors + data + extra + STREAMED_RESIDUAL_ROWS * n * (8 + item)
+    fixed = vectors + data + extra + residual_rows(n) * n * (8 + item)
     tile = streamed_tile(n, item, int(DEVICE_HEADROOM * dev_limit) - fixed)
     if backend.name == "torch" and tile:
         nt = -(-n // tile)
@@ -291,9 +300,14 @@ def _plan_device(n: int, d: int, n_outputs: int, solver: str, opts: Options, bac
 
 
 def streamed_device_bytes(n: int, tile: int, item: int) -> int:
-    """Device bytes of the streamed factor: three n x tile panels and a tile's temporaries."""
+    """Bytes of the streamed factor: three n x tile panels and a tile's temporaries."""
     npad = -(-n // tile) * tile
-    return (3 * npad * tile + 3 * tile * tile + DEVICE_CHUNK_ROWS * tile) * item
+    return (3 * npad * tile + 3 * tile * tile + min(DEVICE_CHUNK_ROWS, npad) * tile) * item
+
+
+def residual_rows(n: int) -> int:
+    """Rows per block of the matrix-free residual of a streamed K (its temporary: rows x n)."""
+    return max(64, min(STREAMED_RESIDUAL_ROWS, n // 8))
 
 
 def streamed_tile(n: int, item: int, budget: int) -> int:

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from kernelfit.cli import main
 
+from kernelfit.cli import main
 from kernelfit.errors import AccuracyWarning, InputError
 from kernelfit.experiments import bench
 from kernelfit.solvers import solve as solve_mod

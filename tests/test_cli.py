@@ -7,8 +7,8 @@ import re
 import time
 
 import pytest
-from kernelfit.cli import build_parser, main
 
+from kernelfit.cli import build_parser, main
 from kernelfit.report import stage
 
 SMALL = ["--n-train", "300", "--n-test", "100"]
@@ -45,9 +45,8 @@ def test_quiet_hides_progress_but_keeps_the_table(capsys):
 
 def test_progress_reaches_the_feature_cache(monkeypatch):
     import kernelfit.features.cache as cache
-    from kernelfit.features import make_features
-
     from kernelfit.experiments.run import RunConfig, featurize, prepare
+    from kernelfit.features import make_features
     from kernelfit.options import Options
 
     seen = []
@@ -229,7 +228,6 @@ def test_library_warnings_print_as_one_plain_line(monkeypatch, capsys):
     import warnings
 
     import kernelfit.cli.run_cmd as run_cmd
-
     from kernelfit.errors import AccuracyWarning, KernelfitError
 
     def warn_then_fail(*a, **k):
@@ -263,3 +261,23 @@ def test_a_missing_plots_extra_is_said_before_any_work(monkeypatch, capsys, tmp_
     assert "pip install \"kernelfit[plots]\"" in capsys.readouterr().err
     assert not out.exists()
     assert main(["sweep", "--vary", "n_train=300", "--no-plot", "--out", str(out)]) == 0
+
+
+def test_plan_says_where_k_lives_before_any_work(capsys, tmp_path):
+    assert main(["plan", "--dataset", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "K lives in   host memory, one in-place n x n buffer" in out
+    assert "expected     Gram ~" in out and "1 panel)" in out
+    # K's tiles on disk, three panels in RAM
+    assert main(["plan", "--dataset", "digits", "--storage", "disk", "--scratch",
+                 str(tmp_path), "--tile-size", "256", "--json", str(tmp_path / "p.json")]) == 0
+    out = capsys.readouterr().out
+    assert "lower tiles in a file on disk" in out and str(tmp_path) in out
+    import json
+    plan = json.loads((tmp_path / "p.json").read_text())["plan"]
+    assert plan["storage"] == "disk tiles" and plan["tile"] == 256
+    assert not list(tmp_path.glob("*.tiles.npy"))          # planned, nothing built
+    # memory only, and it does not fit: refused, with the disk as a way out
+    assert main(["plan", "--dataset", "digits", "--memory-limit", "2MB", "--storage",
+                 "memory"]) == 2
+    assert "--storage disk" in capsys.readouterr().err

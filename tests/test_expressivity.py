@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from kernelfit.cli import main
 
 from kernelfit import experiments
+from kernelfit.cli import main
 from kernelfit.errors import DuplicatePointsError, InputError, PlanError
 from kernelfit.experiments import expressivity as ex
 from kernelfit.experiments.expressivity import ExpressivityConfig, fit_relu_net

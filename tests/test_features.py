@@ -2,10 +2,10 @@ import json
 
 import numpy as np
 import pytest
-from kernelfit.features import FEATURES, cached_transform, feature_params, make_features
-from kernelfit.features import cache as cache_mod
 
 from kernelfit.errors import InputError
+from kernelfit.features import FEATURES, cached_transform, feature_params, make_features
+from kernelfit.features import cache as cache_mod
 
 
 @pytest.fixture

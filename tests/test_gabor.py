@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from kernelfit.features import GaborBank, make_features
 
 pytest.importorskip("skimage")

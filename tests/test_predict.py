@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from kernelfit.cli import main
 
+from kernelfit.cli import main
 from kernelfit.errors import InputError, ModelFileError
 from kernelfit.experiments.saved_model import MAGIC, load_model
 

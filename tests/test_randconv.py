@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-from kernelfit.features import RandomConvFeatures, make_features
-from kernelfit.features.randconv import _quadrant_sums
 
 from kernelfit.errors import InputError
+from kernelfit.features import RandomConvFeatures, make_features
+from kernelfit.features.randconv import _quadrant_sums
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-from kernelfit.cli import main
 
+from kernelfit.cli import main
 from kernelfit.errors import AccuracyError, PlanError
 from kernelfit.experiments import run as runmod
 from kernelfit.experiments.run import RunConfig, plan_run, run
@@ -168,9 +168,8 @@ def test_auto_with_a_streamed_k_is_refused(capsys):
 
 def test_auto_selection_is_planned_before_it_runs(monkeypatch):
     """The hold-out selection holds two n_f x n_f float64 matrices: more than the final fit."""
-    from kernelfit.features import make_features
-
     import kernelfit.experiments.select as selmod
+    from kernelfit.features import make_features
 
     fmap = make_features("raw").fit(np.zeros((4, 8, 8), np.float32))
     n, m = 1200, 100
@@ -191,9 +190,8 @@ def test_label_corruption_levels_share_cached_features(tmp_path, monkeypatch):
     """Label tests leave the images alone, so a corruption sweep computes features once."""
     from dataclasses import replace
 
-    from kernelfit.features import make_features
-
     from kernelfit.experiments import run as runmod
+    from kernelfit.features import make_features
 
     cls = type(make_features("gabor"))
     calls = []

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import scipy.special
+
 from kernelfit.features import make_features
 from kernelfit.features.kymatio_compat import install_sph_harm_shim, sph_harm
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import scipy.linalg
-from kernelfit.cli import main
 
+from kernelfit.cli import main
 from kernelfit.errors import AccuracyWarning, InputError
 from kernelfit.experiments.sgd import linear
 from kernelfit.experiments.sgd.linear import SGDLinearConfig, batch_curvature_bound, fit_linear_sgd

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from kernelfit.cli import build_parser, main
 
+from kernelfit.cli import build_parser, main
 from kernelfit.errors import InputError, KernelfitError, PlanError
 from kernelfit.experiments import sweeps
 from kernelfit.experiments.run import RunConfig, run

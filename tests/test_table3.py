@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from kernelfit.cli import main as cli_main
 
 from kernelfit import data as kdata
+from kernelfit.cli import main as cli_main
 from kernelfit.errors import InputError
 from kernelfit.experiments import table3
 from kernelfit.experiments.run import RunConfig

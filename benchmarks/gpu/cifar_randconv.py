@@ -85,8 +85,6 @@ def _import_repo() -> None:
 
 _import_repo()
 
-from kernelfit.features import make_features  # noqa: E402
-
 from kernelfit.atomic import write_json_atomic  # noqa: E402
 from kernelfit.backend import get_backend  # noqa: E402
 from kernelfit.data.dataset import stratified_indices  # noqa: E402
@@ -100,6 +98,7 @@ from kernelfit.experiments.select import (  # noqa: E402
     _tie_break,
 )
 from kernelfit.experiments.table3 import EXTEND, L2_LAM_FACTORS, PAPER_FILTERS, rows  # noqa: E402
+from kernelfit.features import make_features  # noqa: E402
 from kernelfit.gram_stream import accumulate_streamed, finish_streamed  # noqa: E402
 from kernelfit.kernels import make_kernel  # noqa: E402
 from kernelfit.options import Options  # noqa: E402

@@ -235,7 +235,7 @@ def _tile(K, n: int, opts: Options) -> int:
     if isinstance(K, HostTileStore):
         return K.tile
     if backend_of(K).name == "numpy":
-        return choose_tile(n, opts.tile_size)
+        return choose_tile(n, opts.tile_size, np.dtype(backend_of(K).dtype_name(K)).itemsize)
     return min(n, opts.tile_size or DEVICE_TILE)
 
 

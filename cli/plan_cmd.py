@@ -1,0 +1,42 @@
+"""`kernelfit plan`: where a run's K will live, its bytes and expected time, before the run."""
+
+from __future__ import annotations
+
+import json
+
+EXAMPLES = """examples:
+  kernelfit plan --dataset mnist
+  kernelfit plan --dataset mnist --memory-limit 8GB          # K spills to disk tiles
+  kernelfit plan --dataset mnist --backend torch --device-memory 10GB
+"""
+
+
+def register(sub) -> None:
+    from . import HelpFormatter
+    from .run_cmd import add_run_arguments
+
+    p = sub.add_parser(
+        "plan", help="say what a run will do (where K lives, bytes, expected time) without "
+                     "doing it",
+        description="Take the arguments of `kernelfit run` and print the planner's decisions:\n"
+                    "dtype, backend and device, whether K is kept in memory, in tiles on\n"
+                    "disk or streamed through a GPU, the bytes on each side, and the expected\n"
+                    "Gram and factor times from this machine's GEMM rate measured now. Exit\n"
+                    "status 2, with the ways out, when the run cannot fit.",
+        epilog=EXAMPLES, formatter_class=HelpFormatter)
+    add_run_arguments(p)
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the plan as JSON")
+    p.set_defaults(func=main, quiet=True)
+
+
+def main(args) -> int:
+    from ..atomic import write_text_atomic
+    from ..experiments.explain import explain, render
+    from .run_cmd import config_from_args
+
+    info = explain(config_from_args(args))
+    print(render(info))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(info, indent=1, default=str) + "\n")
+        print(f"plan written to {args.json}")
+    return 0
