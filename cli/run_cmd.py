@@ -157,6 +157,10 @@ def register(sub) -> None:
     s.add_argument("--backend", default=Options.backend, choices=("numpy", "torch"),
                    help="numpy: host memory, in-place tiled Cholesky; torch: K and its "
                         "factor on one PyTorch device (cuSOLVER on a GPU)")
+    s.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="build and solve K on a Dask cluster (solver cholesky or cg): 'local' "
+                        "starts one worker process per core on this machine, tcp://host:port "
+                        "connects to a running scheduler (default: no Dask)")
     s.add_argument("--device", default=None,
                    help="torch backend: cuda, cuda:1 or cpu (default: CUDA when present)")
     s.add_argument("--block-size", type=positive_int, default=Options.block_size, metavar="ROWS",
@@ -254,7 +258,8 @@ def main(args) -> int:
                       n_jobs=args.n_jobs, jitter=args.jitter,
                       refine_steps=args.refine_steps, tol=args.tol, max_iter=args.max_iter,
                       memory_limit=args.memory_limit, backend=args.backend,
-                      device=args.device, progress=not args.quiet, strict=args.strict)
+                      device=args.device, progress=not args.quiet, strict=args.strict,
+                      scheduler=args.scheduler)
     config = RunConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
                        seed=args.seed, kernel=args.kernel, gamma=args.gamma, sigma=args.sigma,
                        degree=args.degree, coef0=args.coef0, lam=args.lam, solver=args.solver,

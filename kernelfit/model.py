@@ -97,7 +97,7 @@ class _KernelInterpolantBase(BaseEstimator):
             # interpolant K^+ y exists (rank-revealing path, or CG from zero); with
             # disagreeing ones none does (DuplicatePointsError either way).
             pinv_here = (self.solver == "cholesky" and opts.backend == "numpy"
-                         and not opts.strict and n <= PINV_MAX_N)
+                         and opts.scheduler is None and not opts.strict and n <= PINV_MAX_N)
             singular = check_duplicates(X, Y, dtype=opts.dtype,
                                         allow_agreeing=pinv_here or self.solver != "cholesky")
         self.kernel_ = make_kernel(self.kernel, gamma=self.gamma, sigma=self.sigma,
@@ -105,8 +105,16 @@ class _KernelInterpolantBase(BaseEstimator):
         self.kernel_.check_dtype(opts.dtype)
         # The host planner covers the NumPy solvers; the torch solve checks its device.
         self.plan_ = (plan_fit(n, d, Y.shape[1], solver=self.solver, options=opts)
-                      if opts.backend == "numpy" else None)
-        if opts.backend == "torch":
+                      if opts.backend == "numpy" and opts.scheduler is None else None)
+        if opts.scheduler is not None:
+            if opts.backend != "numpy":
+                raise InputError("a Dask solve (scheduler=...) runs on the cluster's workers "
+                                 "with NumPy; drop backend='torch' / --backend torch or the "
+                                 "scheduler")
+            from .distributed import solve_distributed  # only now: Dask is imported here
+            sol = solve_distributed(self.kernel_, X, Y, lam=self.lam, solver=self.solver,
+                                    options=opts)
+        elif opts.backend == "torch":
             if self.solver != "cholesky":
                 raise InputError("backend='torch' solves with solver='cholesky' only")
             from .solvers.torch_solve import solve_torch
@@ -135,6 +143,10 @@ class _KernelInterpolantBase(BaseEstimator):
             raise InputError(f"kernel='precomputed' takes the square n x n Gram matrix as X, "
                              f"got shape {K.shape}")
         self.kernel_ = None
+        if opts.scheduler is not None:
+            raise InputError("a Dask solve (scheduler=...) builds K on the cluster from the "
+                             "points; a precomputed (or streamed) K is solved in memory: drop "
+                             "the scheduler, or pass the points (and --no-stream)")
         if self.solver == "cg-matrix-free":
             raise InputError("solver='cg-matrix-free' needs the points, not a precomputed K; "
                              "use 'cholesky' or 'cg'")

@@ -323,6 +323,8 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
                    dtype=opts.dtype, enabled=opts.progress):
             found = _fit_checked(clf, X_train, data.train_labels, opts)
         kernel, solver = clf.kernel_, config.solver
+        if opts.scheduler is not None:
+            solver += f" (dask, {clf.solver_info_['dask']['workers']} workers)"
     timings.update(clf.timings_)
 
     if config.kernel == "linear" and 0.5 < fmap.dim / n < 2:
