@@ -15,7 +15,7 @@ import scipy.linalg
 from distributed import Client, LocalCluster
 from sklearn.metrics.pairwise import rbf_kernel
 
-from kernelfit import KernelInterpolant, KernelInterpolantClassifier, Options
+from kernelfit import KernelInterpolant, Options
 from kernelfit.distributed import (
     build_gram_dask,
     connect,
