@@ -69,12 +69,20 @@ def main(argv=None) -> int:
     ap.add_argument("--n-test", type=int, default=2_000)
     ap.add_argument("--sigma", type=float, default=5.0)
     ap.add_argument("--dtype", default="float64", choices=("float32", "float64"))
+    # The in-memory reference factors in 6,144-wide tiles (the planner's width for large K):
+    # the default single LAPACK potrf call on the whole K segfaults on this machine for
+    # n >= 16,000 float64 with 2 OpenBLAS threads (scipy 1.17.1's OpenBLAS 0.3.31; it
+    # runs with OPENBLAS_NUM_THREADS=1), so that path cannot be the reference here.
+    ap.add_argument("--memory-tile", type=int, default=6144,
+                    help="tile width of the in-memory Cholesky (0: its default)")
     ap.add_argument("--json", default=str(HERE / "results" / "dask_mnist.json"))
     args = ap.parse_args(argv)
 
     X, y, Xt, yt = load_mnist(args.n, args.n_test)
     base = Options(dtype=args.dtype)
-    memory, alpha_mem = fit(X, y, Xt, yt, args.sigma, base)
+    memory, alpha_mem = fit(X, y, Xt, yt, args.sigma,
+                            base.replace(tile_size=args.memory_tile or None))
+    memory["tile_size"] = args.memory_tile or None
     dask, alpha_dask = fit(X, y, Xt, yt, args.sigma, base.replace(scheduler="local"))
     rel = float(np.linalg.norm(alpha_dask - alpha_mem) / np.linalg.norm(alpha_mem))
     result = {"dataset": "mnist", "n": args.n, "n_test": args.n_test, "d": X.shape[1],
@@ -90,9 +98,8 @@ def main(argv=None) -> int:
 
 def _gram_spread(result: dict) -> None:
     d = result["dask_local"]
-    workers = d["dask"]["gram_workers"]
-    cpu = sum(w["cpu_seconds"] for w in workers.values())
-    d["gram_cores_busy"] = cpu / d["timings"]["gram"]
+    cpu = sum(w["cpu_seconds"] for w in d["dask"]["gram"]["workers"].values())
+    d["gram_cpu_over_wall"] = cpu / d["timings"]["gram"]
 
 
 def _print(r: dict) -> None:
@@ -107,10 +114,13 @@ def _print(r: dict) -> None:
     print(f"  dask / in-memory: fit x{d['fit_seconds'] / m['fit_seconds']:.2f}, gram "
           f"x{d['timings']['gram'] / m['timings']['gram']:.2f}, factor "
           f"x{d['timings']['factor'] / m['timings']['factor']:.2f}")
-    for w, s in d["dask"]["gram_workers"].items():
-        print(f"  gram worker {w}: {s['tiles']} tiles, {s['cpu_seconds']:.1f} CPU s")
-    print(f"  gram build kept {d['gram_cores_busy']:.2f} cores busy "
-          f"(worker CPU seconds / wall seconds)")
+    g = d["dask"]["gram"]
+    for w, s in g["workers"].items():
+        print(f"  gram worker {w}: {s['tiles']} tiles, tasks ran {s['task_seconds']:.1f} s, "
+              f"process CPU {s['cpu_seconds']:.1f} s")
+    print(f"  gram tiles: {g['task_seconds']:.1f} task seconds over a {g['span_seconds']:.1f} s "
+          f"span = {g['concurrency']:.2f} tasks running at once on average; worker CPU / "
+          f"build wall = {d['gram_cpu_over_wall']:.2f} cores (lowered by other load)")
 
 
 if __name__ == "__main__":

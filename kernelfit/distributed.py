@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from .errors import InputError, NotPositiveDefiniteError, PlanError
+from .errors import InputError, MissingDependencyError, NotPositiveDefiniteError, PlanError
 from .gram import mirror_panel
 from .kernels import Kernel, row_sq_norms
 from .options import Options
@@ -74,6 +74,16 @@ def tiling(n: int, tile_size: int | None = None) -> tuple[int, int]:
 
 
 # -- the cluster ------------------------------------------------------------------------------
+def require_dask() -> None:
+    """Raise :class:`MissingDependencyError` (naming the ``dask`` extra) when Dask is absent."""
+    try:
+        import dask.array  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError as err:
+        raise MissingDependencyError(err.name or "distributed", "dask",
+                                     "a Dask solve (--scheduler / Options.scheduler)") from err
+
+
 @contextlib.contextmanager
 def connect(scheduler: str):
     """A ``distributed.Client`` for ``scheduler`` ("local" or "tcp://host:port"), closed after.
@@ -83,9 +93,10 @@ def connect(scheduler: str):
     are not oversubscribed) and shuts it down on exit. An address connects
     to a running cluster, whose workers must be able to import kernelfit.
     """
+    Options(scheduler=scheduler)          # the one validation of the value
+    require_dask()
     from distributed import Client, LocalCluster
 
-    Options(scheduler=scheduler)          # the one validation of the value
     if scheduler == "local":
         with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1,
                           processes=True, dashboard_address=None) as cluster, \
@@ -157,30 +168,32 @@ def _gram_tile(X, sq, kernel: Kernel, n: int, t: int, i: int, j: int) -> np.ndar
 def build_gram_dask(client, X, kernel: Kernel, *, dtype, t: int, T: int):
     """K as a persisted (T t) x (T t) dask array of t x t tiles, built on the workers.
 
-    Returns ``(K, seconds, per_worker)`` where ``per_worker`` maps each
-    worker's address to the upper tiles it computed and the CPU seconds its
-    process spent during the build (how the work was spread over the cores).
+    Returns ``(K, seconds, spread)``: ``spread["workers"]`` maps each worker's
+    address to the upper tiles it computed, the seconds its tile tasks ran and
+    the CPU seconds its process spent during the build; ``spread["concurrency"]``
+    is the tile tasks' total run time over the span from the first start to the
+    last stop (2.0: two workers computed side by side all along), a measure of
+    how the work was spread that, unlike CPU / wall, other load on the machine
+    does not lower.
     """
     import dask.array as da
-    from distributed import wait
+    from distributed import get_task_stream, wait
 
     X = np.ascontiguousarray(X, dtype=dtype)
     n = len(X)
     cpu0 = client.run(_process_cpu_seconds)
     t0 = time.perf_counter()
-    # Scattered once, to every worker: a tile task then carries only its indices.
-    X_f = client.scatter(X, broadcast=True, hash=False)
-    sq_f = client.scatter(row_sq_norms(X), broadcast=True, hash=False)
-    upper = {(i, j): client.submit(_gram_tile, X_f, sq_f, kernel, n, t, i, j, pure=False)
-             for i in range(T) for j in range(i, T)}
-    wait(list(upper.values()))
+    with get_task_stream(client=client) as stream:
+        # Scattered once, to every worker: a tile task then carries only its indices.
+        X_f = client.scatter(X, broadcast=True, hash=False)
+        sq_f = client.scatter(row_sq_norms(X), broadcast=True, hash=False)
+        upper = {(i, j): client.submit(_gram_tile, X_f, sq_f, kernel, n, t, i, j, pure=False)
+                 for i in range(T) for j in range(i, T)}
+        wait(list(upper.values()))
     seconds = time.perf_counter() - t0
     cpu1 = client.run(_process_cpu_seconds)
-    where = client.who_has(list(upper.values()))
-    per_worker = {w: {"tiles": 0, "cpu_seconds": cpu1[w] - cpu0[w]} for w in cpu1}
-    for fut in upper.values():
-        for w in where.get(fut.key, ())[:1]:
-            per_worker[w]["tiles"] += 1
+    spread = _spread(stream.data, {f.key for f in upper.values()},
+                     {w: cpu1[w] - cpu0[w] for w in cpu1})
     blocks = [[None] * T for _ in range(T)]
     for (i, j), fut in upper.items():
         blocks[i][j] = da.from_delayed(fut, shape=(t, t), dtype=X.dtype)
@@ -188,7 +201,27 @@ def build_gram_dask(client, X, kernel: Kernel, *, dtype, t: int, T: int):
             blocks[j][i] = blocks[i][j].T   # runs where the upper tile lives: a view there
     K = client.persist(da.block(blocks))
     wait(K)
-    return K, seconds, per_worker
+    return K, seconds, spread
+
+
+def _spread(stream: list, keys: set, cpu: dict) -> dict:
+    """Tiles, task seconds and CPU seconds per worker, and the tasks' mean concurrency."""
+    workers = {w: {"tiles": 0, "task_seconds": 0.0, "cpu_seconds": c} for w, c in cpu.items()}
+    spans = []
+    for task in stream:
+        if task["key"] not in keys:
+            continue
+        for ss in task["startstops"]:
+            if ss["action"] == "compute":
+                w = workers.setdefault(task["worker"], {"tiles": 0, "task_seconds": 0.0,
+                                                        "cpu_seconds": None})
+                w["tiles"] += 1
+                w["task_seconds"] += ss["stop"] - ss["start"]
+                spans.append((ss["start"], ss["stop"]))
+    span = max(s for _, s in spans) - min(s for s, _ in spans) if spans else 0.0
+    busy = sum(s - b for b, s in spans)
+    return {"workers": workers, "task_seconds": busy, "span_seconds": span,
+            "concurrency": busy / span if span > 0 else 0.0}
 
 
 def _process_cpu_seconds() -> float:
@@ -284,6 +317,7 @@ def solve_distributed(kernel: Kernel, X, Y, *, lam: float = 0.0, solver: str = "
     if solver not in DASK_SOLVERS:
         raise InputError(f"a Dask solve runs solver 'cholesky' or 'cg', got {solver!r}; drop "
                          "--scheduler / Options.scheduler for the other solvers")
+    require_dask()
     X = np.asarray(X)
     n = len(X)
     Y = np.asarray(Y, dtype=np.float64).reshape(n, -1)
@@ -301,11 +335,11 @@ def solve_distributed(kernel: Kernel, X, Y, *, lam: float = 0.0, solver: str = "
     plan_bytes = plan_distributed(n, t, T, dtype, Y.shape[1], summary,
                                   local=opts.scheduler == "local")
 
-    K, gram_s, per_worker = build_gram_dask(client, X, kernel, dtype=dtype, t=t, T=T)
+    K, gram_s, spread = build_gram_dask(client, X, kernel, dtype=dtype, t=t, T=T)
     Xd = np.ascontiguousarray(X, dtype=dtype)
     k_diag = kernel.diag(Xd, row_sq_norms(Xd))
     info = {"dask": {**summary, "tile": t, "tiles_per_side": T, "padding": T * t - n,
-                     "plan_bytes": plan_bytes, "gram_workers": per_worker}}
+                     "plan_bytes": plan_bytes, "gram": spread}}
     timings = {"gram": gram_s}
     try:
         if solver == "cholesky":

@@ -56,15 +56,16 @@ def test_tiling_pads_less_than_one_tile():
 def test_gram_tiles_match_sklearn_and_pad_with_identity(client, system):
     X, kernel, K_ref, _ = system
     t, T = tiling(N, TILE)
-    K, _, per_worker = build_gram_dask(client, X, kernel, dtype="float64", t=t, T=T)
+    K, _, spread = build_gram_dask(client, X, kernel, dtype="float64", t=t, T=T)
     K = K.compute()
     assert K.shape == (T * t, T * t) and T * t > N
     np.testing.assert_allclose(K[:N, :N], K_ref, rtol=0, atol=1e-13)
     np.testing.assert_array_equal(K, K.T)                     # exactly symmetric
     np.testing.assert_array_equal(K[N:, N:], np.eye(T * t - N))
     assert not K[N:, :N].any()
-    assert len(per_worker) == 2
-    assert sum(w["tiles"] for w in per_worker.values()) == T * (T + 1) // 2
+    assert len(spread["workers"]) == 2
+    assert sum(w["tiles"] for w in spread["workers"].values()) == T * (T + 1) // 2
+    assert 0 < spread["concurrency"] <= 2 + 1e-6
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
