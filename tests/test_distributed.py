@@ -143,8 +143,8 @@ def test_solvers_and_backends_a_dask_solve_does_not_run(system):
 
 
 def test_unreachable_scheduler_says_what_to_do(monkeypatch):
-    import kernelfit.distributed as kd
-    monkeypatch.setattr(kd, "CONNECT_TIMEOUT_S", 1)
+    import kernelfit.distributed.cluster as cluster
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(InputError, match="no Dask scheduler answered.*--scheduler local"):
         with connect("tcp://127.0.0.1:1"):
             pass
