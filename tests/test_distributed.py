@@ -175,3 +175,18 @@ def test_without_scheduler_nothing_of_dask_is_imported():
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "LOADED []" in out.stdout, out.stdout[-2000:]
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_the_given_client_computes_whatever_the_default_scheduler(client, system, solver):
+    # Dask's default scheduler is process-wide (the last client made, or a config); the
+    # tiles live on `client`'s cluster, so every product and solve must go there.
+    import dask
+
+    X, kernel, K_ref, _ = system
+    y = X[:, :1]
+    with dask.config.set(scheduler="synchronous"):
+        sol = solve_distributed(kernel, X, y, solver=solver, client=client,
+                                options=Options(tile_size=TILE, tol=1e-10))
+    ref = scipy.linalg.solve(K_ref, y, assume_a="pos")
+    assert np.linalg.norm(sol.alpha - ref) <= 1e-6 * np.linalg.norm(ref)

@@ -34,8 +34,10 @@ class DaskOperator:
     tile at a time), as :class:`kernelfit.solvers.operators.StoredOperator`.
     """
 
-    def __init__(self, K, n: int, t: int, k_diag, shift: float, dtype):
-        self.K, self.n, self.t = K, n, t
+    def __init__(self, client, K, n: int, t: int, k_diag, shift: float, dtype):
+        # The client is explicit: Dask's default scheduler is whichever client was made
+        # last in this process, which need not be the cluster that holds K.
+        self.client, self.K, self.n, self.t = client, K, n, t
         self.k_diag = np.asarray(k_diag, dtype=np.float64)
         self.shift = float(shift)
         self.shape = (n, n)
@@ -49,7 +51,8 @@ class DaskOperator:
         V2 = V.reshape(self.n, -1)
         P = np.zeros((self.K.shape[0], V2.shape[1]))
         P[:self.n] = V2
-        out = (self.K @ da.from_array(P, chunks=(self.t, P.shape[1]))).compute()[:self.n]
+        KP = self.K @ da.from_array(P, chunks=(self.t, P.shape[1]))
+        out = self.client.compute(KP).result()[:self.n]
         out = out.astype(np.float64, copy=False) + self.shift * V2
         return out[:, 0] if one_d else out
 
@@ -59,7 +62,8 @@ class DaskOperator:
     def columns(self, idx) -> np.ndarray:
         """K[:, idx] (without the shift), gathered from the tiles that hold them."""
         idx = np.asarray(idx)
-        return np.asarray(self.K[:, idx].compute()[:self.n], dtype=np.float64)
+        cols = self.client.compute(self.K[:, idx]).result()
+        return np.asarray(cols[:self.n], dtype=np.float64)
 
 
 # -- the solves -----------------------------------------------------------------------------------
@@ -119,10 +123,11 @@ def solve_distributed(kernel: Kernel, X, Y, *, lam: float = 0.0, solver: str = "
     timings = {"gram": gram_s}
     try:
         if solver == "cholesky":
-            sol = _solve_cholesky(K, k_diag, Y, n, t, lam, opts, timings, info)
+            sol = _solve_cholesky(client, K, k_diag, Y, n, t, lam, opts, timings, info)
             limit = residual_limit(dtype, n)
         else:
-            op = DaskOperator(K, n, t, k_diag, lam + _numeric_jitter(opts.jitter), dtype)
+            op = DaskOperator(client, K, n, t, k_diag, lam + _numeric_jitter(opts.jitter),
+                              dtype)
             sol = _cg(op, Y, opts, timings)
             sol.info.update(info)
             limit = max(2 * opts.tol, residual_limit(dtype, n))
@@ -133,10 +138,9 @@ def solve_distributed(kernel: Kernel, X, Y, *, lam: float = 0.0, solver: str = "
                                                     "or X is not finite")
 
 
-def _solve_cholesky(K, k_diag, Y, n: int, t: int, lam: float, opts: Options,
+def _solve_cholesky(client, K, k_diag, Y, n: int, t: int, lam: float, opts: Options,
                     timings: dict, info: dict) -> Solution:
     """Dask's blocked Cholesky of K + (lam + jitter) I, then the two triangular solves."""
-    import dask
     import dask.array as da
     from distributed import wait
 
@@ -154,10 +158,10 @@ def _solve_cholesky(K, k_diag, Y, n: int, t: int, lam: float, opts: Options,
             # One graph name for both triangles: computed together, L^T is not refactored.
             L = da.linalg.cholesky(A, lower=True)
             U = da.linalg.cholesky(A, lower=False)
-            L, U = dask.persist(L, U)
+            L, U = client.persist([L, U])
             wait([L, U])
             # Dask raises a task's error on the client when its result is gathered.
-            L.blocks[-1, -1].compute()
+            client.compute(L.blocks[-1, -1]).result()
         except np.linalg.LinAlgError as err:
             attempts.append({"jitter": jitter, "pivot": None, "error": str(err)})
             if level < len(levels) - 1:
@@ -170,10 +174,10 @@ def _solve_cholesky(K, k_diag, Y, n: int, t: int, lam: float, opts: Options,
         P = np.zeros((K.shape[0], Y.shape[1]))
         P[:n] = Y
         Z = da.linalg.solve_triangular(L, da.from_array(P, chunks=(t, P.shape[1])), lower=True)
-        alpha = da.linalg.solve_triangular(U, Z, lower=False).compute()[:n]
+        alpha = client.compute(da.linalg.solve_triangular(U, Z, lower=False)).result()[:n]
         timings["solve"] = time.perf_counter() - t0
         del L, U
-        op = DaskOperator(K, n, t, k_diag, shift, K.dtype)
+        op = DaskOperator(client, K, n, t, k_diag, shift, K.dtype)
         info = {**info, "jitter": jitter, "jitter_attempts": attempts}
         return _measure(op, np.asarray(alpha, dtype=np.float64), Y,
                         dict(timings=timings, info=info))
