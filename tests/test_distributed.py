@@ -77,7 +77,7 @@ def test_solvers_agree_with_scipy(client, system, solver, outputs, dtype):
     Y = rng.standard_normal((N, outputs))
     lam = 1e-3 if outputs == 10 else 0.0                     # the shifted diagonal too
     ref = scipy.linalg.solve(K_ref + lam * np.eye(N), Y, assume_a="pos")
-    tol = 1e-11
+    tol = 1e-9
     opts = Options(dtype=dtype, tile_size=TILE, tol=tol, max_iter=500)
     sol = solve_distributed(kernel, X, Y, lam=lam, solver=solver, options=opts, client=client)
     # Perturbation bound: a relative error e in K (rounding to dtype) or a residual e
@@ -183,10 +183,10 @@ def test_the_given_client_computes_whatever_the_default_scheduler(client, system
     # tiles live on `client`'s cluster, so every product and solve must go there.
     import dask
 
-    X, kernel, K_ref, _ = system
+    X, kernel, K_ref, cond = system
     y = X[:, :1]
     with dask.config.set(scheduler="synchronous"):
         sol = solve_distributed(kernel, X, y, solver=solver, client=client,
-                                options=Options(tile_size=TILE, tol=1e-10))
+                                options=Options(tile_size=TILE, tol=1e-8))
     ref = scipy.linalg.solve(K_ref, y, assume_a="pos")
-    assert np.linalg.norm(sol.alpha - ref) <= 1e-6 * np.linalg.norm(ref)
+    assert np.linalg.norm(sol.alpha - ref) <= 20 * cond * 1e-8 * np.linalg.norm(ref)
