@@ -171,6 +171,10 @@ def add_run_arguments(p) -> None:
                    help="where K is built and factored (one engine on each): numpy: host "
                         "memory; torch: a PyTorch device; cupy: a CUDA device through CuPy; "
                         "auto: a GPU when present, else numpy")
+    s.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="build and solve K on a Dask cluster (solver cholesky or cg): 'local' "
+                        "starts one worker process per core on this machine, tcp://host:port "
+                        "connects to a running scheduler (default: no Dask)")
     s.add_argument("--device", default=None,
                    help="cuda, cuda:1 or cpu (default: the backend's; CUDA when present)")
     s.add_argument("--storage", default=Options.storage, choices=STORAGE_CHOICES,
@@ -282,7 +286,8 @@ def config_from_args(args) -> RunConfig:
                       memory_limit=args.memory_limit, device_memory=args.device_memory,
                       storage=args.storage, scratch_dir=args.scratch,
                       backend=args.backend,
-                      device=args.device, progress=not args.quiet, strict=args.strict)
+                      device=args.device, progress=not args.quiet, strict=args.strict,
+                      scheduler=args.scheduler)
     return RunConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
                        seed=args.seed, kernel=args.kernel, gamma=args.gamma, sigma=args.sigma,
                        degree=args.degree, coef0=args.coef0, lam=args.lam, solver=args.solver,

@@ -97,43 +97,62 @@ class _KernelInterpolantBase(BaseEstimator):
             # Duplicates in the working dtype: with agreeing targets the minimum-norm
             # interpolant K^+ y exists (rank-revealing path, or CG from zero); with
             # disagreeing ones none does (DuplicatePointsError either way).
-            pinv_here = self.solver == "cholesky" and not opts.strict and n <= PINV_MAX_N
+            pinv_here = (self.solver == "cholesky" and opts.scheduler is None
+                         and not opts.strict and n <= PINV_MAX_N)
             singular = check_duplicates(X, Y, dtype=opts.dtype,
                                         allow_agreeing=pinv_here or self.solver != "cholesky")
         self.kernel_ = make_kernel(self.kernel, gamma=self.gamma, sigma=self.sigma,
                                    degree=self.degree, coef0=self.coef0, X=X)
         self.kernel_.check_dtype(opts.dtype)
-        be = resolve_backend(opts, self.solver)
-        # Where K lives (host, device, host tiles streamed through the device) and
-        # every size, decided once before anything large is allocated.
-        self.plan_ = plan = plan_fit(n, d, Y.shape[1], solver=self.solver, options=opts,
-                                     backend=be)
-        if self.solver == "cg-matrix-free":
-            sol = solve_matrix_free(self.kernel_, X, Y, lam=self.lam, options=opts)
+        if opts.scheduler is not None:
+            sol, be, storage = self._solve_on_cluster(X, Y, opts), get_backend("numpy"), "dask"
         else:
-            stages = {}
-            Xd = None
-            if be.name != "numpy":
-                # The points' trip to the device is a stage of its own, so that the
-                # Gram's time (and rate) is the device's work alone.
-                t = time.perf_counter()
-                Xd = be.asarray(X, plan.dtype)
-                be.synchronize()
-                stages["to_device"] = time.perf_counter() - t
-            t = time.perf_counter()
-            K, operator = build_stored(X, self.kernel_, plan, be, opts, X_device=Xd)
-            be.synchronize()
-            stages["gram"] = time.perf_counter() - t
-            sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts,
-                               singular=singular, operator=operator, tile=plan.tile)
-            sol.timings = {**stages, **sol.timings}
-            del K
-        sol.info.update(backend=be.name, device=be.device_name, storage=plan.storage)
+            sol, be, storage = self._solve_here(X, Y, opts, singular)
+        sol.info.update(backend=be.name, device=be.device_name, storage=storage)
         self._record(sol)
         self._backend_spec = (be.name, be.device_name)
         self.X_fit_ = np.ascontiguousarray(X, dtype=opts.dtype)
         self._sq_fit = row_sq_norms(self.X_fit_)
         return sol.K_alpha
+
+    def _solve_on_cluster(self, X, Y, opts):
+        """K built and solved on a Dask cluster (kernelfit.distributed plans it there)."""
+        if opts.backend not in ("numpy", "auto"):
+            raise InputError("a Dask solve (scheduler=...) runs on the cluster's workers "
+                             "with NumPy; drop --backend torch/cupy or the scheduler")
+        from .distributed import solve_distributed  # only now: Dask is imported here
+        self.plan_ = None
+        return solve_distributed(self.kernel_, X, Y, lam=self.lam, solver=self.solver,
+                                 options=opts)
+
+    def _solve_here(self, X, Y, opts, singular: bool):
+        """K on this machine, where the plan puts it; returns (Solution, backend, storage)."""
+        n, d = X.shape
+        be = resolve_backend(opts, self.solver)
+        # Where K lives (host, disk tiles, device, host tiles streamed through the
+        # device) and every size, decided once before anything large is allocated.
+        self.plan_ = plan = plan_fit(n, d, Y.shape[1], solver=self.solver, options=opts,
+                                     backend=be)
+        if self.solver == "cg-matrix-free":
+            return solve_matrix_free(self.kernel_, X, Y, lam=self.lam, options=opts), be, \
+                plan.storage
+        stages = {}
+        Xd = None
+        if be.name != "numpy":
+            # The points' trip to the device is a stage of its own, so that the
+            # Gram's time (and rate) is the device's work alone.
+            t = time.perf_counter()
+            Xd = be.asarray(X, plan.dtype)
+            be.synchronize()
+            stages["to_device"] = time.perf_counter() - t
+        t = time.perf_counter()
+        K, operator = build_stored(X, self.kernel_, plan, be, opts, X_device=Xd)
+        be.synchronize()
+        stages["gram"] = time.perf_counter() - t
+        sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts,
+                           singular=singular, operator=operator, tile=plan.tile)
+        sol.timings = {**stages, **sol.timings}
+        return sol, be, plan.storage
 
     def _solve_precomputed(self, K, Y, opts):
         """X is the n x n Gram matrix itself (built elsewhere, e.g. streamed from features)."""
@@ -142,6 +161,10 @@ class _KernelInterpolantBase(BaseEstimator):
             raise InputError(f"kernel='precomputed' takes the square n x n Gram matrix as X, "
                              f"got shape {K.shape}")
         self.kernel_ = None
+        if opts.scheduler is not None:
+            raise InputError("a Dask solve (scheduler=...) builds K on the cluster from the "
+                             "points; a precomputed (or streamed) K is solved in memory: drop "
+                             "the scheduler, or pass the points (and --no-stream)")
         if self.solver == "cg-matrix-free":
             raise InputError("solver='cg-matrix-free' needs the points, not a precomputed K; "
                              "use 'cholesky' or 'cg'")

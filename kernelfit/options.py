@@ -18,6 +18,9 @@ STORAGE_CHOICES = ("auto", "memory", "disk")
 BACKENDS = ("auto", "numpy", "torch", "cupy")
 # Devices a run may name: the CPU, the current CUDA device, or CUDA device N.
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+# A running Dask scheduler: tcp://host:port (host a name, an IPv4 or a bracketed IPv6 address).
+_SCHEDULER = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
+                        r":(\d{1,5})$")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,11 @@ class Options:
         (default) warns with :class:`kernelfit.errors.AccuracyWarning` and
         records it in the estimator's ``warnings_``; True raises
         :class:`kernelfit.errors.AccuracyError` instead.
+    scheduler : None, "local" or "tcp://host:port"
+        Build and solve K on a Dask cluster (:mod:`kernelfit.distributed`):
+        "local" starts a LocalCluster of one worker process per core, an
+        address connects to a running scheduler. None (default): in this
+        process, and Dask is never imported.
 
     Every field is checked when the object is made: a bad value raises
     :class:`kernelfit.errors.InputError` naming the field, the value and what
@@ -117,6 +125,7 @@ class Options:
     device: str | None = None
     overwrite_gram: bool = False
     strict: bool = False
+    scheduler: str | None = None
 
     def __post_init__(self):
         _choice("dtype", self.dtype, DTYPES)
@@ -148,6 +157,13 @@ class Options:
                 raise InputError(f"Options.device must be None (CUDA if present, else the CPU), "
                                  f"'cpu', 'cuda' or 'cuda:N' (N a device index), "
                                  f"got {self.device!r}")
+        if self.scheduler is not None and self.scheduler != "local":
+            m = _SCHEDULER.match(self.scheduler) if isinstance(self.scheduler, str) else None
+            if m is None or not 1 <= int(m.group(3)) <= 65535:
+                raise InputError(f"Options.scheduler must be None (no Dask), 'local' (a "
+                                 f"LocalCluster on this machine) or a running scheduler's "
+                                 f"address tcp://host:port (port 1-65535), got "
+                                 f"{self.scheduler!r}")
         for name in ("progress", "overwrite_gram", "strict"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"Options.{name} must be True or False, "

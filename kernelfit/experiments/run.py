@@ -320,6 +320,10 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
                    dtype=opts.dtype, enabled=opts.progress):
             found = _fit_checked(clf, X_train, data.train_labels, opts)
         kernel, solver = clf.kernel_, config.solver
+        if opts.scheduler is not None:
+            solver += f" (dask, {clf.solver_info_['dask']['workers']} workers)"
+            notes.append("K was built and solved in the Dask workers' memory: the peak "
+                         "memory here is this process's only")
     timings.update(clf.timings_)
 
     if config.kernel == "linear" and 0.5 < fmap.dim / n < 2:

@@ -75,6 +75,11 @@ def plan_run(fmap, n: int, m: int, n_classes: int, *, solver: str, options: Opti
         return plan_fit(n, 0, n_classes, solver=solver, options=options,
                         extra_bytes=m * n * item + chunk + predict_temps)
     features = (n + m) * fmap.dim * 4
+    if options.scheduler not in (None, "local"):
+        # K lives on a remote cluster's workers (kernelfit.distributed plans it there);
+        # this host holds the features, the solution and the prediction blocks.
+        return plan_fit(n, fmap.dim, n_classes, solver=solver, options=options,
+                        gram_allocated=True, extra_bytes=features + predict_temps)
     from ..backend import resolve_backend
     be = resolve_backend(options, solver)
     if be.on_gpu:
