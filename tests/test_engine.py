@@ -338,3 +338,25 @@ def test_a_killed_disk_run_resumes_to_the_same_bytes(tmp_path, kill):
     assert tiles["whole"] == tiles["killed"]            # the factor, bit for bit
     a, b = (json.loads(p.read_text()) for p in (out_whole, out_resumed))
     assert a["norm"] == b["norm"] and a["test_error"] == b["test_error"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("outputs", [1, 10])
+def test_disk_tile_store_agrees_with_scipy(rng, tmp_path, dtype, outputs):
+    from kernelfit.gram import build_gram_tiles
+    from kernelfit.solvers.tiles import DiskTileStore
+    X = rng.standard_normal((300, 5))
+    kern = make_kernel("gaussian", sigma=1.0)
+    store = DiskTileStore(tmp_path / "K.tiles.npy", 300, 64, dtype, get_backend("numpy"),
+                          {"test": dtype})
+    build_gram_tiles(X, kern, store, options=_opts())
+    K = kern.block(X, X)
+    Y = rng.standard_normal((300, outputs))[:, 0] if outputs == 1 else \
+        rng.standard_normal((300, outputs))
+    op = KernelOperator(kern, X, dtype=dtype)
+    sol = solve_stored(store, Y, lam=1e-2, operator=op, options=_opts())
+    ref = sl.solve(K + 1e-2 * np.eye(300), Y)
+    rtol = 1e-9 if dtype == "float64" else 2e-3
+    np.testing.assert_allclose(sol.alpha.reshape(ref.shape), ref, rtol=rtol,
+                               atol=rtol * np.abs(ref).max())
+    assert store.factored == store.n_tiles and sol.converged

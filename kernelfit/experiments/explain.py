@@ -51,10 +51,14 @@ def explain(config) -> dict:
     n_classes = len(np.unique(data.train_labels))
     plan = plan_run(shape, n, m, n_classes, solver=config.solver, options=opts,
                     streamed=streamed)
+    where = WHERE.get(plan.storage, plan.storage)
+    if opts.scheduler is not None:
+        cluster = ("a LocalCluster on this machine" if opts.scheduler == "local"
+                   else opts.scheduler)
+        where = f"Dask workers ({cluster}): K in tiles on the workers, Dask's blocked Cholesky"
     out = {"dataset": config.dataset, "n_train": n, "n_test": m, "features": fmap.name,
            "feature_dim": shape.dim, "streamed": streamed, "solver": config.solver,
-           "plan": plan.as_dict(), "where": WHERE.get(plan.storage, plan.storage),
-           "notes": notes}
+           "plan": plan.as_dict(), "where": where, "notes": notes}
     out["estimate"] = _estimate(plan, shape.dim, opts)
     return out
 
