@@ -360,3 +360,13 @@ def test_disk_tile_store_agrees_with_scipy(rng, tmp_path, dtype, outputs):
     np.testing.assert_allclose(sol.alpha.reshape(ref.shape), ref, rtol=rtol,
                                atol=rtol * np.abs(ref).max())
     assert store.factored == store.n_tiles and sol.converged
+
+
+def test_one_lapack_call_only_up_to_a_gib():
+    """OpenBLAS's dpotrf segfaulted in one call on 16,000^2 float64: above 1 GiB, tiles."""
+    from kernelfit.plan import LARGE_TILE, choose_tile
+    assert choose_tile(10_000, itemsize=4) == 10_000          # 0.4 GB: one call
+    assert choose_tile(16_000, itemsize=8) == LARGE_TILE      # 2.0 GB: tiles
+    assert choose_tile(16_000, itemsize=4) == 16_000          # 1.0 GB (< 1 GiB): one call
+    assert choose_tile(60_000, itemsize=4) == LARGE_TILE
+    assert choose_tile(1000, 128) == 128
