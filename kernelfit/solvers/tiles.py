@@ -191,14 +191,25 @@ class HostTileStore:
         """Store the (I, K) block of K (a device array, up to tile x tile) in its slot."""
         rows, cols = block.shape
         dst = self.tiles[self.slot(I, K)]
-        self._to_host(dst[:rows, :cols], block)
-
-    def _to_host(self, dst, src) -> None:
-        be = self.backend
-        if be.name == "torch":
-            dst.copy_(src, non_blocking=False)
+        if self.backend.name == "torch":
+            dst[:rows, :cols].copy_(block, non_blocking=False)
         else:
-            dst[...] = be.to_host(src)
+            dst[:rows, :cols] = self.backend.to_host(block)
+
+    # -- one tile in and out: the storage's own I/O (a file on disk overrides these)
+    def _tile_in(self, dst, slot: int) -> None:
+        """Tile ``slot`` into ``dst`` (a contiguous tile x tile block of a panel buffer)."""
+        if self.backend.name == "torch":
+            dst.copy_(self.tiles[slot], non_blocking=True)
+        else:
+            dst[...] = self.backend.asarray(np.asarray(self.tiles[slot]))
+
+    def _tile_out(self, slot: int, src) -> None:
+        """A contiguous tile x tile block of a panel buffer into tile ``slot``."""
+        if self.backend.name == "torch":
+            self.tiles[slot].copy_(src, non_blocking=True)
+        else:
+            self.tiles[slot][...] = self.backend.to_host(src)
 
     def diagonal(self) -> np.ndarray:
         return self.k_diag.copy()
@@ -209,15 +220,18 @@ class HostTileStore:
 
     def set_diagonal(self, values, first: int = 0) -> None:
         """K's diagonal (plus the shift) into the diagonal tiles of panels ``first`` on."""
-        be, values = self.backend, np.asarray(values, dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
         for J in range(first, self.n_tiles):
             j0, j1 = self.bounds(J)
-            D = self.tiles[self.slot(J, J)]
-            if be.name == "torch":
-                D.diagonal()[:j1 - j0].copy_(be.torch.as_tensor(values[j0:j1]))
-            else:
-                idx = np.arange(j1 - j0)
-                D[idx, idx] = values[j0:j1]
+            self._set_tile_diagonal(self.slot(J, J), values[j0:j1])
+
+    def _set_tile_diagonal(self, slot: int, values) -> None:
+        D = self.tiles[slot]
+        if self.backend.name == "torch":
+            D.diagonal()[:len(values)].copy_(self.backend.torch.as_tensor(values))
+        else:
+            idx = np.arange(len(values))
+            D[idx, idx] = values
 
     def restore(self, k_diag) -> None:
         if self.rebuild is None:
@@ -232,16 +246,10 @@ class HostTileStore:
         T = self.tile
         with self._streams.on(stream):
             for i, I in enumerate(range(J, self.n_tiles)):
-                self._copy_in(buf[i * T:(i + 1) * T], self.tiles[self.slot(I, K)])
+                self._tile_in(buf[i * T:(i + 1) * T], self.slot(I, K))
         j0, _ = self.bounds(J)
         k0, k1 = self.bounds(K)
         return buf[:self.n - j0, :k1 - k0]
-
-    def _copy_in(self, dst, src) -> None:
-        if self.backend.name == "torch":
-            dst.copy_(src, non_blocking=True)
-        else:
-            dst[...] = self.backend.asarray(np.asarray(src))
 
     def load_panel(self, J: int):
         # The buffer may still be read by queued work on the last panel (the solve's
@@ -277,11 +285,7 @@ class HostTileStore:
         s.copy_after_compute()
         with s.on(s.copy):
             for i, I in enumerate(range(J, self.n_tiles)):
-                dst = self.tiles[self.slot(I, J)]
-                if self.backend.name == "torch":
-                    dst.copy_(self._panel[i * T:(i + 1) * T], non_blocking=True)
-                else:
-                    dst[...] = self.backend.to_host(self._panel[i * T:(i + 1) * T])
+                self._tile_out(self.slot(I, J), self._panel[i * T:(i + 1) * T])
         # the next load_panel reuses the buffer: same copy stream, so in order
 
     def abandon(self) -> None:
@@ -289,9 +293,6 @@ class HostTileStore:
 
     def finish(self) -> None:
         self._streams.synchronize()
-        flush = getattr(self.tiles, "flush", None)
-        if flush is not None:
-            flush()
 
     # -- the solve streams the same panels, tile wide
     @property
@@ -372,6 +373,58 @@ def _maybe_killed(what: str, count: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class TileFile:
+    """Tiles in a ``.npy`` file, read and written with explicit I/O (pread / pwrite).
+
+    Not a memory map: mapped pages of a file count in the process's resident
+    set, so a factor over a 26 GB K would look (and be limited) like a 26 GB
+    process; explicit reads and writes leave caching to the kernel's page cache.
+    """
+
+    def __init__(self, path: Path, shape, dtype, *, create: bool):
+        self.fd = None
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        self.tile_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        if create:
+            with open(self.path, "wb") as fh:
+                np.lib.format.write_array_header_2_0(
+                    fh, {"descr": self.dtype.str, "fortran_order": False, "shape": self.shape})
+                self.offset = fh.tell()
+                fh.truncate(self.offset + self.shape[0] * self.tile_bytes)   # sparse
+        else:
+            with open(self.path, "rb") as fh:
+                fmt = np.lib.format
+                read_header = (fmt.read_array_header_1_0 if fmt.read_magic(fh) == (1, 0)
+                               else fmt.read_array_header_2_0)
+                shape, fortran, dt = read_header(fh)
+                self.offset = fh.tell()
+            size = self.path.stat().st_size
+            if (tuple(shape), fortran, dt) != (self.shape, False, self.dtype) or \
+                    size != self.offset + self.shape[0] * self.tile_bytes:
+                raise ValueError(f"{self.path} holds {shape} {dt} in {size} bytes")
+        self.fd = os.open(self.path, os.O_RDWR)
+
+    def read_into(self, slot: int, dst: np.ndarray) -> None:
+        got = os.preadv(self.fd, [memoryview(dst).cast("B")], self.offset + slot * self.tile_bytes)
+        if got != self.tile_bytes:
+            raise OSError(f"short read of tile {slot} from {self.path} ({got} bytes)")
+
+    def write(self, slot: int, src: np.ndarray) -> None:
+        src = np.ascontiguousarray(src, dtype=self.dtype)
+        os.pwrite(self.fd, memoryview(src).cast("B"), self.offset + slot * self.tile_bytes)
+
+    def flush(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self):
+        self.close()
+
+
 class DiskTileStore(HostTileStore):
     """K's lower tiles in a tile-major ``.npy`` on disk: K beyond RAM, build and factor resumable.
 
@@ -402,11 +455,14 @@ class DiskTileStore(HostTileStore):
         state = _read_state(self.progress_path)
         tiles = None
         if state is not None and state.get("fingerprint") == fingerprint:
-            tiles = _open_existing(self.path, shape, dtype)
+            try:
+                tiles = TileFile(self.path, shape, dtype, create=False)
+            except (OSError, ValueError):
+                tiles = None                  # damaged or another layout: built again
         if tiles is None:
             state = {"built": [], "factored": 0, "shift": None}
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tiles = np.lib.format.open_memmap(self.path, mode="w+", dtype=dtype, shape=shape)
+            tiles = TileFile(self.path, shape, dtype, create=True)
         self.built = {int(s) for s in state["built"]}
         self.factored = int(state["factored"])
         self.shift = state["shift"]
@@ -422,6 +478,25 @@ class DiskTileStore(HostTileStore):
 
     def is_built(self, I: int, K: int) -> bool:
         return self.slot(I, K) in self.built
+
+    # -- the file's I/O: whole tiles, zero-padded
+    def write_tile(self, I: int, K: int, block) -> None:
+        full = np.zeros((self.tile, self.tile), dtype=self.dtype)
+        full[:block.shape[0], :block.shape[1]] = self.backend.to_host(block)
+        self.tiles.write(self.slot(I, K), full)
+
+    def _tile_in(self, dst, slot: int) -> None:
+        self.tiles.read_into(slot, dst)
+
+    def _tile_out(self, slot: int, src) -> None:
+        self.tiles.write(slot, src)
+
+    def _set_tile_diagonal(self, slot: int, values) -> None:
+        D = np.empty((self.tile, self.tile), dtype=self.dtype)
+        self.tiles.read_into(slot, D)
+        idx = np.arange(len(values))
+        D[idx, idx] = values
+        self.tiles.write(slot, D)
 
     def mark_built(self, I: int, K: int) -> None:
         self.tiles.flush()
@@ -461,14 +536,3 @@ def _read_state(path: Path):
         return None
     ok = isinstance(state, dict) and {"fingerprint", "built", "factored", "shift"} <= set(state)
     return state if ok else None
-
-
-def _open_existing(path: Path, shape, dtype):
-    """The tile file if its header says what the record says; else None (rebuilt)."""
-    try:
-        tiles = np.load(path, mmap_mode="r+")
-    except (OSError, ValueError):
-        return None
-    if tuple(tiles.shape) != tuple(shape) or tiles.dtype != np.dtype(dtype):
-        return None
-    return tiles
