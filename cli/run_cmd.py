@@ -10,7 +10,7 @@ import sys
 from ..errors import InputError, KernelfitError
 from ..experiments.run import RunConfig, fit_run
 from ..kernels import KERNELS
-from ..options import BACKENDS, DTYPES, STORAGE_CHOICES, Options
+from ..options import BACKENDS, DTYPES, PRECONDITIONERS, STORAGE_CHOICES, Options
 from ..plan import SOLVERS
 
 EXAMPLES = """\
@@ -20,6 +20,7 @@ examples:
   kernelfit run --dataset mnist --features scattering --json mnist.json
   kernelfit run --randomize random-labels --n-train 1000   fit random labels exactly
   kernelfit run --solver cg --max-iter 200 --strict        fail unless CG converges
+  kernelfit run --dataset mnist --sigma 5 --dtype float32 --solver pcg --val-fraction 0.02
   kernelfit run --save-model digits.kfm && kernelfit predict --model digits.kfm
 """
 
@@ -71,6 +72,13 @@ def _or_auto(parse):
         return "auto" if text.strip().lower() == "auto" else parse(text)
     wrapped.__name__ = f"{parse.__name__} or auto"
     return wrapped
+
+
+def _fraction_or_zero(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 0 and < 1, got {text}")
+    return value
 
 
 def fraction(text: str) -> float:
@@ -164,7 +172,9 @@ def add_run_arguments(p) -> None:
                         "validation split of the training set")
     s.add_argument("--solver", default="cholesky", choices=SOLVERS,
                    help="cholesky: exact, in place; cg: preconditioned conjugate gradients "
-                        "on the stored K; cg-matrix-free: CG without storing K")
+                        "on the stored K; cg-matrix-free: CG without storing K; pcg: block "
+                        "PCG on the stored K at one float32 pass per iteration, stopped by "
+                        "--tol or early by --val-fraction")
     s.add_argument("--dtype", default=Options.dtype, choices=DTYPES,
                    help="precision of K; auto: float64 up to n = 20,000, float32 above")
     s.add_argument("--backend", default=Options.backend, choices=BACKENDS,
@@ -202,6 +212,16 @@ def add_run_arguments(p) -> None:
                    help="CG stopping relative residual")
     s.add_argument("--max-iter", type=positive_int, default=Options.max_iter, metavar="N",
                    help="CG iterations at most")
+    s.add_argument("--precond", default=Options.precond, choices=PRECONDITIONERS,
+                   help="pcg: eigen (top eigenvectors of a Nyström sketch of K), jacobi, none")
+    s.add_argument("--precond-rank", type=positive_int, default=None, metavar="N",
+                   help="pcg, eigen: eigenvectors kept (default: from memory and the "
+                        "spectrum's decay)")
+    s.add_argument("--val-fraction", type=_fraction_or_zero, default=Options.val_fraction,
+                   metavar="F", help="pcg: hold out this fraction of the training set and "
+                                     "stop early on its error (0: stop on --tol)")
+    s.add_argument("--patience", type=positive_int, default=Options.patience, metavar="N",
+                   help="pcg early stopping: iterations without a better validation error")
     s.add_argument("--memory-limit", type=byte_size, default=None, metavar="SIZE",
                    help="memory the run may plan for, e.g. 8GB (default: 90%% of free RAM)")
     s.add_argument("--strict", action="store_true",
@@ -283,6 +303,8 @@ def config_from_args(args) -> RunConfig:
     options = Options(dtype=args.dtype, block_size=args.block_size, tile_size=args.tile_size,
                       n_jobs=args.n_jobs, jitter=args.jitter,
                       refine_steps=args.refine_steps, tol=args.tol, max_iter=args.max_iter,
+                      precond=args.precond, precond_rank=args.precond_rank,
+                      val_fraction=args.val_fraction, patience=args.patience,
                       memory_limit=args.memory_limit, device_memory=args.device_memory,
                       storage=args.storage, scratch_dir=args.scratch,
                       backend=args.backend,

@@ -21,6 +21,8 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 # A running Dask scheduler: tcp://host:port (host a name, an IPv4 or a bracketed IPv6 address).
 _SCHEDULER = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
                         r":(\d{1,5})$")
+# solver="pcg" preconditioners (kernelfit.solvers.precond)
+PRECONDITIONERS = ("eigen", "jacobi", "none")
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,21 @@ class Options:
         Iterative-refinement steps after the direct solve (float64 residuals
         against the stored K, corrections from the float32 factor).
     tol, max_iter : float, int
-        Stopping rule of the conjugate-gradient solver (relative residual).
+        Stopping rule of the conjugate-gradient solvers (relative residual).
+    precond : {"eigen", "jacobi", "none"}
+        solver="pcg": EigenPro-style top eigenvectors of a Nyström sketch of
+        the stored K (:mod:`kernelfit.solvers.precond`), the diagonal, or none.
+    precond_rank : int or None
+        solver="pcg", precond="eigen": eigenvectors kept; None chooses them
+        from memory and the sketched spectrum's decay.
+    val_fraction : float
+        solver="pcg": 0 stops on ``tol``; > 0 holds out this fraction of the
+        training points (never test data) and returns the iterate with the
+        lowest validation error (early stopping; the held-out points are then
+        not fitted).
+    patience : int
+        Early stopping: iterations without a better validation error before
+        the iteration stops.
     memory_limit : int or None
         Bytes the planner may use; None means 90% of the available RAM. On a
         GPU it also caps what the solve may take of the device's free memory.
@@ -116,6 +132,10 @@ class Options:
     refine_steps: int = 0
     tol: float = 1e-6
     max_iter: int = 1000
+    precond: str = "eigen"
+    precond_rank: int | None = None
+    val_fraction: float = 0.0
+    patience: int = 5
     memory_limit: int | None = None
     storage: str = "auto"
     scratch_dir: str | None = None
@@ -142,6 +162,14 @@ class Options:
             raise InputError(f"Options.tol must be a number with 0 < tol < 1 (the CG stopping "
                              f"relative residual, e.g. 1e-6), got {self.tol!r}")
         _int("max_iter", self.max_iter, 1, "CG iterations, e.g. 1000")
+        _choice("precond", self.precond, PRECONDITIONERS)
+        if self.precond_rank is not None:
+            _int("precond_rank", self.precond_rank, 1, "or None to choose it from memory")
+        if not _real(self.val_fraction) or not (0 <= self.val_fraction < 1):
+            raise InputError(f"Options.val_fraction must be a number with 0 <= val_fraction < 1 "
+                             f"(0: stop on tol; e.g. 0.02 holds out 2% of the training set "
+                             f"for early stopping), got {self.val_fraction!r}")
+        _int("patience", self.patience, 1, "iterations without validation improvement")
         if self.memory_limit is not None:
             _int("memory_limit", self.memory_limit, 1, "bytes, or None for 90% of free RAM")
         _choice("storage", self.storage, STORAGE_CHOICES)

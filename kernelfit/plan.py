@@ -18,7 +18,7 @@ from .errors import PlanError
 from .options import Options
 from .solvers.pinv import PINV_MAX_N, pinv_bytes
 
-SOLVERS = ("cholesky", "cg", "cg-matrix-free")
+SOLVERS = ("cholesky", "cg", "cg-matrix-free", "pcg")
 
 # -- the engine's sizes -------------------------------------------------------------
 #: Tile width for a host K too large for one LAPACK call (n^2 >= 2**31): 6,144-wide
@@ -161,8 +161,11 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
     temps = max(tiled,                                  # Cholesky: diag tile + GEMM buffer
                 512 * n * 8 * 2,                        # float64 upcast chunks
                 opts.n_jobs * opts.block_size * d * item)
-    if solver != "cholesky":
+    if solver in ("cg", "cg-matrix-free"):
         temps += 8 * n * 500                           # Nyström sketch (rank <= 500)
+    elif solver == "pcg":                              # eigen sketch (+ validation rows)
+        from .solvers.pcg import pcg_bytes, sketch_budget
+        temps += pcg_bytes(n, opts, sketch_budget(n, item, opts, gram_allocated=gram_allocated))
     work = vectors + data + temps
     limit = opts.memory_limit or int(0.9 * available_memory())
     extra = int(extra_bytes)

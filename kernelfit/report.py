@@ -78,6 +78,9 @@ class RunRecord:
     seed: int | None = None
     versions: dict = field(default_factory=versions)
     notes: list = field(default_factory=list)
+    # Iterative solvers that record it (pcg): stopping rule, preconditioner and
+    # the per-iteration history (relative residual, validation error).
+    convergence: dict | None = None
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
@@ -102,7 +105,8 @@ class RunRecord:
             ("solver", f"{self.solver}, {self.dtype}, lambda={_fmt(self.lam)}"
                        + (f", jitter={_fmt(self.jitter)}" if self.jitter else "")
                        + ("" if self.converged else "  (NOT CONVERGED)"
-                          if self.solver.startswith("cg") else "  (NOT EXACT: see WARNING)")),
+                          if self.solver.startswith(("cg", "pcg"))
+                          else "  (NOT EXACT: see WARNING)")),
             ("backend", f"{self.backend} on {self.device}"),
             ("train error", pct(self.train_error)),
             ("test error", pct(self.test_error)),

@@ -351,13 +351,23 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         converged=bool(getattr(clf, "converged_", True)) and not found, warnings=found,
         selection=selection, timings=timings, gflops=gflops,
         memory_plan_bytes=plan.total_bytes,
-        peak_rss_bytes=peak_rss_bytes(), seed=config.seed, notes=notes)
+        peak_rss_bytes=peak_rss_bytes(), seed=config.seed, notes=notes,
+        convergence=_convergence(clf.solver_info_))
     return FittedRun(record, clf, fmap, config, streamed)
 
 
 def run(config: RunConfig, *, log=None) -> RunRecord:
     """Fit the interpolant the config describes and return its record."""
     return fit_run(config, log=log).record
+
+
+def _convergence(info: dict) -> dict | None:
+    """What an iterative solver recorded of its convergence (pcg), for the record."""
+    if "history" not in info or "stopping" not in info:
+        return None
+    keys = ("stopping", "preconditioner", "history", "best_iteration", "returned_iteration",
+            "val_size", "val_error")
+    return {k: info[k] for k in keys if k in info}
 
 
 def _fit_flops(n: int, d: int, c: int, solver: str) -> float | None:

@@ -54,7 +54,7 @@ class NystromPreconditioner:
         return (R + self.U @ ((scale - 1.0) * UtR)) / self.mu
 
 
-def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None):
+def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None, callback=None):
     """Solve op X = Y for every column of Y by (preconditioned) conjugate gradient.
 
     Parameters
@@ -66,6 +66,10 @@ def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None):
     max_iter : int
     precond : callable R -> M^{-1} R, optional
     X0 : ndarray, optional starting point (default 0)
+    callback : callable (iteration, X, rel) -> bool, optional
+        Called after each iteration with the iterate and the per-column relative
+        residuals; True stops the iteration there (``info["stopped_by_callback"]``,
+        and ``converged`` is then False unless every column had reached ``tol``).
 
     Returns
     -------
@@ -89,6 +93,7 @@ def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None):
     history = []
     iterations = 0
     broke = np.zeros(Y.shape[1], dtype=bool)
+    stopped = False
     rel = np.linalg.norm(R, axis=0) / ynorm
     active = rel > tol                        # a zero column of Y is solved by X = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - read after the loop
@@ -109,6 +114,11 @@ def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None):
         rel = np.linalg.norm(R, axis=0) / ynorm
         history.append(float(rel.max()))
         active &= rel > tol
+        # The callback sees every iterate, the last one included; its stop only
+        # counts while some column is still short of tol.
+        if callback is not None and callback(iterations, X, rel) and active.any():
+            stopped = True
+            break
         if not active.any():
             break
         Z = precond(R) if precond else R
@@ -117,5 +127,6 @@ def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None):
         P = Z + b * P
         rz = rz_new
     info = {"iterations": iterations, "converged": bool(not active.any() and not broke.any()),
-            "breakdown": bool(broke.any()), "residuals": rel.tolist(), "history": history}
+            "breakdown": bool(broke.any()), "residuals": rel.tolist(), "history": history,
+            "stopped_by_callback": stopped}
     return (X[:, 0] if one_d else X), info

@@ -119,7 +119,8 @@ def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
     K : array (n, n) of any backend, C-contiguous, both triangles filled; or a
         :class:`kernelfit.solvers.tiles.HostTileStore` (lower tiles, streamed)
     Y : ndarray (n, c)
-    solver : {"cholesky", "cg"}
+    solver : {"cholesky", "cg", "pcg"}
+        "pcg": :mod:`kernelfit.solvers.pcg` (K is not modified).
     singular : bool
         The caller knows K is exactly singular (duplicate points whose targets
         agree): with ``lam == 0`` and no jitter, go straight to the
@@ -151,8 +152,17 @@ def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
         op = StoredOperator(K, k_diag, lam + _numeric_jitter(opts.jitter))
         sol = _cg(op, Y, opts, {})
         limit = max(2 * opts.tol, residual_limit(dtype, n))
+    elif solver == "pcg":
+        if isinstance(K, HostTileStore) or backend_of(K).name != "numpy":
+            raise InputError("solver='pcg' runs on a host K held whole in memory "
+                             "(backend='numpy'); use solver='cholesky' for a device or a "
+                             "streamed K")
+        k_diag = _diagonal(K)
+        sol = _pcg(K, Y, lam + _numeric_jitter(opts.jitter), opts)
+        limit = max(2 * opts.tol, residual_limit(dtype, n))
     else:
-        raise InputError(f"solver must be 'cholesky' or 'cg' for a stored K, got {solver!r}")
+        raise InputError(f"solver must be 'cholesky', 'cg' or 'pcg' for a stored K, "
+                         f"got {solver!r}")
     return check_solution(sol, limit=limit, options=opts, dtype=dtype,
                           explain_nonfinite=lambda: _nonfinite_in_stored(K, k_diag))
 
@@ -305,6 +315,37 @@ def _cg(op, Y, opts: Options, timings: dict) -> Solution:
         sol.warnings.append(f"CG did not converge: it {why}. Raise --max-iter / max_iter, "
                             "loosen --tol / tol, pass --lam / lam > 0, or use --solver "
                             "cholesky / solver='cholesky'.")
+    return sol
+
+
+def _pcg(K, Y, shift: float, opts: Options) -> Solution:
+    from .pcg import PanelOperator, pcg_solve
+    alpha, info = pcg_solve(K, Y, shift=shift, options=opts)
+    timings = info.pop("timings")
+    info = {"jitter": _numeric_jitter(opts.jitter), **info}
+    # The residual and K alpha through the same float32 pass as the iterations: its
+    # rounding (~eps32 ||K|| ||alpha|| / ||Y||) is far below what PCG is asked to reach.
+    sol = _measure(PanelOperator(K, shift), alpha, Y,
+                   dict(timings=timings, info=info, iterations=info["iterations"]))
+    if not info["converged"]:
+        its = info["iterations"]
+        if "val_size" in info:
+            why = (f"stopped early on purpose (validation rule) after {its} iterations and "
+                   f"returned iteration {info['returned_iteration']} (validation error "
+                   f"{info['val_error']:.2%} on {info['val_size']:,} held-out training points, "
+                   f"which it does not fit): relative residual {sol.relative_residual:.2e}, "
+                   "not an interpolant. For an exact fit drop --val-fraction / val_fraction "
+                   "and set --tol / tol")
+        elif info.get("breakdown"):
+            why = (f"broke down after {its} iterations (p^T K p <= 0: K is singular or not "
+                   f"positive definite in {K.dtype.name}) at relative residual "
+                   f"{sol.relative_residual:.2e}. Pass --lam / lam > 0 or use --solver cholesky")
+        else:
+            why = (f"stopped after {its} iterations (max_iter) at relative residual "
+                   f"{max(info['residuals']):.2e}, short of tol={opts.tol:g}. Raise --max-iter "
+                   "/ max_iter, loosen --tol / tol, or pass --lam / lam > 0")
+        sol.converged = False
+        sol.warnings.append(f"PCG did not converge: it {why}.")
     return sol
 
 

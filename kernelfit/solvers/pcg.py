@@ -1,0 +1,253 @@
+"""Block PCG on a stored K at the speed of one pass over K per iteration.
+
+Every iteration is one product K @ P of the stored K with the n x c block of
+search directions, all c one-vs-rest outputs together. The product runs in
+K's own dtype (a float32 K is read once, by SGEMM over row panels, never
+upcast: that upcast made :class:`~kernelfit.solvers.operators.StoredOperator`
+3x slower than memory allows); the n x c results, the step sizes, every
+reduction and every residual check are float64.
+
+Stopping, one rule per solve, recorded in ``info["stopping"]``:
+
+* ``tol``: every column's relative residual ||r_j|| / ||y_j|| <= tol;
+* validation (``Options.val_fraction > 0``): a random ``val_fraction`` of the
+  training points is held out of the system, its classification error is
+  measured after each iteration from the held-out rows of K (no test data is
+  ever seen), and the iterate with the lowest validation error is returned once
+  ``Options.patience`` iterations have brought no improvement. The held-out
+  points are not fitted (their alpha is 0): the result is not an interpolant,
+  and the solution says so.
+
+``info["history"]`` holds, per iteration, the largest relative residual of
+the columns and, with validation, the validation error.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import InputError
+from ..options import Options
+from .cg import block_cg
+from .precond import JacobiPreconditioner, TopEigenPreconditioner, choose_sketch, sketch_bytes
+
+# Rows per panel of the product: the panel is a view of K (no copy); its rows
+# only size the c-column float32 result, so any panel of a few MB of output is
+# as fast as one call. Panels keep the float64 accumulation of the result
+# bounded and let a memory-mapped K stream.
+PANEL_ROWS = 4096
+
+# Share of the memory left besides K that the preconditioner's sketch may take
+# (the rest: the CG blocks, prediction, other processes' growth).
+SKETCH_SHARE = 0.4
+
+
+def sketch_budget(n: int, itemsize: int, opts: Options, *, gram_allocated: bool) -> float:
+    """Bytes the eigen preconditioner may use: SKETCH_SHARE of the memory besides K.
+
+    ``gram_allocated``: K already exists (at solve time), so what is available
+    now is already net of it.
+    """
+    from ..plan import available_memory
+    if opts.memory_limit is not None:
+        free = opts.memory_limit - n * n * itemsize
+    else:
+        free = 0.9 * available_memory() - (0 if gram_allocated else n * n * itemsize)
+    return max(SKETCH_SHARE * free, 0.0)
+
+
+class PanelOperator:
+    """(K + shift I) V for a K stored whole (both triangles), in K's dtype.
+
+    ``rows`` (optional, sorted indices) restricts the operator to the
+    subsystem K[rows, rows]: V is scattered into the full length (zeros
+    elsewhere) and the rows of the result gathered; a pass over K still reads
+    every row, which costs the held-out fraction of a pass, no copy of K.
+    """
+
+    def __init__(self, K, shift: float = 0.0, rows=None, panel_rows: int = PANEL_ROWS):
+        if K.ndim != 2 or K.shape[0] != K.shape[1]:
+            raise InputError(f"K must be a square matrix, got shape {K.shape}")
+        self.K = K
+        self.shift = float(shift)
+        self.rows = None if rows is None else np.asarray(rows)
+        m = K.shape[0] if rows is None else len(self.rows)
+        self.shape = (m, m)
+        self.dtype = K.dtype
+        self.panel_rows = int(panel_rows)
+
+    def product(self, P):
+        """K @ P over all of K's rows (P full length, K's dtype), float64 result."""
+        n = self.K.shape[0]
+        out = np.empty((n, P.shape[1]))
+        for r0 in range(0, n, self.panel_rows):
+            r1 = min(r0 + self.panel_rows, n)
+            out[r0:r1] = self.K[r0:r1] @ P
+        return out
+
+    def __matmul__(self, V):
+        V = np.asarray(V, dtype=np.float64)
+        one_d = V.ndim == 1
+        V2 = V.reshape(len(V), -1)
+        if self.rows is None:
+            P = V2.astype(self.dtype)
+            Y = self.product(P)
+        else:
+            P = np.zeros((self.K.shape[0], V2.shape[1]), dtype=self.dtype)
+            P[self.rows] = V2
+            Y = self.product(P)[self.rows]
+        if self.shift:
+            Y += self.shift * V2
+        return Y[:, 0] if one_d else Y
+
+    def diagonal(self):
+        d = np.asarray(self.K.diagonal(), dtype=np.float64)
+        d = d if self.rows is None else d[self.rows]
+        return d + self.shift
+
+    def row_block(self, idx):
+        """K[idx, :] restricted to the operator's columns (K's dtype); idx in its numbering."""
+        full = idx if self.rows is None else self.rows[idx]
+        R = self.K[full]
+        return R if self.rows is None else R[:, self.rows]
+
+
+def _split(n: int, fraction: float, labels, seed: int):
+    """Held-out rows for early stopping: a random, class-stratified ``fraction`` of n."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = int(round(fraction * len(members)))
+        held.append(rng.choice(members, size=k, replace=False))
+    val = np.sort(np.concatenate(held))
+    if len(val) == 0 or len(val) == n:
+        raise InputError(f"Options.val_fraction={fraction:g} of n={n:,} points leaves "
+                         f"{len(val)} validation and {n - len(val)} training points; choose a "
+                         "fraction that keeps some of each (e.g. 0.02)")
+    return np.setdiff1d(np.arange(n), val), val
+
+
+def make_preconditioner(op: PanelOperator, opts: Options, *, budget_bytes: float, seed: int = 0):
+    """The preconditioner ``opts.precond`` names, built from the stored K (None for "none")."""
+    if opts.precond == "none":
+        return None
+    if opts.precond == "jacobi":
+        return JacobiPreconditioner(op.diagonal())
+    n = op.shape[0]
+    sketch, rank = choose_sketch(n, budget_bytes, opts.precond_rank)
+    return TopEigenPreconditioner(op.row_block, n, op.shift, sketch=sketch, rank=rank, seed=seed,
+                                  eps=float(np.finfo(op.dtype).eps))
+
+
+def pcg_solve(K, Y, *, shift: float = 0.0, options: Options | None = None,
+              budget_bytes: float | None = None, seed: int = 0, monitor=None):
+    """Solve (K + shift I) alpha = Y by block PCG; returns ``(alpha, info)`` (float64 alpha).
+
+    Parameters
+    ----------
+    K : ndarray (n, n), both triangles filled (float32 or float64; not modified)
+    Y : ndarray (n, c): one-hot or +-1 targets; with validation stopping, the
+        classes are read as ``argmax`` of each row.
+    shift : float
+    options : Options (precond, precond_rank, tol, max_iter, val_fraction, patience)
+    budget_bytes : memory the preconditioner's sketch may take (default:
+        :func:`sketch_budget`)
+    monitor : callable (iteration, alpha) -> bool, optional
+        Sees each iterate (alpha over all n rows, held-out rows 0) after the
+        stopping rule has; True stops the solve there. For benchmarks that trace
+        an outside measure (e.g. test error, as EigenPro's time-to-accuracy is
+        measured); it takes no part in the stopping rule.
+
+    ``info``: iterations, converged, stopping (the rule, in words), history
+    (one dict per iteration: iteration, seconds since the first began, the
+    largest relative residual of the columns, val_error), preconditioner (its
+    kind, rank, sketch, mu), timings (precond, iterations), and with validation: val_size, val_index
+    (the held-out rows), best_iteration, returned_iteration, val_error.
+    """
+    opts = options or Options()
+    Y = np.asarray(Y, dtype=np.float64)
+    Y = Y.reshape(len(Y), -1)
+    n = K.shape[0]
+    if Y.shape[0] != n:
+        raise InputError(f"Y has {Y.shape[0]} rows but K is {n} x {n}")
+    if budget_bytes is None:
+        budget_bytes = sketch_budget(n, K.dtype.itemsize, opts, gram_allocated=True)
+    timings = {}
+    rows = val = None
+    if opts.val_fraction:
+        labels = np.argmax(Y, axis=1)
+        rows, val = _split(n, opts.val_fraction, labels, seed)
+    op = PanelOperator(K, shift, rows=rows)
+    t = time.perf_counter()
+    pre = make_preconditioner(op, opts, budget_bytes=budget_bytes, seed=seed)
+    timings["precond"] = time.perf_counter() - t
+    history = []
+    state = {"best": np.inf, "best_it": 0, "best_X": None}
+
+    def _monitor(it, X):
+        if monitor is None:
+            return False
+        full = X
+        if rows is not None:
+            full = np.zeros((n, X.shape[1]))
+            full[rows] = X
+        return bool(monitor(it, full))
+
+    if val is None:
+        stopping = f"relative residual <= tol={opts.tol:g} in every column, or max_iter"
+
+        def callback(it, X, rel):
+            history.append({"iteration": it, "seconds": time.perf_counter() - t0,
+                            "relative_residual": float(rel.max())})
+            return _monitor(it, X)
+        Y_sys = Y
+    else:
+        stopping = (f"validation: lowest classification error on {len(val):,} held-out training "
+                    f"points (val_fraction={opts.val_fraction:g}), stopped after "
+                    f"patience={opts.patience} iterations without improvement; or tol="
+                    f"{opts.tol:g}, or max_iter")
+        # The held-out rows of K, restricted to the training columns: one contiguous
+        # copy (|val| x n), read once per iteration for the validation scores.
+        K_val = np.ascontiguousarray(K[val][:, rows])
+        y_val = np.argmax(Y[val], axis=1)
+        Y_sys = Y[rows]
+
+        def callback(it, X, rel):
+            seconds = time.perf_counter() - t0
+            pred = np.argmax(K_val @ X.astype(K.dtype), axis=1)
+            err = float(np.mean(pred != y_val))
+            history.append({"iteration": it, "seconds": seconds,
+                            "relative_residual": float(rel.max()), "val_error": err})
+            if err < state["best"]:
+                state.update(best=err, best_it=it, best_X=X.copy())
+            return it - state["best_it"] >= opts.patience or _monitor(it, X)
+
+    t = t0 = time.perf_counter()     # history's "seconds": since the iterations began
+    X, info = block_cg(op, Y_sys, tol=opts.tol, max_iter=opts.max_iter, precond=pre,
+                       callback=callback)
+    timings["iterations"] = time.perf_counter() - t
+    info.pop("history")        # the per-iteration records below say more
+    info.update(stopping=stopping, history=history, timings=timings,
+                preconditioner=(pre.info if pre is not None else {"preconditioner": "none"}))
+    if val is None:
+        return X, info
+    if state["best_X"] is not None and state["best_it"] != info["iterations"]:
+        X = state["best_X"]
+    alpha = np.zeros((n, Y.shape[1]))
+    alpha[rows] = X
+    info.update(val_size=len(val), val_index=val.tolist(), best_iteration=state["best_it"],
+                val_error=state["best"],
+                returned_iteration=state["best_it"] or info["iterations"])
+    return alpha, info
+
+
+def pcg_bytes(n: int, opts: Options, budget_bytes: float) -> int:
+    """Working memory of :func:`pcg_solve` besides K (the planner's count)."""
+    if opts.precond != "eigen":
+        return 0
+    s, q = choose_sketch(n, budget_bytes, opts.precond_rank)
+    val = int(opts.val_fraction * n) * n * 4 if opts.val_fraction else 0
+    return sketch_bytes(n, s, q) + val
