@@ -267,7 +267,7 @@ def test_plan_says_where_k_lives_before_any_work(capsys, tmp_path):
     assert main(["plan", "--dataset", "digits"]) == 0
     out = capsys.readouterr().out
     assert "K lives in   host memory, one in-place n x n buffer" in out
-    assert "expected     Gram ~" in out and "1 panel)" in out
+    assert "expected     Gram " in out and "1 panel)" in out
     # K's tiles on disk, three panels in RAM
     assert main(["plan", "--dataset", "digits", "--storage", "disk", "--scratch",
                  str(tmp_path), "--tile-size", "256", "--json", str(tmp_path / "p.json")]) == 0

@@ -107,7 +107,7 @@ def render(info: dict) -> str:
                      f"{p['scratch_dir']}")
     est = info["estimate"]
     if "gram_s" in est:
-        lines.append(f"expected     Gram ~{_secs(est['gram_s'])}, factor ~{_secs(est['factor_s'])}"
+        lines.append(f"expected     Gram {_secs(est['gram_s'])}, factor {_secs(est['factor_s'])}"
                      f"  (GEMM {est['gemm_gflops']:,.0f} GFLOP/s measured now on "
                      f"{est['measured_on']}, at the engine's measured "
                      f"{est['efficiency']['gram']:.0%} / {est['efficiency']['factor']:.0%} of it)")
@@ -124,6 +124,8 @@ def _panels(n: int, tile: int) -> str:
 
 
 def _secs(s: float) -> str:
+    if s < 0.1:
+        return "< 0.1 s"
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.0f} min"
 
 
