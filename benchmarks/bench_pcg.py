@@ -325,7 +325,7 @@ def main(argv=None) -> int:
     target = args.target
     if "test_error" in ep:
         target = min(ep["test_error"].values())
-        first = min(e for e, err in ep["test_error"].items() if err <= target)
+        first = min(int(e) for e, err in ep["test_error"].items() if err <= target)
         ep["time_to_target_s"] = ep["setup_s"] + ep["fit_s"] * first / ep["epochs"]
     doc["target_test_error"] = target
     doc["target_from"] = "eigenpro2, this run" if "test_error" in ep else \
