@@ -227,10 +227,10 @@ class NumpyBackend(Backend):
 
     name = "numpy"
 
-    def __init__(self, module=None, device=None):
+    def __init__(self):
         import array_api_compat.numpy as xp
-        super().__init__(xp, device)
-        self.np = module or np
+        super().__init__(xp, None)
+        self.np = np
 
     def asarray(self, a, dtype=None):
         return np.ascontiguousarray(a, dtype=np.dtype(dtype) if dtype else None)

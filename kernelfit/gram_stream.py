@@ -35,13 +35,10 @@ from .errors import InputError
 from .gram import mirror_panel
 from .kernels import Kernel
 from .options import Options
+from .plan import DEVICE_STREAM_TILE
 
 # Columns per accumulation tile: bounds the GEMM temporary to block x _COL_STEP.
 _COL_STEP = 4096
-# Rows and columns of a device tile: a GPU GEMM needs large tiles to run near its peak
-# (8192 x 8192 x 2,048 is 275 GFLOP, milliseconds on an H100), and cuBLAS accumulates
-# into the view itself, so the tile costs no temporary.
-_DEVICE_TILE = 8192
 
 
 @dataclass
@@ -167,7 +164,7 @@ def accumulate_streamed(chunks, n_train: int, n_test: int, *, options: Options |
         block, col_step, n_jobs = opts.block_size, _COL_STEP, max(1, int(opts.n_jobs))
     else:
         # one queue of large GEMMs keeps a device busy; host threads would only contend
-        block, col_step, n_jobs = _DEVICE_TILE, _DEVICE_TILE, 1
+        block, col_step, n_jobs = DEVICE_STREAM_TILE, DEVICE_STREAM_TILE, 1
     acc = StreamedInner(b.zeros((n, n), dtype.name), b.zeros((m, n), dtype.name),
                         b.zeros((n,), "float64"), b.zeros((m,), "float64"))
     tiles = _tiles(n, block, col_step)

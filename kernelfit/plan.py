@@ -28,6 +28,10 @@ LARGE_TILE = 6144
 #: n = 60,000 float32): 6,144 -> 41.0 TFLOP/s, 8,192 -> 40.1, 12,288 -> 38.2,
 #: 16,384 -> 37.3 (wider tiles leave more of the work in the slower potrf / trsm).
 DEVICE_TILE = 6144
+#: Rows and columns of a device tile of the streamed Gram (K += Phi_c Phi_c^T): a GPU
+#: GEMM needs large tiles to run near its peak (8192 x 8192 x 2,048 is 275 GFLOP,
+#: milliseconds on an H100), and cuBLAS accumulates into the view itself.
+DEVICE_STREAM_TILE = 8192
 #: Rows per Gram panel in device memory (host panels: Options.block_size): one
 #: GEMM and six element-wise passes per panel, few enough launches to vanish.
 DEVICE_PANEL_ROWS = 4096
@@ -50,14 +54,16 @@ STREAMED_RESIDUAL_ROWS = 1024
 #: cuSOLVER workspace, the panel temporaries and the data.
 DEVICE_HEADROOM = 0.92
 
-STORAGES = ("host", "device", "host tiles", "disk tiles")
-
-
 #: Largest K factored by one LAPACK call. OpenBLAS's threaded dpotrf on this kind of
 #: machine segfaulted on one in-place call over a 16,000 x 16,000 float64 matrix
 #: (2.0 GB; 12,000, 1.2 GB, ran; a random SPD matrix, plain SciPy, 2 threads), so
 #: above 1 GiB the factor goes tile by tile, each potrf on a 6,144-wide tile.
 SINGLE_CALL_BYTES = 2**30
+
+
+def device_tile(n: int, opts: Options) -> int:
+    """The tile width to factor an n x n K in device memory with."""
+    return min(n, opts.tile_size or DEVICE_TILE)
 
 
 def max_tile(n: int) -> int:
@@ -266,7 +272,7 @@ def _plan_device(n: int, d: int, n_outputs: int, solver: str, opts: Options, bac
     gram = n * n * item
     vectors = 8 * n * max(n_outputs, 1) * 6
     data = n * d * item + 8 * n
-    tile = min(n, opts.tile_size or DEVICE_TILE)
+    tile = device_tile(n, opts)
     # potrf / trsm temporaries of a tile, the float64 residual chunk, a Gram panel
     temps = max(3 * tile * tile * item, 16384 * tile * item, 4096 * n * 8,
                 opts.block_size * n * item)

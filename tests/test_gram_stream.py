@@ -101,7 +101,7 @@ def test_torch_chunks_equal_numpy(monkeypatch, device, kernel, standardize, dtyp
     """Tensor chunks accumulate on their device (torch CPU; CUDA when present) to NumPy's K."""
     torch = pytest.importorskip("torch")
     import kernelfit.gram_stream as gs
-    monkeypatch.setattr(gs, "_DEVICE_TILE", 8)         # several device tiles at this size
+    monkeypatch.setattr(gs, "DEVICE_STREAM_TILE", 8)         # several device tiles at this size
     rng = np.random.default_rng(1)
     n, m = 37, 11
     Phi = (rng.random((n, 40)) * 3).astype(np.float32)

@@ -40,7 +40,7 @@ from ..errors import (
     PlanError,
 )
 from ..options import Options
-from ..plan import DEVICE_TILE, choose_tile
+from ..plan import choose_tile, device_tile
 from .cg import NystromPreconditioner, block_cg
 from .cholesky import factor, restore_lower
 from .operators import KernelOperator, StoredOperator
@@ -246,7 +246,7 @@ def _tile(K, n: int, opts: Options) -> int:
         return K.tile
     if backend_of(K).name == "numpy":
         return choose_tile(n, opts.tile_size, np.dtype(backend_of(K).dtype_name(K)).itemsize)
-    return min(n, opts.tile_size or DEVICE_TILE)
+    return device_tile(n, opts)
 
 
 def _solve_pinv(K, k_diag, Y, opts: Options, timings: dict, *, reason: str) -> Solution:

@@ -167,10 +167,6 @@ class HostTileStore:
             return be.torch.empty(shape, dtype=be.dtype(self.dtype), pin_memory=be.on_gpu)
         return np.zeros(shape, dtype=self.dtype)
 
-    @property
-    def nbytes_device(self) -> int:
-        return 3 * self.n_tiles * self.tile * self.tile * np.dtype(self.dtype).itemsize
-
     def slot(self, I: int, K: int) -> int:
         if I < K:
             raise InputError(f"tile ({I}, {K}) is above the diagonal; only lower tiles are kept")
