@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..atomic import human_bytes as _size
 from ..data.cache import FETCH_SPECS, fetch
 from ..data.dataset import dataset_info
+from ..formats import human_bytes as _size
 
 EXAMPLES = """examples:
   kernelfit data fetch mnist

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..formats import jsonable
 
 # Rows per transform chunk when a map does not choose its own.
 DEFAULT_BATCH = 1024
@@ -106,7 +107,7 @@ class FeatureMap:
     @property
     def params(self) -> dict:
         """Everything that defines the features (JSON-able), seed included."""
-        out = {k: _jsonable(getattr(self, k)) for k in self._param_names}
+        out = {k: jsonable(getattr(self, k)) for k in self._param_names}
         out["seed"] = self.seed
         return out
 
@@ -244,11 +245,3 @@ class FeatureMap:
             raise InputError(f"{self.name} features were set up for images of shape "
                              f"{self.input_shape_}, got {images.shape[1:]}")
         return images
-
-
-def _jsonable(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, (tuple, list, np.ndarray)):
-        return [_jsonable(x) for x in v]
-    return v

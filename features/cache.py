@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import human_bytes, write_bytes_atomic, write_json_atomic
+from ..atomic import write_bytes_atomic, write_json_atomic
+from ..formats import human_bytes
 from .base import FeatureMap, as_images
 
 #: Sidecar of each cached ``.npy``: its sha256 and size, written after it (the commit marker).

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputPathError
+from .formats import jsonable
 
 #: Suffix of the temporary files; the name before it is ``.TARGET.PID.TOKEN``.
 TMP_SUFFIX = ".part"
@@ -201,14 +202,6 @@ def atomic_path(path):
     fsync_dir(target.parent)
 
 
-def human_bytes(n: int) -> str:
-    """A size for people: ``1234567`` -> ``"1.2 MB"`` (what the writers announce)."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
 def write_bytes_atomic(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and durably; check the size on disk.
 
@@ -238,5 +231,6 @@ def write_text_atomic(path, text: str) -> Path:
 
 
 def write_json_atomic(path, obj) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically and durably."""
-    return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+    """Write ``obj`` as indented, strict JSON (:func:`~kernelfit.formats.jsonable`) to ``path``
+    atomically and durably."""
+    return write_text_atomic(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")

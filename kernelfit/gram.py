@@ -24,9 +24,10 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from .atomic import human_bytes, write_json_atomic
+from .atomic import write_json_atomic
 from .backend import backend_of, get_backend
 from .errors import InputError, StaleGramError
+from .formats import human_bytes
 from .kernels import Kernel, row_sq_norms
 from .options import Options
 from .plan import DEVICE_PANEL_ROWS, residual_rows

@@ -13,13 +13,13 @@ clamped at 0 (rounding can make it slightly negative for near-equal points).
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .backend import backend_of
 from .errors import InputError
+from .params import real, whole
 
 KERNELS = ("linear", "gaussian", "laplacian", "polynomial")
 
@@ -52,13 +52,9 @@ class Kernel:
     def __post_init__(self):
         if self.name not in KERNELS:
             raise InputError(f"unknown kernel {self.name!r}; choose one of {', '.join(KERNELS)}")
-        if not (_is_real(self.gamma) and np.isfinite(self.gamma) and self.gamma > 0):
-            raise InputError(f"kernel gamma must be a positive finite number, got {self.gamma!r}")
-        if not (isinstance(self.degree, numbers.Integral) and not isinstance(self.degree, bool)
-                and self.degree >= 1):
-            raise InputError(f"polynomial degree must be an integer >= 1, got {self.degree!r}")
-        if not (_is_real(self.coef0) and np.isfinite(self.coef0)):
-            raise InputError(f"polynomial coef0 must be a finite number, got {self.coef0!r}")
+        real("kernel gamma", self.gamma, 0, lo_open=True)
+        whole("polynomial degree", self.degree, 1)
+        real("polynomial coef0", self.coef0)
 
     def check_dtype(self, dtype) -> None:
         """Refuse a scale that ``dtype`` cannot hold (the kernel map multiplies by it there).
@@ -183,14 +179,10 @@ def make_kernel(name="gaussian", *, gamma=None, sigma=None, degree=3, coef0=1.0,
     if gamma is not None and sigma is not None:
         raise InputError("give the kernel scale as gamma or as sigma, not both")
     for label, v in (("gamma", gamma), ("sigma", sigma)):
-        if v is not None and not (_is_real(v) and np.isfinite(v) and v > 0):
-            raise InputError(f"{label} must be a positive finite number (or None for the "
-                             f"default scale), got {v!r}")
+        real(label, v, 0, lo_open=True, allow_none=True, hint="None: the default scale")
     if sigma is not None:
         gamma = _gamma_from_sigma(name, float(sigma))
-    if not (isinstance(degree, numbers.Integral) and not isinstance(degree, bool)):
-        # int(2.5) would silently fit a degree-2 kernel
-        raise InputError(f"polynomial degree must be an integer >= 1, got {degree!r}")
+    whole("polynomial degree", degree, 1)   # int(2.5) would silently fit a degree-2 kernel
     if gamma is None:
         if name == "linear":
             gamma = 1.0
@@ -200,13 +192,8 @@ def make_kernel(name="gaussian", *, gamma=None, sigma=None, degree=3, coef0=1.0,
             X = np.asarray(X)
             var = float(np.var(X, dtype=np.float64))
             gamma = 1.0 / (X.shape[1] * var) if var > 0 else 1.0
-    if not _is_real(coef0):
-        raise InputError(f"polynomial coef0 must be a finite number, got {coef0!r}")
+    real("polynomial coef0", coef0)
     return Kernel(name=name, gamma=float(gamma), degree=int(degree), coef0=float(coef0))
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _gamma_from_sigma(name: str, sigma: float) -> float:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
 from dataclasses import asdict, dataclass, replace
 
 from .errors import InputError
+from .params import one_of, real, whole
 
 # Largest n for which dtype="auto" stores K in float64 (20,000^2 x 8 B = 3.2 GB).
 AUTO_FLOAT64_MAX_N = 20_000
@@ -148,38 +147,34 @@ class Options:
     scheduler: str | None = None
 
     def __post_init__(self):
-        _choice("dtype", self.dtype, DTYPES)
-        _int("block_size", self.block_size, 1, "rows per Gram block, e.g. 1024")
-        if self.tile_size is not None:
-            _int("tile_size", self.tile_size, 1, "or None for the automatic tile")
-        _int("n_jobs", self.n_jobs, 1, "threads for the Gram builder")
-        if self.jitter is not None and self.jitter != "auto":
-            if not _real(self.jitter) or not math.isfinite(self.jitter) or self.jitter < 0:
-                raise InputError(f"Options.jitter must be None, 'auto' or a finite number >= 0, "
-                                 f"got {self.jitter!r}")
-        _int("refine_steps", self.refine_steps, 0, "0 turns refinement off")
-        if not _real(self.tol) or not (0 < self.tol < 1):
-            raise InputError(f"Options.tol must be a number with 0 < tol < 1 (the CG stopping "
-                             f"relative residual, e.g. 1e-6), got {self.tol!r}")
-        _int("max_iter", self.max_iter, 1, "CG iterations, e.g. 1000")
-        _choice("precond", self.precond, PRECONDITIONERS)
-        if self.precond_rank is not None:
-            _int("precond_rank", self.precond_rank, 1, "or None to choose it from memory")
-        if not _real(self.val_fraction) or not (0 <= self.val_fraction < 1):
-            raise InputError(f"Options.val_fraction must be a number with 0 <= val_fraction < 1 "
-                             f"(0: stop on tol; e.g. 0.02 holds out 2% of the training set "
-                             f"for early stopping), got {self.val_fraction!r}")
-        _int("patience", self.patience, 1, "iterations without validation improvement")
-        if self.memory_limit is not None:
-            _int("memory_limit", self.memory_limit, 1, "bytes, or None for 90% of free RAM")
-        _choice("storage", self.storage, STORAGE_CHOICES)
+        one_of("Options.dtype", self.dtype, DTYPES)
+        whole("Options.block_size", self.block_size, 1, hint="rows per Gram block, e.g. 1024")
+        whole("Options.tile_size", self.tile_size, 1, allow_none=True,
+              hint="None for the automatic tile")
+        whole("Options.n_jobs", self.n_jobs, 1, hint="threads for the Gram builder")
+        if self.jitter != "auto":
+            real("Options.jitter", self.jitter, 0, allow_none=True, hint="or 'auto'")
+        whole("Options.refine_steps", self.refine_steps, 0, hint="0 turns refinement off")
+        real("Options.tol", self.tol, 0, 1, lo_open=True, hi_open=True,
+             hint="the CG stopping relative residual, e.g. 1e-6")
+        whole("Options.max_iter", self.max_iter, 1, hint="CG iterations, e.g. 1000")
+        one_of("Options.precond", self.precond, PRECONDITIONERS)
+        whole("Options.precond_rank", self.precond_rank, 1, allow_none=True,
+              hint="None chooses it from memory")
+        real("Options.val_fraction", self.val_fraction, 0, 1, hi_open=True,
+             hint="0: stop on tol; e.g. 0.02 holds out 2% of the training set for early "
+                  "stopping")
+        whole("Options.patience", self.patience, 1,
+              hint="iterations without validation improvement")
+        whole("Options.memory_limit", self.memory_limit, 1, allow_none=True,
+              hint="bytes; None: 90% of free RAM")
+        one_of("Options.storage", self.storage, STORAGE_CHOICES)
         if self.scratch_dir is not None and not isinstance(self.scratch_dir, str):
             raise InputError(f"Options.scratch_dir must be a folder path (str) or None, "
                              f"got {self.scratch_dir!r}")
-        if self.device_memory is not None:
-            _int("device_memory", self.device_memory, 1, "bytes, or None for the device's "
-                 "free memory")
-        _choice("backend", self.backend, BACKENDS)
+        whole("Options.device_memory", self.device_memory, 1, allow_none=True,
+              hint="bytes; None: the device's free memory")
+        one_of("Options.backend", self.backend, BACKENDS)
         if self.device is not None:
             if not isinstance(self.device, str) or not _DEVICE.match(self.device):
                 raise InputError(f"Options.device must be None (CUDA if present, else the CPU), "
@@ -210,19 +205,3 @@ class Options:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _real(v) -> bool:
-    """A real number that is not a bool (True is an int to Python, never a size here)."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def _int(name: str, v, low: int, hint: str) -> None:
-    if not (isinstance(v, numbers.Integral) and not isinstance(v, bool)) or v < low:
-        raise InputError(f"Options.{name} must be an integer >= {low} ({hint}), got {v!r}")
-
-
-def _choice(name: str, v, choices) -> None:
-    if not isinstance(v, str) or v not in choices:
-        raise InputError(f"Options.{name} must be one of {', '.join(map(repr, choices))}, "
-                         f"got {v!r}")

@@ -15,6 +15,7 @@ import numpy as np
 import psutil
 
 from .errors import PlanError
+from .formats import human_bytes
 from .options import Options
 from .solvers.pinv import PINV_MAX_N, pinv_bytes
 
@@ -121,15 +122,6 @@ class Plan:
 def available_memory() -> int:
     """Bytes the OS says can be allocated now without swapping."""
     return int(psutil.virtual_memory().available)
-
-
-def human_bytes(b: float) -> str:
-    """A byte count in the unit that shows it (never "0.0 GB" for 40 MB)."""
-    b = float(b)
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(b) >= size:
-            return f"{b / size:.1f} {unit}"
-    return f"{b:.0f} B"
 
 
 def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_json_atomic
+from .formats import jsonable
 
 
 def peak_rss_bytes() -> int:
@@ -83,7 +84,7 @@ class RunRecord:
     convergence: dict | None = None
 
     def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> RunRecord:
@@ -263,15 +264,3 @@ def _fmt(v) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     return "-" if v is None else str(v)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj

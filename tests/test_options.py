@@ -5,7 +5,7 @@ import pytest
 import kernelfit
 from kernelfit import Options
 from kernelfit.errors import InputError, PlanError
-from kernelfit.plan import human_bytes, plan_fit
+from kernelfit.plan import plan_fit
 
 
 @pytest.mark.parametrize("field, value, says", [
@@ -47,11 +47,6 @@ def test_package_exports_the_estimators():
     assert kernelfit.KernelInterpolant.__name__ == "KernelInterpolant"
     with pytest.raises(AttributeError):
         kernelfit.NoSuchThing  # noqa: B018
-
-
-def test_human_bytes():
-    assert human_bytes(40e6) == "40.0 MB" and human_bytes(2.5e9) == "2.5 GB"
-    assert human_bytes(512) == "512 B" and human_bytes(3e3) == "3.0 KB"
 
 
 def test_plan_messages_never_say_zero_gb_nor_matrix_free_for_a_precomputed_k():

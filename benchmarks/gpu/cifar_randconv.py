@@ -94,7 +94,6 @@ from kernelfit.experiments.select import (  # noqa: E402
     SIGMA_FACTORS,
     _beyond,
     _edge_notes,
-    _jsonable,
     _tie_break,
 )
 from kernelfit.experiments.table3 import EXTEND, L2_LAM_FACTORS, PAPER_FILTERS, rows  # noqa: E402
@@ -454,7 +453,7 @@ def main(argv=None) -> dict:
         if b.on_gpu:
             record["peak_device_memory_gb"] = torch.cuda.max_memory_allocated(b.device) / 1e9
         record["peak_host_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-        write_json_atomic(args.json, _jsonable(record))
+        write_json_atomic(args.json, record)
 
     t = time.perf_counter()
     x_tr, y_tr, x_te, y_te = load_cifar_npy(args.data_dir, args.n_train, args.n_test, args.seed)

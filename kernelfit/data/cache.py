@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import human_bytes, remove_stale_temporaries, write_bytes_atomic
+from ..atomic import remove_stale_temporaries, write_bytes_atomic
 from ..errors import DatasetError, DatasetNotFoundError, VerificationError
+from ..formats import human_bytes
 from . import cifar10, idx, pins
 from .sources import (
     FETCH_TEMP_PREFIX,

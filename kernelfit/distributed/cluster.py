@@ -8,8 +8,9 @@ import os
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError, PlanError
+from ..formats import human_bytes
 from ..options import Options
-from ..plan import available_memory, human_bytes
+from ..plan import available_memory
 
 # Seconds to wait for a --scheduler ADDRESS to answer before giving up.
 CONNECT_TIMEOUT_S = 10

@@ -40,6 +40,7 @@ import numpy as np
 from ..atomic import write_json_atomic, write_text_atomic
 from ..errors import InputError, PlanError
 from ..options import Options
+from ..params import one_of, whole
 from ..plan import plan_fit
 from ..report import versions
 from .results import ResultStore, result_settings
@@ -74,14 +75,14 @@ class BenchConfig:
     peak_size: int | None = None    # None: PEAK_SIZE of the device kind
 
     def __post_init__(self):
-        self.sizes = [_whole(v, "--n / sizes", 2) for v in _listed(self.sizes, "sizes")]
+        self.sizes = [whole("--n / sizes", v, 2) for v in _listed(self.sizes, "sizes")]
         self.backends = _choices(self.backends, BACKENDS, "--backend / backends")
         self.dtypes = _choices(self.dtypes, DTYPES, "--dtype / dtypes")
-        self.d = _whole(self.d, "--d / d", 1)
-        self.repeat = _whole(self.repeat, "--repeat / repeat", 1)
-        self.seed = _whole(self.seed, "--seed / seed", 0)
+        self.d = whole("--d / d", self.d, 1)
+        self.repeat = whole("--repeat / repeat", self.repeat, 1)
+        self.seed = whole("--seed / seed", self.seed, 0)
         if self.peak_size is not None:
-            self.peak_size = _whole(self.peak_size, "--peak-size / peak_size", 64)
+            self.peak_size = whole("--peak-size / peak_size", self.peak_size, 64)
         if self.device is not None:
             # Options says what a valid torch device is, with its own message.
             Options(backend="torch", device=self.device)
@@ -94,18 +95,10 @@ def _listed(values, name: str) -> list:
     return values
 
 
-def _whole(v, name: str, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        raise InputError(f"{name} must be a whole number >= {low}, got {v!r}")
-    return int(v)
-
-
 def _choices(values, allowed, name: str) -> list:
     out = []
     for v in _listed(values, name):
-        if v not in allowed:
-            raise InputError(f"{name}: unknown value {v!r}; choose from {', '.join(allowed)}")
-        if v not in out:
+        if one_of(name, v, allowed) not in out:
             out.append(v)
     return out
 

@@ -13,7 +13,7 @@ import types
 
 import numpy as np
 
-from ..plan import human_bytes
+from ..formats import human_bytes
 
 # The engine's measured share of the GEMM rate (benchmarks/bench_solve.py on 2 CPU
 # cores: the factor at 93% at n = 10,000; benchmarks/results/h200-2026-11-30 on an

@@ -38,6 +38,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from ..errors import AccuracyWarning, InputError, PlanError
+from ..params import one_of, real, whole
 from ..validation import check_no_duplicates
 from .results import ResultStore, result_settings, settings_key
 
@@ -78,24 +79,15 @@ class ExpressivityConfig:
 
 def validate(c: ExpressivityConfig) -> None:
     """Raise :class:`InputError` for a setting that cannot run, saying what to pass."""
-    def integer(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-    if c.dataset not in DATASETS:
-        raise InputError(f"dataset must be one of {', '.join(DATASETS)}, got {c.dataset!r}")
-    if c.labels not in LABELS:
-        raise InputError(f"labels must be one of {', '.join(LABELS)}, got {c.labels!r}")
-    if not integer(c.n) or c.n < 2:
-        raise InputError(f"n must be an integer >= 2, got {c.n!r}")
+    one_of("dataset", c.dataset, DATASETS)
+    one_of("labels", c.labels, LABELS)
+    whole("n", c.n, 2)
     if c.n > MAX_N:
         raise PlanError(f"n = {c.n:,}: the dense n x n triangular system takes "
                         f"{8 * c.n**2 / 2**30:.1f} GiB; use n <= {MAX_N:,}")
-    if c.d is not None and (not integer(c.d) or c.d < 1):
-        raise InputError(f"d must be a positive integer, got {c.d!r}")
-    if not integer(c.seed) or c.seed < 0:
-        raise InputError(f"seed must be an integer >= 0, got {c.seed!r}")
-    if isinstance(c.tol, bool) or not isinstance(c.tol, (int, float)) or not 0 < c.tol < 1:
-        raise InputError(f"tol must be a number in (0, 1), got {c.tol!r}")
+    whole("d", c.d, 1, allow_none=True)
+    whole("seed", c.seed, 0)
+    real("tol", c.tol, 0, 1, lo_open=True, hi_open=True)
     if c.dataset == "synthetic" and c.labels == "true":
         raise InputError("synthetic points have no true labels; use --labels random")
 

@@ -27,9 +27,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import AccuracyWarning, InputError, KernelfitError
+from ..formats import jsonable
 from ..kernels import KERNELS, make_kernel, row_sq_norms
 from ..model import KernelInterpolantClassifier
 from ..options import Options
+from ..params import real, whole
 from ..validation import check_no_duplicates
 
 # Bandwidth factors of the default grid, times the median pairwise distance of
@@ -90,7 +92,7 @@ class Selection:
 
     def as_dict(self) -> dict:
         """JSON-able, for run records."""
-        return _jsonable(asdict(self))
+        return jsonable(asdict(self))
 
     def summary(self) -> str:
         """One line: what was chosen and on what."""
@@ -102,19 +104,6 @@ class Selection:
 
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        return v if math.isfinite(v) else str(v)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def median_distance(X, *, sample: int = MEDIAN_SAMPLE, seed: int = 0) -> float:
@@ -180,15 +169,13 @@ def default_grid(X, *, kernel: str = "gaussian", sigma="auto", lam=0.0,
 
 
 def _number(name, v, *, positive: bool) -> float:
-    """``v`` as a finite float > 0 (``positive``) or >= 0, else :class:`InputError`."""
-    bound = "> 0" if positive else ">= 0"
+    """``v`` (a number or its text) as a finite float > 0 (``positive``) or >= 0."""
     try:
         v = float(v)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number {bound} or 'auto', got {v!r}") from None
-    if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
-        raise InputError(f"{name} must be a finite number {bound}, got {v!r}")
-    return v
+        raise InputError(f"{name} must be a number {'> 0' if positive else '>= 0'} or 'auto', "
+                         f"got {v!r}") from None
+    return real(name, v, 0, lo_open=positive)
 
 
 def _check_grid(grid: dict, kernel: str) -> list[dict]:
@@ -228,10 +215,7 @@ def _splits(y, val_fraction, n_folds, seed):
         raise InputError(f"selection needs at least 2 classes in the training labels, got "
                          f"{len(classes)}")
     if n_folds is not None:
-        if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) \
-                or n_folds < 2:
-            raise InputError(f"n_folds must be an integer >= 2 (or None for a hold-out), got "
-                             f"{n_folds!r}")
+        whole("n_folds", n_folds, 2, hint="None: a hold-out")
         if n_folds > counts.min():
             raise InputError(f"{n_folds}-fold stratified CV needs >= {n_folds} points of every "
                              f"class; the rarest has {counts.min()}. Use fewer folds or a "
@@ -239,9 +223,7 @@ def _splits(y, val_fraction, n_folds, seed):
         skf = StratifiedKFold(n_splits=int(n_folds), shuffle=True, random_state=seed)
         return (list(skf.split(np.zeros(len(y)), y)),
                 f"{n_folds}-fold stratified CV on the training set (seed {seed})")
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) \
-            or not 0 < val_fraction < 1:
-        raise InputError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+    real("val_fraction", val_fraction, 0, 1, lo_open=True, hi_open=True)
     n_val = int(round(val_fraction * len(y)))
     if not len(classes) <= n_val <= len(y) - 2:
         need = max(math.ceil(len(classes) / val_fraction), len(classes) + 2)
@@ -330,8 +312,7 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
     if kernel not in KERNELS:
         raise InputError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)} "
                          "(a precomputed K has no points to split)")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InputError(f"seed must be an integer, got {seed!r}")
+    whole("seed", seed, 0)
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
@@ -339,8 +320,7 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
                          f"{y.shape}")
     if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X)):
         raise InputError("X must be numeric and finite; impute or drop NaN/inf rows first")
-    if isinstance(extend, bool) or not isinstance(extend, (int, np.integer)) or extend < 0:
-        raise InputError(f"extend must be an integer >= 0, got {extend!r}")
+    whole("extend", extend, 0)
     if grid is None:
         grid = default_grid(X, kernel=kernel, seed=seed)
     points = _check_grid(grid, kernel)

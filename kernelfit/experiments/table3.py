@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import InputError, SubsetWarning
 from ..options import Options
+from ..params import whole
 from .results import ResultStore, result_settings
 from .run import RunConfig, prepare, run
 from .select import LAM_FACTORS, SIGMA_FACTORS, Selection, default_grid, select
@@ -197,8 +198,7 @@ def reproduce(out_dir, *, keys=None, n_train=None, n_test=None, filters=4096, la
     log : callable
         Receives progress lines (``print`` by default).
     """
-    if isinstance(n_select, bool) or not isinstance(n_select, int) or n_select < 20:
-        raise InputError(f"n_select must be an integer >= 20, got {n_select!r}")
+    whole("n_select", n_select, 20)
     out_dir = Path(out_dir)
     store = ResultStore(out_dir)
     table = rows(filters=filters, lam=lam)

@@ -45,6 +45,7 @@ from scipy.sparse.linalg import eigsh
 from tqdm.auto import tqdm
 
 from ...errors import AccuracyWarning, InputError
+from ...params import one_of, real, whole
 from ..results import ResultStore, result_settings, settings_key
 
 FORMS = ("kernel", "primal")
@@ -96,42 +97,25 @@ def _check(ok: bool, message: str) -> None:
         raise InputError(message)
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
-
-
 def validate(c: SGDLinearConfig) -> None:
     """Raise :class:`InputError` for any setting that cannot run, saying what to pass."""
     from ...kernels import KERNELS
 
-    _check(c.form in FORMS, f"form must be one of {', '.join(FORMS)}, got {c.form!r}")
-    _check(c.init in INITS, f"init must be one of {', '.join(INITS)}, got {c.init!r}")
-    _check(c.kernel in KERNELS, f"kernel must be one of {', '.join(KERNELS)}, got {c.kernel!r}")
-    for name in ("n_train", "n_test"):
-        v = getattr(c, name)
-        _check(v is None or (_is_int(v) and v >= 1), f"{name} must be a positive integer or "
-               f"None (all), got {v!r}")
-    _check(c.n_train is None or c.n_train >= 2, "n_train must be >= 2 (an interpolant of one "
-           "point is trivial)")
-    for name in ("epochs", "batch_size"):
-        v = getattr(c, name)
-        _check(_is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
-    for name in ("precondition_rank", "seed"):
-        v = getattr(c, name)
-        _check(_is_int(v) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
-    _check(c.split_rank is None or (_is_int(c.split_rank) and c.split_rank >= 0),
-           f"split_rank must be an integer >= 0 or None, got {c.split_rank!r}")
-    _check(c.lr is None or (_is_real(c.lr) and c.lr > 0), f"lr must be a positive finite "
-           f"number, or None for the provable step 1 / L_b, got {c.lr!r}")
-    _check(c.sigma is None or (_is_real(c.sigma) and c.sigma > 0), f"sigma must be a positive "
-           f"finite number or None, got {c.sigma!r}")
-    _check(_is_real(c.init_scale) and c.init_scale > 0, f"init_scale must be a positive finite "
-           f"number, got {c.init_scale!r}")
-    _check(_is_real(c.tol) and 0 <= c.tol < 1, f"tol must be in [0, 1), got {c.tol!r}")
+    one_of("form", c.form, FORMS)
+    one_of("init", c.init, INITS)
+    one_of("kernel", c.kernel, KERNELS)
+    whole("n_train", c.n_train, 2, allow_none=True,
+          hint="None: all; an interpolant of one point is trivial")
+    whole("n_test", c.n_test, 1, allow_none=True, hint="None: all")
+    whole("epochs", c.epochs, 1)
+    whole("batch_size", c.batch_size, 1)
+    whole("precondition_rank", c.precondition_rank, 0)
+    whole("seed", c.seed, 0)
+    whole("split_rank", c.split_rank, 0, allow_none=True)
+    real("lr", c.lr, 0, lo_open=True, allow_none=True, hint="None: the provable step 1 / L_b")
+    real("sigma", c.sigma, 0, lo_open=True, allow_none=True)
+    real("init_scale", c.init_scale, 0, lo_open=True)
+    real("tol", c.tol, 0, 1, hi_open=True)
     _check(not (c.kernel == "linear" and c.sigma is not None), "the linear kernel has no "
            "bandwidth; drop --sigma")
     _check(c.form == "kernel" or c.kernel == "linear", "the primal form is the linear model "

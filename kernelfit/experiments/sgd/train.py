@@ -33,6 +33,7 @@ import numpy as np
 from ...atomic import atomic_path
 from ...data.preprocess import Preprocessing, per_image_whiten
 from ...errors import BackendError, InputError
+from ...params import one_of, real, whole
 from ...report import pct
 from ..results import ResultStore, result_settings, settings_key
 from .nets import MODELS, PAPER_PARAMS, build_model, count_parameters, default_lr, import_torch
@@ -88,44 +89,20 @@ class NetConfig:
         return f"{self.model}-{self.dataset}-{settings_key(self.settings())}"
 
 
-def _positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive integer{' or None' if allow_none else ''},"
-                         f" got {value!r}")
-
-
-def _finite(name, value, lo, hi, lo_open=False, hi_open=False):
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) \
-        and math.isfinite(value)
-    ok = ok and (value > lo if lo_open else value >= lo) \
-        and (value < hi if hi_open else value <= hi)
-    if not ok:
-        lo_s, hi_s = ("(" if lo_open else "[") + f"{lo}", f"{hi}" + (")" if hi_open else "]")
-        raise InputError(f"{name} must be a finite number in {lo_s}, {hi_s}, got {value!r}")
-
-
 def validate(config: NetConfig) -> None:
     """Raise :class:`InputError` for any setting that cannot run, saying what to pass."""
     from ...data.randomize import parse_randomization
 
-    if config.model not in MODELS:
-        raise InputError(f"unknown model {config.model!r}; valid: {', '.join(MODELS)}")
-    _positive_int("n_train", config.n_train, allow_none=True)
-    _positive_int("n_test", config.n_test, allow_none=True)
-    _positive_int("batch_size", config.batch_size)
-    _positive_int("max_epochs", config.max_epochs)
-    _positive_int("crop", config.crop, allow_none=True)
-    _positive_int("threads", config.threads, allow_none=True)
-    if isinstance(config.seed, bool) or not isinstance(config.seed, (int, np.integer)) \
-            or config.seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {config.seed!r}")
-    if config.lr is not None:
-        _finite("lr", config.lr, 0.0, math.inf, lo_open=True, hi_open=True)
-    _finite("lr_decay", config.lr_decay, 0.0, 1.0, lo_open=True)
-    _finite("momentum", config.momentum, 0.0, 1.0, hi_open=True)
-    _finite("weight_decay", config.weight_decay, 0.0, math.inf, hi_open=True)
+    one_of("model", config.model, MODELS)
+    for name in ("n_train", "n_test", "crop", "threads"):
+        whole(name, getattr(config, name), 1, allow_none=True)
+    whole("batch_size", config.batch_size, 1)
+    whole("max_epochs", config.max_epochs, 1)
+    whole("seed", config.seed, 0)
+    real("lr", config.lr, 0, lo_open=True, allow_none=True)
+    real("lr_decay", config.lr_decay, 0, 1, lo_open=True)
+    real("momentum", config.momentum, 0, 1, hi_open=True)
+    real("weight_decay", config.weight_decay, 0)
     if not isinstance(config.augment, bool):
         raise InputError(f"augment must be True or False, got {config.augment!r}")
     parse_randomization(config.randomize)
