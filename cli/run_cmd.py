@@ -10,7 +10,14 @@ import sys
 from ..errors import InputError, KernelfitError
 from ..experiments.run import RunConfig, fit_run
 from ..kernels import KERNELS
-from ..options import BACKENDS, DTYPES, PRECONDITIONERS, STORAGE_CHOICES, Options
+from ..options import (
+    BACKENDS,
+    DTYPES,
+    PRECONDITIONERS,
+    REFINE_AGAINST,
+    STORAGE_CHOICES,
+    Options,
+)
 from ..plan import SOLVERS
 
 EXAMPLES = """\
@@ -208,6 +215,11 @@ def add_run_arguments(p) -> None:
                         "with growing jitter (default: none)")
     s.add_argument("--refine-steps", type=nonnegative_int, default=Options.refine_steps,
                    metavar="N", help="iterative-refinement steps after the direct solve")
+    s.add_argument("--refine-against", default=Options.refine_against, choices=REFINE_AGAINST,
+                   help="residuals of the refinement (and the reported one) against the "
+                        "stored K ('stored', float32 when --dtype float32) or K recomputed "
+                        "in float64 from the points ('exact': a float32 factor then gives "
+                        "the float64 solution; about one float64 Gram pass per step)")
     s.add_argument("--tol", type=fraction, default=Options.tol,
                    help="CG stopping relative residual")
     s.add_argument("--max-iter", type=positive_int, default=Options.max_iter, metavar="N",
@@ -302,7 +314,8 @@ def config_from_args(args) -> RunConfig:
                          "memory; use --backend torch, cupy or auto, or drop --device")
     options = Options(dtype=args.dtype, block_size=args.block_size, tile_size=args.tile_size,
                       n_jobs=args.n_jobs, jitter=args.jitter,
-                      refine_steps=args.refine_steps, tol=args.tol, max_iter=args.max_iter,
+                      refine_steps=args.refine_steps, refine_against=args.refine_against,
+                      tol=args.tol, max_iter=args.max_iter,
                       precond=args.precond, precond_rank=args.precond_rank,
                       val_fraction=args.val_fraction, patience=args.patience,
                       memory_limit=args.memory_limit, device_memory=args.device_memory,

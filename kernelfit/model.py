@@ -23,7 +23,8 @@ from .errors import InputError
 from .gram import build_stored, cross_gram_matvec
 from .kernels import KERNELS, make_kernel, row_sq_norms
 from .options import Options
-from .plan import SOLVERS, plan_fit
+from .plan import SOLVERS, plan_fit, residual_rows
+from .solvers.operators import KernelOperator
 from .solvers.pinv import PINV_MAX_N
 from .solvers.refine import relative_norm
 from .solvers.solve import solve_matrix_free, solve_stored
@@ -89,6 +90,13 @@ class _KernelInterpolantBase(BaseEstimator):
         opts = self.options or Options()
         n, d = X.shape
         opts = opts.replace(dtype=opts.resolve_dtype(n))
+        if opts.refine_against == "exact" and (self.kernel == "precomputed"
+                                               or self.solver != "cholesky"
+                                               or opts.scheduler is not None):
+            raise InputError("refine_against='exact' recomputes K in float64 from the points "
+                             "to refine a Cholesky solve on this machine: it needs the points "
+                             "(not a precomputed K), solver='cholesky' and no scheduler; use "
+                             "refine_against='stored' otherwise")
         if self.kernel == "precomputed":
             return self._solve_precomputed(X, Y, opts)
         check_kernel_range(X, opts.dtype)
@@ -149,9 +157,18 @@ class _KernelInterpolantBase(BaseEstimator):
         K, operator = build_stored(X, self.kernel_, plan, be, opts, X_device=Xd)
         be.synchronize()
         stages["gram"] = time.perf_counter() - t
+        against = (f"K recomputed in {plan.dtype} from the points" if operator is not None
+                   else f"the stored K ({plan.dtype})")
+        if opts.refine_against == "exact":
+            # Refinement and the reported residual against the exact K, block by block
+            # in float64: a float32 factor then yields the float64 interpolant.
+            operator = KernelOperator(self.kernel_, X, dtype="float64",
+                                      block_size=residual_rows(n), backend=be)
+            against = "K recomputed in float64 from the points"
         sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts,
                            singular=singular, operator=operator, tile=plan.tile)
         sol.timings = {**stages, **sol.timings}
+        sol.info.setdefault("residual_against", against)
         return sol, be, plan.storage
 
     def _solve_precomputed(self, K, Y, opts):

@@ -22,6 +22,7 @@ _SCHEDULER = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[
                         r":(\d{1,5})$")
 # solver="pcg" preconditioners (kernelfit.solvers.precond)
 PRECONDITIONERS = ("eigen", "jacobi", "none")
+REFINE_AGAINST = ("stored", "exact")
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,18 @@ class Options:
         factorization with 1e-7, 1e-6, ... times the mean diagonal and records
         what it used.
     refine_steps : int
-        Iterative-refinement steps after the direct solve (float64 residuals
-        against the stored K, corrections from the float32 factor).
+        Iterative-refinement steps after the direct solve (float64 residuals,
+        corrections from the float32 factor).
+    refine_against : {"stored", "exact"}
+        What the refinement's residuals (and the reported residual) are
+        measured against. "stored": K's own entries as stored (float32 when
+        dtype is float32): cheap (one pass over the stored triangle), and the
+        answer solves the rounded K. "exact": K recomputed in float64 from the
+        points, block by block (about one float64 Gram build per step): the
+        answer then solves the exact kernel system to float64 accuracy while
+        K and its factor stay float32 in memory (solver="cholesky" on points
+        only; it converges while cond(K) eps_float32 < 1, and the refinement
+        history says whether it did).
     tol, max_iter : float, int
         Stopping rule of the conjugate-gradient solvers (relative residual).
     precond : {"eigen", "jacobi", "none"}
@@ -129,6 +140,7 @@ class Options:
     n_jobs: int = 2
     jitter: float | str | None = None
     refine_steps: int = 0
+    refine_against: str = "stored"
     tol: float = 1e-6
     max_iter: int = 1000
     precond: str = "eigen"
@@ -155,6 +167,7 @@ class Options:
         if self.jitter != "auto":
             real("Options.jitter", self.jitter, 0, allow_none=True, hint="or 'auto'")
         whole("Options.refine_steps", self.refine_steps, 0, hint="0 turns refinement off")
+        one_of("Options.refine_against", self.refine_against, REFINE_AGAINST)
         real("Options.tol", self.tol, 0, 1, lo_open=True, hi_open=True,
              hint="the CG stopping relative residual, e.g. 1e-6")
         whole("Options.max_iter", self.max_iter, 1, hint="CG iterations, e.g. 1000")

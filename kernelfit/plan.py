@@ -159,6 +159,8 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
     temps = max(tiled,                                  # Cholesky: diag tile + GEMM buffer
                 512 * n * 8 * 2,                        # float64 upcast chunks
                 opts.n_jobs * opts.block_size * d * item)
+    if opts.refine_against == "exact":                 # float64 residual blocks, after the factor
+        temps = max(temps, 2 * residual_rows(n) * n * 8)
     if solver in ("cg", "cg-matrix-free"):
         temps += 8 * n * 500                           # Nyström sketch (rank <= 500)
     elif solver == "pcg":                              # eigen sketch (+ validation rows)
@@ -182,8 +184,8 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
     if plan.total_bytes > limit:
         ways = []
         if item == 8 and (gram // 2 if gram else 0) + work + extra <= limit:
-            ways.append("--dtype float32 / dtype='float32' (halves K; --refine-steps / "
-                        "refine_steps recovers float64 residuals)")
+            ways.append("--dtype float32 / dtype='float32' (halves K; --refine-steps 2 "
+                        "--refine-against exact recovers the float64 solution)")
         # Matrix-free CG recomputes K from the points: no way out for a K that
         # was handed over precomputed (d == 0) or already sits in memory.
         if solver == "cholesky" and d > 0 and not gram_allocated and opts.storage == "memory":

@@ -61,6 +61,10 @@ class RunRecord:
     norm: float
     relative_residual: float
     features: str = "raw"
+    # What the residual (and any refinement) was measured against: the stored K
+    # (float32 when the run was) or K recomputed from the points.
+    residual_against: str | None = None
+    refine_history: list = field(default_factory=list)
     feature_params: dict = field(default_factory=dict)
     feature_dim: int | None = None
     preprocessing: list = field(default_factory=list)
@@ -112,8 +116,14 @@ class RunRecord:
             ("train error", pct(self.train_error)),
             ("test error", pct(self.test_error)),
             ("norm", f"{self.norm:.4g}"),
-            ("residual", f"{self.relative_residual:.2e}"),
+            ("residual", f"{self.relative_residual:.2e}"
+                         + (f"  (against {self.residual_against})" if self.residual_against
+                            else "")),
         ]
+        if self.refine_history:
+            steps = " -> ".join(f"{r:.1e}" for r in [*self.refine_history,
+                                                      self.relative_residual])
+            rows.append(("refinement", steps))
         if self.randomization != "none":
             rows.insert(2, ("randomization", self.randomization))
         if self.selection:

@@ -344,6 +344,8 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         solver=solver, dtype=opts.dtype, lam=float(clf.lam),
         train_error=clf.train_error_, test_error=test_error, norm=clf.norm_,
         relative_residual=clf.relative_residual_, features=fmap.name,
+        residual_against=clf.solver_info_.get("residual_against"),
+        refine_history=list(clf.solver_info_.get("refine_history", [])),
         feature_params=fmap.params, feature_dim=fmap.dim,
         preprocessing=data.preprocessing + list(fmap.preprocessing),
         randomization=data.randomization, backend=opts.backend, device=device,

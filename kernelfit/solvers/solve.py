@@ -268,7 +268,8 @@ def _solve_pinv(K, k_diag, Y, opts: Options, timings: dict, *, reason: str) -> S
     t = time.perf_counter()
     alpha, pinfo = pinv_solve(K, k_diag, Y, stored_dtype=K.dtype)
     timings["pinv"] = time.perf_counter() - t
-    info = {"jitter": 0.0, "jitter_attempts": [], **pinfo, "pinv_reason": reason}
+    info = {"jitter": 0.0, "jitter_attempts": [], **pinfo, "pinv_reason": reason,
+            "residual_against": f"the stored K ({K.dtype.name})"}
     sol = _measure(StoredOperator(K, k_diag, 0.0), alpha, Y, dict(timings=timings, info=info))
     what = (f"K is singular to working precision (rank {pinfo['rank']} of {n}; {reason}): "
             "returned the minimum-norm least-squares solution K^+ y" if pinfo["rank"] < n else
