@@ -219,7 +219,8 @@ def add_run_arguments(p) -> None:
                    help="residuals of the refinement (and the reported one) against the "
                         "stored K ('stored', float32 when --dtype float32) or K recomputed "
                         "in float64 from the points ('exact': a float32 factor then gives "
-                        "the float64 solution; about one float64 Gram pass per step)")
+                        "the float64 solution; about one float64 Gram pass per step); "
+                        "default 'auto': exact when refining a Cholesky solve of points")
     s.add_argument("--tol", type=fraction, default=Options.tol,
                    help="CG stopping relative residual")
     s.add_argument("--max-iter", type=positive_int, default=Options.max_iter, metavar="N",

@@ -90,9 +90,12 @@ class _KernelInterpolantBase(BaseEstimator):
         opts = self.options or Options()
         n, d = X.shape
         opts = opts.replace(dtype=opts.resolve_dtype(n))
-        if opts.refine_against == "exact" and (self.kernel == "precomputed"
-                                               or self.solver != "cholesky"
-                                               or opts.scheduler is not None):
+        exact_possible = (self.kernel != "precomputed" and self.solver == "cholesky"
+                          and opts.scheduler is None)
+        if opts.refine_against == "auto":
+            opts = opts.replace(refine_against="exact" if opts.refine_steps and exact_possible
+                                else "stored")
+        if opts.refine_against == "exact" and not exact_possible:
             raise InputError("refine_against='exact' recomputes K in float64 from the points "
                              "to refine a Cholesky solve on this machine: it needs the points "
                              "(not a precomputed K), solver='cholesky' and no scheduler; use "

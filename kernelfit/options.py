@@ -22,7 +22,7 @@ _SCHEDULER = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[
                         r":(\d{1,5})$")
 # solver="pcg" preconditioners (kernelfit.solvers.precond)
 PRECONDITIONERS = ("eigen", "jacobi", "none")
-REFINE_AGAINST = ("stored", "exact")
+REFINE_AGAINST = ("auto", "stored", "exact")
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,14 @@ class Options:
     refine_steps : int
         Iterative-refinement steps after the direct solve (float64 residuals,
         corrections from the float32 factor).
-    refine_against : {"stored", "exact"}
+    refine_against : {"auto", "stored", "exact"}
         What the refinement's residuals (and the reported residual) are
         measured against. "stored": K's own entries as stored (float32 when
         dtype is float32): cheap (one pass over the stored triangle), and the
-        answer solves the rounded K. "exact": K recomputed in float64 from the
+        answer solves the rounded K (on MNIST digits its residual against the
+        exact K stays near 1e-6 while the stored one reads 1e-14). "auto" (the
+        default): "exact" when refining a Cholesky solve from the points on
+        this machine, else "stored". "exact": K recomputed in float64 from the
         points, block by block (about one float64 Gram build per step): the
         answer then solves the exact kernel system to float64 accuracy while
         K and its factor stay float32 in memory (solver="cholesky" on points
@@ -140,7 +143,7 @@ class Options:
     n_jobs: int = 2
     jitter: float | str | None = None
     refine_steps: int = 0
-    refine_against: str = "stored"
+    refine_against: str = "auto"
     tol: float = 1e-6
     max_iter: int = 1000
     precond: str = "eigen"

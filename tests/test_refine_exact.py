@@ -38,8 +38,8 @@ def _rel(a, b):
 
 def test_exact_refinement_reaches_the_float64_solution_of_the_exact_kernel(digits):
     X, y, Y, K, alpha64 = digits
-    stored = _fit(X, y, refine_steps=4)
-    exact = _fit(X, y, refine_steps=4, refine_against="exact")
+    stored = _fit(X, y, refine_steps=4, refine_against="stored")
+    exact = _fit(X, y, refine_steps=4)       # "auto": exact, the points being at hand
     # The stored float32 K is a different matrix: refining against it converges to
     # *its* solution, which is off the exact one by ~ cond(K) eps32.
     assert _rel(stored.dual_coef_, alpha64) > 1e-5
@@ -62,7 +62,9 @@ def test_without_steps_the_residual_against_the_exact_kernel_is_measured_honestl
     r = np.linalg.norm(K @ m.dual_coef_ - Y) / np.linalg.norm(Y)
     assert m.relative_residual_ == pytest.approx(r, rel=1e-3)
     # what the stored K claims for the same float32 solve is smaller: it hides the rounding
-    assert _fit(X, y).relative_residual_ < m.relative_residual_
+    plain = _fit(X, y)                       # "auto" without steps: the stored K
+    assert plain.solver_info_["residual_against"] == "the stored K (float32)"
+    assert plain.relative_residual_ < m.relative_residual_
 
 
 @pytest.mark.parametrize("kw, words", [
@@ -78,7 +80,7 @@ def test_refused_where_the_exact_kernel_cannot_be_recomputed(digits, kw, words):
 
 
 def test_the_option_is_validated():
-    with pytest.raises(InputError, match="refine_against must be one of 'stored', 'exact'"):
+    with pytest.raises(InputError, match="refine_against must be one of 'auto', 'stored', "):
         Options(refine_against="float64")
 
 
