@@ -190,3 +190,26 @@ def test_the_given_client_computes_whatever_the_default_scheduler(client, system
                                 options=Options(tile_size=TILE, tol=1e-8))
     ref = scipy.linalg.solve(K_ref, y, assume_a="pos")
     assert np.linalg.norm(sol.alpha - ref) <= 20 * cond * 1e-8 * np.linalg.norm(ref)
+
+
+def test_refinement_on_the_cluster_matches_refinement_in_memory(client, system):
+    # float32 tiles, float64 residuals where the tiles live: the same fixed point as the
+    # in-memory refinement against the stored float32 K (both solve the rounded K).
+    X, kernel, K_ref, cond = system
+    Y = np.random.default_rng(3).standard_normal((N, 2))
+    opts = Options(dtype="float32", tile_size=TILE, refine_steps=3, refine_against="stored")
+    dist = solve_distributed(kernel, X, Y, options=opts, client=client)
+    mem = KernelInterpolant(sigma=2.0, options=opts).fit(X, Y)
+    hist = dist.info["refine_history"]
+    assert len(hist) == 3 and hist[0] > 100 * hist[-1]
+    assert dist.relative_residual < 1e-12 < hist[0]
+    assert dist.info["residual_against"] == "the stored K tiles (float32) on the cluster"
+    np.testing.assert_allclose(dist.alpha, mem.dual_coef_, rtol=0,
+                               atol=1e-8 * np.abs(mem.dual_coef_).max())
+    # and both are within cond(K) eps32 of the exact kernel's solution
+    ref = scipy.linalg.solve(K_ref, Y, assume_a="pos")
+    assert np.linalg.norm(dist.alpha - ref) <= 20 * cond * np.finfo(np.float32).eps * \
+        np.linalg.norm(ref)
+    with pytest.raises(InputError, match="no scheduler"):
+        KernelInterpolant(sigma=2.0, options=opts.replace(refine_against="exact",
+                                                          scheduler="local")).fit(X, Y)

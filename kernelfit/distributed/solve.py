@@ -10,6 +10,7 @@ from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel, row_sq_norms
 from ..options import Options
 from ..solvers.cholesky import AUTO_JITTER
+from ..solvers.refine import refine
 from ..solvers.solve import (
     Solution,
     _cg,
@@ -171,14 +172,24 @@ def _solve_cholesky(client, K, k_diag, Y, n: int, t: int, lam: float, opts: Opti
                 detail=f" (Dask's blocked Cholesky with shift {shift:.3g}: {err})") from None
         timings["factor"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        P = np.zeros((K.shape[0], Y.shape[1]))
-        P[:n] = Y
-        Z = da.linalg.solve_triangular(L, da.from_array(P, chunks=(t, P.shape[1])), lower=True)
-        alpha = client.compute(da.linalg.solve_triangular(U, Z, lower=False)).result()[:n]
+
+        def solve(R, L=L, U=U):
+            P = np.zeros((K.shape[0], R.shape[1]))
+            P[:n] = R
+            Z = da.linalg.solve_triangular(L, da.from_array(P, chunks=(t, P.shape[1])),
+                                           lower=True)
+            return client.compute(da.linalg.solve_triangular(U, Z, lower=False)).result()[:n]
+
+        alpha = np.asarray(solve(Y), dtype=np.float64)
         timings["solve"] = time.perf_counter() - t0
-        del L, U
         op = DaskOperator(client, K, n, t, k_diag, shift, K.dtype)
-        info = {**info, "jitter": jitter, "jitter_attempts": attempts}
-        return _measure(op, np.asarray(alpha, dtype=np.float64), Y,
-                        dict(timings=timings, info=info))
+        info = {**info, "jitter": jitter, "jitter_attempts": attempts,
+                "residual_against": f"the stored K tiles ({K.dtype.name}) on the cluster"}
+        if opts.refine_steps:
+            # Residuals where the tiles live, corrections from the cluster's factor.
+            t0 = time.perf_counter()
+            alpha, info["refine_history"] = refine(solve, op, Y, alpha, opts.refine_steps)
+            timings["refine"] = time.perf_counter() - t0
+        del L, U, solve           # the factor leaves the workers before the residual
+        return _measure(op, alpha, Y, dict(timings=timings, info=info))
     raise AssertionError("unreachable: the last level raises")
