@@ -164,7 +164,6 @@ def _splits(y, val_fraction, n_folds, seed):
                           f"(stratified, seed {seed})")
 
 
-
 def _ends(params: dict, points: list[dict]):
     """(key, value, sorted grid values, "largest"/"smallest") of each choice at a grid end.
 
