@@ -1,16 +1,8 @@
 """Where a run's arrays live, and the few primitives the array API lacks.
 
-The engine (kernel maps, Gram builders, the tiled Cholesky, the solves,
-prediction) is written once against a :class:`Backend`: its ``xp`` is the
-array-API namespace of the arrays (through ``array-api-compat``: NumPy, CuPy,
-PyTorch on CPU or CUDA; ``array-api-strict`` in the tests), and its methods
-supply what the standard has no word for but what makes n = 60,000 fit:
-in-place element-wise maps, an in-place Cholesky of one tile, the panel's
-triangular solve, a GEMM update into a view, host <-> device copies,
-synchronization and free memory.
-
-The generic :class:`Backend` (:mod:`.base`) implements every primitive with
-standard calls only, so the engine runs under ``array-api-strict``;
+The engine is written once against a :class:`Backend` (:mod:`.base`: the
+array-API namespace and device of the arrays, and generic standard-only
+primitives, so the engine runs under ``array-api-strict``);
 :class:`NumpyBackend` (:mod:`.numpy_backend`), :class:`CupyBackend`
 (:mod:`.cupy_backend`) and :class:`TorchBackend` (:mod:`.torch_backend`)
 override them with the libraries' in-place, LAPACK/cuSOLVER-backed versions.
