@@ -153,8 +153,9 @@ def build_stored(X, kernel: Kernel, plan, backend, options: Options, *, X_device
     src = X if X_device is None else X_device
     if plan.storage not in ("host tiles", "disk tiles"):
         return build_gram(src, kernel, options=options, backend=backend), None
+    from .solvers.disk_tiles import DiskTileStore
     from .solvers.operators import KernelOperator
-    from .solvers.tiles import DiskTileStore, HostTileStore
+    from .solvers.tiles import HostTileStore
     if plan.storage == "disk tiles":
         fp = {**_fingerprint(np.asarray(X), kernel, plan.dtype, plan.tile),
               "layout": "lower tiles, tile-major npy"}

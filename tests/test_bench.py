@@ -7,7 +7,7 @@ import pytest
 
 from kernelfit.cli import main
 from kernelfit.errors import AccuracyWarning, InputError
-from kernelfit.experiments import bench
+from kernelfit.experiments import bench, bench_device
 from kernelfit.solvers import solve as solve_mod
 
 # A small peak matmul keeps each test to a few seconds.
@@ -82,8 +82,9 @@ def test_same_seed_same_bits_and_points_are_reused(tmp_path):
 
 
 def test_unavailable_backend_is_skipped_with_its_reason(tmp_path, monkeypatch, capsys):
-    real = bench._find_spec
-    monkeypatch.setattr(bench, "_find_spec", lambda name: None if name == "cupy" else real(name))
+    real = bench_device._find_spec
+    monkeypatch.setattr(bench_device, "_find_spec",
+                        lambda name: None if name == "cupy" else real(name))
     status, out = _run(tmp_path, "--n", "300", "--backend", "numpy", "cupy", "--dtype",
                        "float32", "--no-plot")
     assert status == 0

@@ -344,7 +344,7 @@ def test_a_killed_disk_run_resumes_to_the_same_bytes(tmp_path, kill):
 @pytest.mark.parametrize("outputs", [1, 10])
 def test_disk_tile_store_agrees_with_scipy(rng, tmp_path, dtype, outputs):
     from kernelfit.gram import build_gram_tiles
-    from kernelfit.solvers.tiles import DiskTileStore
+    from kernelfit.solvers.disk_tiles import DiskTileStore
     X = rng.standard_normal((300, 5))
     kern = make_kernel("gaussian", sigma=1.0)
     store = DiskTileStore(tmp_path / "K.tiles.npy", 300, 64, dtype, get_backend("numpy"),

@@ -10,7 +10,9 @@ from sklearn.model_selection import StratifiedKFold
 from kernelfit.data.dataset import stratified_indices
 from kernelfit.errors import InputError, NotPositiveDefiniteError
 from kernelfit.experiments import select as sel
-from kernelfit.experiments.select import Selection, default_grid, median_distance, select
+from kernelfit.experiments import select_grid
+from kernelfit.experiments.select import Selection, select
+from kernelfit.experiments.select_grid import default_grid, median_distance
 
 
 def blobs(n=160, d=4, k=3, spread=1.4, seed=0):
@@ -105,10 +107,10 @@ def test_default_grid_centres_on_the_median_distance():
     assert median_distance(X) == pytest.approx(m, rel=1e-9)
     g = default_grid(X)
     assert g["lam"] == [0.0]
-    assert g["sigma"] == pytest.approx([m * f for f in sel.SIGMA_FACTORS])
+    assert g["sigma"] == pytest.approx([m * f for f in select_grid.SIGMA_FACTORS])
     assert g["sigma"][2] == pytest.approx(m / 2)
     assert default_grid(X, sigma=2.5, lam="auto") == {"sigma": [2.5],
-                                                      "lam": list(sel.LAM_FACTORS)}
+                                                      "lam": list(select_grid.LAM_FACTORS)}
     assert "sigma" not in default_grid(X, kernel="linear")
     s = select(X, y)                               # grid=None: the default grid
     assert s.params["sigma"] in g["sigma"] and len(s.scores) == 5

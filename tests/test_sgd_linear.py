@@ -9,8 +9,9 @@ import scipy.linalg
 
 from kernelfit.cli import main
 from kernelfit.errors import AccuracyWarning, InputError
-from kernelfit.experiments.sgd import linear
-from kernelfit.experiments.sgd.linear import SGDLinearConfig, batch_curvature_bound, fit_linear_sgd
+from kernelfit.experiments.sgd import linear, linear_record
+from kernelfit.experiments.sgd.linear import SGDLinearConfig, fit_linear_sgd
+from kernelfit.experiments.sgd.linear_spectrum import batch_curvature_bound
 
 
 def _onehot(y):
@@ -81,7 +82,7 @@ def test_a_step_beyond_the_bound_is_flagged_and_divergence_raises(rng):
     cfg = SGDLinearConfig(**kw, lr=10.0)
     res = fit_linear_sgd(cfg, X, y, Xt, yt)
     with pytest.warns(AccuracyWarning, match="exceeds the provable"):
-        record = linear._record(cfg, res.history, res.facts)
+        record = linear_record._record(cfg, res.history, res.facts)
     assert not record["lr_provable"] and not record["monotone"]
     with pytest.raises(InputError, match="diverged"):
         fit_linear_sgd(SGDLinearConfig(**{**kw, "epochs": 200}, lr=1e6), X, y, Xt, yt)
@@ -171,6 +172,6 @@ def test_cli_compare_init_plots_zero_and_random_start(tmp_path):
 
 def test_settled_is_the_epoch_from_which_a_condition_holds_to_the_end():
     h = [{"epoch": e, "v": v} for e, v in enumerate([5, 0, 3, 0, 0])]
-    assert linear.settled(h, lambda m: m["v"] == 0) == 3
-    assert linear.settled(h, lambda m: m["v"] >= 0) == 0
-    assert linear.settled(h, lambda m: m["v"] > 4) is None
+    assert linear_record.settled(h, lambda m: m["v"] == 0) == 3
+    assert linear_record.settled(h, lambda m: m["v"] >= 0) == 0
+    assert linear_record.settled(h, lambda m: m["v"] > 4) is None

@@ -90,12 +90,8 @@ from kernelfit.backend import get_backend  # noqa: E402
 from kernelfit.data.dataset import stratified_indices  # noqa: E402
 from kernelfit.data.preprocess import Preprocessing  # noqa: E402
 from kernelfit.errors import AccuracyWarning, InputError, NotPositiveDefiniteError  # noqa: E402
-from kernelfit.experiments.select import (  # noqa: E402
-    SIGMA_FACTORS,
-    _beyond,
-    _edge_notes,
-    _tie_break,
-)
+from kernelfit.experiments.select import _tie_break  # noqa: E402
+from kernelfit.experiments.select_grid import SIGMA_FACTORS, _beyond, _edge_notes  # noqa: E402
 from kernelfit.experiments.table3 import EXTEND, L2_LAM_FACTORS, PAPER_FILTERS, rows  # noqa: E402
 from kernelfit.features import make_features  # noqa: E402
 from kernelfit.gram_stream import accumulate_streamed, finish_streamed  # noqa: E402
@@ -224,7 +220,7 @@ def stream_inner(fmap, x_tr, x_te, chunk_filters, dtype, log):
 def median_distance_from_inner(G, sq, n_fit, seed, sample=1000):
     """Median distance between distinct fit points, from inner products (the features are gone).
 
-    The same statistic as kernelfit.experiments.select.median_distance on a
+    The same statistic as kernelfit.experiments.select_grid.median_distance on a
     seeded sample of ``sample`` fit rows: d^2 = ||x||^2 + ||y||^2 - 2 <x, y>.
     """
     torch = _torch()

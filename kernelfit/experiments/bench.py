@@ -22,15 +22,14 @@ with the planner's message before anything large is allocated. Measured rows
 go through :class:`kernelfit.experiments.results.ResultStore`: a rerun with the
 same result-changing settings on the same device reuses them (``fresh=True``
 measures again).
+
+The devices and their peak are in :mod:`kernelfit.experiments.bench_device`,
+the table and the plot in :mod:`kernelfit.experiments.bench_report`.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import platform
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +42,8 @@ from ..options import Options
 from ..params import one_of, whole
 from ..plan import plan_fit
 from ..report import versions
+from .bench_device import Device, matmul_peak, no_tf32, probe
+from .bench_report import _num, markdown, plot_bench
 from .results import ResultStore, result_settings
 
 #: Backends the benchmark knows how to look for (the library may not run all of them yet).
@@ -52,13 +53,6 @@ DTYPES = ("float32", "float64")
 D_MNIST = 784
 #: One-hot targets per point (MNIST's ten classes).
 N_OUTPUTS = 10
-# Side of the square GEMM whose rate is the peak. 1024^3 on this 2-core host ran at
-# 41 GFLOP/s in float32 against 65 at 2048^3 (threads not yet saturated), which
-# would inflate every ratio by half; a GPU needs 8192^3 to fill its SMs.
-PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
-PEAK_REPS = 3
-
-_find_spec = importlib.util.find_spec      # a name of our own: tests hide a library with it
 
 
 @dataclass
@@ -120,116 +114,6 @@ def synthetic_problem(n: int, d: int = D_MNIST, seed: int = 0):
 def bench_gamma(d: int) -> float:
     """Gaussian kernel scale of the benchmark: exp(-|x - y|^2 / d)."""
     return 1.0 / d
-
-
-# -- backends: what is there, and its device ------------------------------------------------
-@dataclass
-class Device:
-    backend: str
-    device: str | None = None      # "cpu", "cuda", "cuda:0"; None when skipped
-    name: str = ""
-    versions: dict = field(default_factory=dict)
-    skipped: str | None = None     # why the backend does not run here
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def probe(backend: str, device: str | None = None) -> Device:
-    """Whether ``backend`` runs here and on which device; never raises for a missing one."""
-    import os
-    cpu = f"{_cpu_name()} ({os.cpu_count()} logical cores)"
-    if backend == "numpy":
-        return Device("numpy", "cpu", cpu, {"numpy": np.__version__})
-    lib = {"torch": "torch", "cupy": "cupy"}[backend]
-    if _find_spec(lib) is None:
-        return Device(backend, skipped=f"{lib} is not installed (pip install {lib}); "
-                                       f"backend {backend!r} not measured")
-    mod = importlib.import_module(lib)
-    info = {lib: mod.__version__}
-    if backend == "torch":
-        dev = device or ("cuda" if mod.cuda.is_available() else "cpu")
-        if dev.startswith("cuda"):
-            if not mod.cuda.is_available():
-                why = f"device {dev!r} asked for, but PyTorch {mod.__version__} sees no CUDA device"
-                return Device(backend, skipped=why, versions=info)
-            info["cuda"] = mod.version.cuda
-            return Device(backend, dev, mod.cuda.get_device_name(mod.device(dev)), info)
-        return Device(backend, "cpu", cpu, info)
-    try:
-        count = mod.cuda.runtime.getDeviceCount()
-    except Exception as err:     # CuPy raises its own runtime errors without a driver
-        return Device(backend, skipped=f"CuPy {mod.__version__} finds no CUDA device "
-                                       f"({type(err).__name__}: {err})", versions=info)
-    if count == 0:
-        return Device(backend, skipped="CuPy finds no CUDA device", versions=info)
-    props = mod.cuda.runtime.getDeviceProperties(0)
-    return Device(backend, "cuda:0", props["name"].decode(), info)   # pragma: no cover
-
-
-# -- the device's own matmul peak -------------------------------------------------------------
-def _best_seconds(fn, sync, reps: int) -> float:
-    fn()                 # warm-up: threads, pages, kernels picked
-    sync()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def matmul_peak(dev: Device, dtype: str, size: int | None = None, reps: int = PEAK_REPS) -> dict:
-    """Best-of-``reps`` GFLOP/s of a size^3 matmul on ``dev`` in ``dtype`` (2 size^3 flops)."""
-    kind = "cuda" if dev.device.startswith("cuda") else "cpu"
-    s = size or PEAK_SIZE[kind]
-    if dev.backend == "numpy":
-        rng = np.random.default_rng(0)
-        A = rng.standard_normal((s, s)).astype(dtype)
-        B = rng.standard_normal((s, s)).astype(dtype)
-        seconds = _best_seconds(lambda: A @ B, lambda: None, reps)
-    elif dev.backend == "cupy":   # pragma: no cover - needs a CUDA device
-        cp = importlib.import_module("cupy")
-        A = cp.random.default_rng(0).standard_normal((s, s), dtype=dtype)
-        B = cp.random.default_rng(1).standard_normal((s, s), dtype=dtype)
-        seconds = _best_seconds(lambda: A @ B, cp.cuda.get_current_stream().synchronize, reps)
-    else:
-        torch = importlib.import_module("torch")
-        tdev = torch.device(dev.device)
-        g = torch.Generator(device=tdev).manual_seed(0)
-        A = torch.randn(s, s, device=tdev, dtype=getattr(torch, dtype), generator=g)
-        B = torch.randn(s, s, device=tdev, dtype=getattr(torch, dtype), generator=g)
-        sync = (lambda: torch.cuda.synchronize(tdev)) if kind == "cuda" else (lambda: None)
-        seconds = _best_seconds(lambda: torch.matmul(A, B), sync, reps)
-    return {"gflops": 2 * s**3 / max(seconds, 1e-12) / 1e9, "size": s, "seconds": seconds}
-
-
-@contextmanager
-def no_tf32():
-    """float32 matmuls in true float32 on CUDA (peak and factor alike); restored afterwards."""
-    if _find_spec("torch") is None:
-        yield
-        return
-    torch = importlib.import_module("torch")
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.get_float32_matmul_precision())
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
-        torch.set_float32_matmul_precision(saved[2])
-
 
 # -- one point --------------------------------------------------------------------------------
 def _options(dev: Device, dtype: str) -> Options:
@@ -395,90 +279,3 @@ def _rate(row: dict, peak: dict, say) -> None:
         row["peak_note"] = (f"factor {rate:.1f} GFLOP/s above the measured matmul peak "
                             f"{peak['gflops']:.1f}: the peak understates this device")
         say(f"{row['backend']} {row['dtype']} n={row['n']:,}: {row['peak_note']}")
-
-
-# -- output -----------------------------------------------------------------------------------
-_COLUMNS = ("backend", "device", "dtype", "n", "Gram s", "Gram % of matmul", "factor s",
-            "solve s", "total s", "factor GFLOP/s", "% of matmul", "rel. residual (limit)",
-            "status")
-
-
-def _cells(r: dict) -> list[str]:
-    head = [r["backend"], r["device"] or "-", r["dtype"], f"{r['n']:,}"]
-    if r["status"] == "skipped":
-        return head + ["-"] * 8 + [f"skipped: {r['reason']}"]
-    return head + [f"{r['gram_s']:.3f}", _num(r.get("gram_vs_peak"), ".0%"),
-                   _num(r["factor_s"], ".3f"), f"{r['solve_s']:.3f}",
-                   f"{r['total_s']:.3f}", _num(r["factor_gflops"], ".1f"),
-                   _num(r["factor_vs_peak"], ".0%") + ("!" if r.get("peak_note") else ""),
-                   f"{r['relative_residual']:.1e} ({r['residual_limit']:.0e})",
-                   r["status"] + (" (reused)" if r.get("reused") else "")]
-
-
-def _num(v, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def markdown(doc: dict) -> str:
-    """The rows as a Markdown table (it reads as a terminal table too), peaks and devices above."""
-    lines = []
-    for key, by_dtype in doc["peaks"].items():
-        b = key.split("/")[0]
-        rates = ", ".join(f"{dt} {p['gflops']:.1f} GFLOP/s" for dt, p in by_dtype.items())
-        lines.append(f"- {key} ({doc['devices'][b]['name']}): matmul peak {rates}")
-    lines.append("")
-    lines.append("| " + " | ".join(_COLUMNS) + " |")
-    lines.append("|" + "|".join("---" for _ in _COLUMNS) + "|")
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in doc["rows"]]
-    if any(r.get("peak_note") for r in doc["rows"]):
-        lines += ["", "!: the factor ran faster than the matmul peak measured for its device "
-                      "and dtype, so that peak understates the device (a slower matmul path, "
-                      "or a busy machine) and the ratio is not a share of a true peak."]
-    bad = [r for r in doc["rows"] if r["status"] == "INACCURATE"]
-    if bad:
-        lines.append("")
-        lines.append(f"WARNING: {len(bad)} row(s) left a residual above what their dtype "
-                     "allows; their times are not those of a correct solve.")
-    return "\n".join(lines)
-
-
-def plot_bench(doc: dict, path) -> Path:
-    """Log-log total and factor time vs n per backend/dtype, with an n^3 guide line."""
-    from ..plots import pyplot, save_figure
-
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    series = {}
-    for r in doc["rows"]:
-        if r["status"] != "skipped":
-            series.setdefault((r["backend"], r["device"], r["dtype"]), []).append(r)
-    ns_all, anchor = [], None
-    for i, (key, rs) in enumerate(sorted(series.items())):
-        rs = sorted(rs, key=lambda r: r["n"])
-        ns = [r["n"] for r in rs]
-        ns_all += ns
-        color = f"C{i % 10}"
-        label = f"{key[0]} ({key[1]}) {key[2]}"
-        ax.loglog(ns, [r["total_s"] for r in rs], "o-", color=color, label=f"{label}: total")
-        fs = [r for r in rs if r["factor_s"]]        # a K^+ y row has no factor time
-        if not fs:
-            continue
-        ax.loglog([r["n"] for r in fs], [r["factor_s"] for r in fs], "s--", color=color,
-                  alpha=0.7, label=f"{label}: factor")
-        last = fs[-1]
-        # The guide runs through the largest n of the fastest factor.
-        if anchor is None or last["n"] ** 3 / last["factor_s"] > anchor[0] ** 3 / anchor[1]:
-            anchor = (last["n"], last["factor_s"])
-    if anchor:
-        grid = np.geomspace(min(ns_all), max(ns_all), 50)
-        ax.loglog(grid, anchor[1] * (grid / anchor[0]) ** 3, ":", color="gray",
-                  label=r"$\propto n^3$")
-    ax.set_xlabel("n (training points)")
-    ax.set_ylabel("seconds")
-    ax.set_title(f"kernelfit exact solve, d = {doc['config']['d']}")
-    ax.grid(True, which="both", alpha=0.3)
-    if series:
-        ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no backend measured", transform=ax.transAxes, ha="center")
-    return save_figure(fig, path)

@@ -78,7 +78,7 @@ def _estimate(plan, d: int, opts) -> dict:
 
 def _rate(plan, opts) -> tuple[float, str]:
     if plan.backend != "numpy" and plan.device != "cpu":
-        from .bench import matmul_peak, no_tf32, probe
+        from .bench_device import matmul_peak, no_tf32, probe
         dev = probe(plan.backend, plan.device)
         with no_tf32():
             return matmul_peak(dev, plan.dtype, size=4096, reps=2)["gflops"], dev.name

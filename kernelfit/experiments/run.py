@@ -177,7 +177,7 @@ def _resolve_backend(opts: Options, log) -> tuple[Options, str, list]:
 
 def auto_grid(config: RunConfig, X) -> dict:
     """The grid of every "auto" hyper-parameter; the fixed ones as single values."""
-    from .select import default_grid
+    from .select_grid import default_grid
 
     if config.sigma == "auto" and config.kernel not in ("gaussian", "laplacian"):
         raise InputError(f"the {config.kernel} kernel has no bandwidth to choose; drop "

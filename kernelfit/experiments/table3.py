@@ -37,7 +37,8 @@ from ..options import Options
 from ..params import whole
 from .results import ResultStore, result_settings
 from .run import RunConfig, prepare, run
-from .select import LAM_FACTORS, SIGMA_FACTORS, Selection, default_grid, select
+from .select import Selection, select
+from .select_grid import LAM_FACTORS, SIGMA_FACTORS, default_grid
 
 # Training images a selection fits and validates on (hold-out 20%: 8,000 / 2,000).
 N_SELECT = 10_000
@@ -120,7 +121,7 @@ def choose(row: Row, config: RunConfig, *, n_select: int = N_SELECT,
 
     Each preprocessing candidate gets its own bandwidth grid (the median
     pairwise distance of its features times
-    :data:`~kernelfit.experiments.select.SIGMA_FACTORS`); the candidate with
+    :data:`~kernelfit.experiments.select_grid.SIGMA_FACTORS`); the candidate with
     the lowest validation error wins, ties to the earlier (simpler) one.
     """
     t0 = time.perf_counter()

@@ -10,51 +10,29 @@ interpolant: alpha* = K^{-1} Y from kernelfit's Cholesky path, or w* from
 null-space part, so it converges to w* + P_null(w0), predicted here in closed
 form, with norm^2 = ||w*||^2 + ||P_null(w0)||^2.
 
-Step size (``lr=None``): eta = 1 / L_b, with L_b an upper bound on
-lambda_max(K_BB) over *every* batch of b points:
-L_b = min(lambda_1(K) (Lanczos Ritz value + residual norm, an upper bound once
-it has converged to the top eigenvalue; Cauchy interlacing gives
-lambda_max(K_BB) <= lambda_1(K)), max_i [sum of the b largest |K_ij| in row i]
-(Gershgorin on the batch's rows)). Then every step maps the error
-e = alpha - alpha* to (I - eta P_B K) e, which is a contraction of the K-norm
-whenever eta < 2 / lambda_max(K_BB): ||alpha_t - alpha*||_K (primal:
-||w_t - w_lim||) never increases, step by step, and for eta <= 1 / L_b its square
-shrinks in expectation by (1 - eta (b/n) lambda_min(K)) per step (the history
-checks the first claim every epoch: ``monotone``). Slow directions are those with small
-eigenvalues of K: an epoch shrinks the error along eigenvalue lambda by about
-exp(-eta lambda), and MNIST's Gaussian K (n = 2,000, sigma = 5) spans
-lambda = 317 ... 0.007.
-
-Preconditioned (EigenPro, Ma & Belkin 2017): with the top-k eigenpairs
-(lambda_j, v_j) of K, the step is multiplied by Q = I - sum_j (1 -
-lambda_{k+1} / lambda_j) v_j v_j^T, which flattens the top of the spectrum to
-lambda_{k+1}; the same bound computed on K Q allows a far larger eta. The
-quantity that then provably never increases is sqrt(e^T K Q^{-1} e), which the
-history records as ``contraction_dist`` (for plain SGD it is the K-norm).
+The step size (``lr=None``: the provable 1 / L_b) and EigenPro's
+preconditioner come from the spectrum of K
+(:mod:`kernelfit.experiments.sgd.linear_spectrum`); the per-epoch
+measurements and the run's record, with its monotonicity check, are in
+:mod:`kernelfit.experiments.sgd.linear_record`.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import scipy.linalg
-from scipy.sparse.linalg import eigsh
 from tqdm.auto import tqdm
 
-from ...errors import AccuracyWarning, InputError
+from ...errors import InputError
 from ...params import one_of, real, whole
 from ..results import ResultStore, result_settings, settings_key
+from .linear_record import _Meter, _record
+from .linear_spectrum import _step_rule, top_eigenpairs, top_eigenvalue_bound
 
 FORMS = ("kernel", "primal")
 INITS = ("zero", "random")
-# Dense eigh (subset) below this n or for ranks above n / 4; Lanczos (ARPACK) otherwise.
-DENSE_EIGEN_MAX_N = 3000
-# A measured distance may grow by rounding only: relative slack per epoch, and an
-# absolute floor relative to the starting distance.
-MONOTONE_RTOL, MONOTONE_ATOL = 1e-10, 1e-13
 
 
 @dataclass
@@ -70,7 +48,7 @@ class SGDLinearConfig:
     form: str = "kernel"
     epochs: int = 100
     batch_size: int = 64
-    lr: float | None = None         # None: 1 / L_b (see the module docstring)
+    lr: float | None = None         # None: 1 / L_b (see linear_spectrum's docstring)
     precondition_rank: int = 0      # k > 0: EigenPro steps on the top-k eigenpairs of K
     split_rank: int | None = None   # error split top-k / rest (None: precondition_rank)
     init: str = "zero"
@@ -127,41 +105,6 @@ def validate(c: SGDLinearConfig) -> None:
             _check(k <= n - 2, f"{name}={k} needs at most n_train - 2 = {n - 2} eigenpairs "
                    "(the rank-(k+1) eigenvalue sets the flattened spectrum)")
         _check(c.batch_size <= n, f"batch_size={c.batch_size} exceeds n_train={n}")
-
-
-# -- spectrum and step size --------------------------------------------------------
-
-def top_eigenvalue_bound(K, seed: int) -> float:
-    """An upper estimate of lambda_1(K): Lanczos Ritz value plus its residual norm."""
-    v0 = np.random.default_rng([seed, 7]).standard_normal(len(K))
-    theta, v = eigsh(K, k=1, which="LA", v0=v0, tol=1e-10)
-    resid = np.linalg.norm(K @ v[:, 0] - theta[0] * v[:, 0])
-    return float(theta[0] + resid)
-
-
-def top_eigenpairs(K, k: int, seed: int):
-    """The k + 1 largest eigenpairs of K, descending (dense subset eigh, or Lanczos)."""
-    n = len(K)
-    if n <= DENSE_EIGEN_MAX_N or k + 1 > n // 4:
-        lam, V = scipy.linalg.eigh(K, subset_by_index=[n - k - 1, n - 1])
-    else:
-        v0 = np.random.default_rng([seed, 7]).standard_normal(n)
-        lam, V = eigsh(K, k=k + 1, which="LA", v0=v0, tol=1e-10)
-    order = np.argsort(lam)[::-1]
-    lam, V = lam[order], V[:, order]
-    _check(lam[-1] > 0, f"K's eigenvalue of rank {k + 1} is {lam[-1]:.3g} <= 0: K is singular "
-           "there; use a smaller --precondition-rank")
-    return lam, V
-
-
-def batch_curvature_bound(K, b: int, lam1: float, rows: int = 512) -> dict:
-    """Upper bounds on lambda_max(K_BB) over every batch B of b points, and their minimum."""
-    gersh = 0.0
-    for i in range(0, len(K), rows):
-        A = np.abs(K[i:i + rows])
-        top = A if b >= A.shape[1] else np.partition(A, A.shape[1] - b, axis=1)[:, -b:]
-        gersh = max(gersh, float(top.sum(axis=1).max()))
-    return {"lanczos": lam1, "gershgorin": gersh, "bound": min(lam1, gersh)}
 
 
 # -- the two parameterizations -----------------------------------------------------
@@ -250,59 +193,6 @@ def _reference(c, X, Y, K) -> tuple[np.ndarray, dict]:
     return w_star, {"reference": "numpy.linalg.lstsq minimum-norm solution",
                     "reference_residual": float(np.linalg.norm(X @ w_star - Y)
                                                 / np.linalg.norm(Y))}
-
-
-def _step_rule(c, K, lam, V, lam1):
-    """(eta, the EigenPro scales or None, the bound L_b and its parts)."""
-    k = c.precondition_rank
-    if k:
-        scale = 1.0 - lam[k] / lam[:k]
-        # K Q: the spectrum flattened to lambda_{k+1} above rank k
-        Kq = K - (V[:, :k] * (lam[:k] - lam[k])) @ V[:, :k].T
-        bound = batch_curvature_bound(Kq, c.batch_size, float(lam[k]))
-    else:
-        scale, bound = None, batch_curvature_bound(K, c.batch_size, lam1)
-    return (1.0 / bound["bound"] if c.lr is None else float(c.lr)), scale, bound
-
-
-class _Meter:
-    """The per-epoch measurements of one run against its predicted limit."""
-
-    def __init__(self, c, form, Y, classes, test_labels, theta_star, lim, lam):
-        self.c, self.form, self.Y, self.classes, self.test_labels = c, form, Y, classes, test_labels
-        self.theta_star, self.lim, self.lam = theta_star, lim, lam
-        self.lim_coef_norm = float(np.linalg.norm(lim))
-        self.lim_norm = form.norm(lim)
-
-    def test_error(self, theta) -> float:
-        pred = self.classes[np.argmax(self.form.test_out(theta), axis=1)]
-        return float(np.mean(pred != self.test_labels))
-
-    def __call__(self, theta, epoch: int, seconds: float) -> dict:
-        c, form = self.c, self.form
-        F = form.train_out(theta)
-        e = theta - self.lim
-        m = {"epoch": epoch, "seconds": seconds,
-             "train_error": float(np.mean(np.argmax(F, 1) != np.argmax(self.Y, 1))),
-             "test_error": self.test_error(theta),
-             "loss": float(np.sum((F - self.Y) ** 2) / len(F)), "norm": form.norm(theta),
-             "rel_dist": float(np.linalg.norm(e) / self.lim_coef_norm),
-             "rkhs_dist": form.norm(e)}
-        m["rel_rkhs_dist"] = m["rkhs_dist"] / self.lim_norm
-        z = form.rkhs_coords(e)
-        contraction2 = m["rkhs_dist"] ** 2
-        if c.rank:
-            top = float(np.linalg.norm(z[:c.rank]))
-            m["rkhs_top"] = top
-            m["rkhs_rest"] = float(np.sqrt(max(m["rkhs_dist"] ** 2 - top**2, 0.0)))
-        k = c.precondition_rank
-        if k:       # e^T K Q^{-1} e: the norm preconditioned SGD provably never increases
-            contraction2 += float(np.sum((self.lam[:k] / self.lam[k] - 1.0)[:, None] * z[:k]**2))
-        m["contraction_dist"] = float(np.sqrt(contraction2))
-        if c.form == "primal" and c.init == "random":
-            m["rel_dist_min_norm"] = float(np.linalg.norm(theta - self.theta_star)
-                                           / np.linalg.norm(self.theta_star))
-        return m
 
 
 @dataclass
@@ -413,56 +303,6 @@ def run_sgd_linear(c: SGDLinearConfig, *, progress: bool = True) -> dict:
     res = fit_linear_sgd(c, *arrays, progress=progress)
     res.facts["timings"] = {"data": data.seconds, **res.facts["timings"]}
     return _record(c, res.history, {**res.facts, "preprocessing": data.preprocessing})
-
-
-def _monotone(values) -> list[int]:
-    """Epochs at which a distance grew by more than rounding."""
-    v = np.asarray(values)
-    slack = MONOTONE_RTOL * v[:-1] + MONOTONE_ATOL * v[0]
-    return [int(i) + 1 for i in np.flatnonzero(v[1:] > v[:-1] + slack)]
-
-
-def settled(history, holds):
-    """The first epoch from which ``holds(measurements)`` is true to the end, or None."""
-    for h in reversed(history):
-        if not holds(h):
-            return h["epoch"] + 1 if h is not history[-1] else None
-    return 0
-
-
-def _record(c, history, facts) -> dict:
-    last, notes = history[-1], []
-    eta, bound = facts["lr"], facts["step_bound"]["bound"]
-    provable = eta < 2.0 / bound
-    grew = _monotone([h["contraction_dist"] for h in history])
-    grew_rkhs = _monotone([h["rkhs_dist"] for h in history])
-    if provable and grew:
-        notes.append(f"the contraction distance grew at epochs {grew[:10]} although eta < "
-                     "2 / L_b: the step-size bound failed")
-    if not provable:
-        notes.append(f"lr {eta:.4g} exceeds the provable 2 / L_b = {2 / bound:.4g}; "
-                     "no monotone decrease is guaranteed")
-    converged = None if not c.tol else bool(last["rel_dist"] <= c.tol)
-    if converged is False:
-        notes.append(f"relative distance to the limit {last['rel_dist']:.3g} > tol {c.tol:g} "
-                     f"after {last['epoch']} epochs: not converged")
-    for note in notes:
-        warnings.warn(note, AccuracyWarning, stacklevel=4)
-    out = {
-        "config": asdict(c), **facts, "lr_provable": bool(provable),
-        "epochs_run": last["epoch"], "steps": last["epoch"] * -(-facts["n_train"] // c.batch_size),
-        **{k: last[k] for k in ("train_error", "test_error", "rel_dist", "rel_rkhs_dist",
-                                "rkhs_dist", "norm", "loss")},
-        "converged": converged, "monotone": not grew, "monotone_rkhs": not grew_rkhs,
-        "grew_at_epochs": grew[:50], "rkhs_grew_at_epochs": grew_rkhs[:50],
-        "train_error_0_from_epoch": settled(history, lambda h: h["train_error"] == 0),
-        "notes": notes, "history": history,
-    }
-    if c.form == "primal" and c.init == "random":
-        out["rel_dist_min_norm"] = last["rel_dist_min_norm"]
-        out["norm_excess"] = facts["norm_limit"] - facts["norm_min"]
-        out["norm_ratio"] = facts["norm_limit"] / facts["norm_min"]
-    return out
 
 
 def sgd_linear(c: SGDLinearConfig, out_dir, *, progress: bool = True, log=print) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...report import pct
-from .linear import settled
+from .linear_record import settled
 
 
 def label(record: dict) -> str:
