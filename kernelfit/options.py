@@ -71,9 +71,9 @@ class Options:
         from memory and the sketched spectrum's decay.
     val_fraction : float
         solver="pcg": 0 stops on ``tol``; > 0 holds out this fraction of the
-        training points (never test data) and returns the iterate with the
-        lowest validation error (early stopping; the held-out points are then
-        not fitted).
+        training points (never test data), finds the iteration t* with the
+        lowest validation error (early stopping), then refits on all training
+        points, held-out ones included, for t* iterations (or to ``tol``).
     patience : int
         Early stopping: iterations without a better validation error before
         the iteration stops.

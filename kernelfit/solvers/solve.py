@@ -330,10 +330,10 @@ def _pcg(K, Y, shift: float, opts: Options) -> Solution:
     if not info["converged"]:
         its = info["iterations"]
         if "val_size" in info:
-            why = (f"stopped early on purpose (validation rule) after {its} iterations and "
-                   f"returned iteration {info['returned_iteration']} (validation error "
-                   f"{info['val_error']:.2%} on {info['val_size']:,} held-out training points, "
-                   f"which it does not fit): relative residual {sol.relative_residual:.2e}, "
+            why = (f"stopped early on purpose (validation rule): t*={info['best_iteration']} "
+                   f"iterations chosen on {info['val_size']:,} held-out training points "
+                   f"(validation error {info['val_error']:.2%}), then refit on all {len(Y):,} "
+                   f"points for t* iterations: relative residual {sol.relative_residual:.2e}, "
                    "not an interpolant. For an exact fit drop --val-fraction / val_fraction "
                    "and set --tol / tol")
         elif info.get("breakdown"):
