@@ -93,7 +93,7 @@ def measure(n: int | None, seeds: list[int], val_fraction: float, max_iter: int,
     for seed in seeds:
         iterates = []
 
-        def monitor(it, a):
+        def monitor(it, a, iterates=iterates):
             if not lean:
                 iterates.append(a.copy())
             return False
@@ -117,7 +117,7 @@ def measure(n: int | None, seeds: list[int], val_fraction: float, max_iter: int,
             warm = []
             block_cg(full_op, Y, tol=1e-12, max_iter=max_iter, precond=pre,
                      X0=iterates[warm_from - 1],
-                     callback=lambda it, X, rel: warm.append(test_error(X)) and False)
+                     callback=lambda it, X, rel, warm=warm: warm.append(test_error(X)) and False)
             split["warm_from"] = warm_from
             split["warm_test_error"] = warm
             print(f"  held-out model test "
@@ -140,6 +140,75 @@ def measure(n: int | None, seeds: list[int], val_fraction: float, max_iter: int,
     return out
 
 
+# Stopping rules replayed on the recorded validation curves: the one pcg_solve
+# runs (kernelfit.solvers.pcg.ValidationStop, first strict minimum, fixed
+# patience) and the alternatives it was measured against.
+RULES = {
+    "first minimum, patience 5 (pcg_solve)": dict(patience=5),
+    "ties to later, patience 5": dict(patience=5, ties_later=True),
+    "first minimum, patience 10": dict(patience=10),
+    "ties to later, patience 10": dict(patience=10, ties_later=True),
+    "patience max(5, t*)": dict(patience=5, relative=1.0),
+    "ties to later, patience max(5, t*)": dict(patience=5, ties_later=True, relative=1.0),
+    "ties to later, patience 5, at least 20 iterations": dict(patience=5, ties_later=True,
+                                                               min_iter=20),
+}
+
+
+def replay(val_errors, patience: int, ties_later=False, relative=0.0, min_iter=0):
+    """(t*, the iteration the rule stops at) on one validation curve."""
+    best, best_it = np.inf, 0
+    for it, err in enumerate(val_errors, 1):
+        if err < best or (ties_later and err <= best):
+            best, best_it = err, it
+        if it >= min_iter and it - best_it >= max(patience, int(np.ceil(relative * best_it))):
+            return best_it, it
+    return best_it, len(val_errors)
+
+
+def rules(doc: dict) -> list[dict]:
+    """Each rule on each split: t*, its stop, and the test error of the refit at t*
+    (the full run's iterate t*) and, when traced, of the held-out model at t*."""
+    from kernelfit.solvers.pcg import ValidationStop
+
+    full = doc["full"]["test_error"]
+    out = []
+    for name, kw in RULES.items():
+        rows = []
+        for split in doc["splits"]:
+            t_star, stop = replay(split["val_error"], **kw)
+            if kw == {"patience": 5}:            # the replay is the solver's own rule
+                rule = ValidationStop(5)
+                stopped = next((it for it, e in enumerate(split["val_error"], 1)
+                                if rule.update(it, e)), len(split["val_error"]))
+                assert (rule.best_it, stopped) == (t_star, stop), (name, split["seed"])
+            held = split.get("held_out_test_error")
+            rows.append({"seed": split["seed"], "t_star": t_star, "stop": stop,
+                         "refit_test_error": full[t_star - 1],
+                         "held_out_test_error": held[t_star - 1] if held else None})
+        out.append({"rule": name, "splits": rows,
+                    "mean_refit_test_error": float(np.mean([r["refit_test_error"]
+                                                            for r in rows])),
+                    "mean_iterations": float(np.mean([r["stop"] + r["t_star"] for r in rows]))})
+    return out
+
+
+def report(doc: dict) -> str:
+    lines = [f"n = {doc['n']:,}, val_fraction {doc['val_fraction']:g}, "
+             f"{len(doc['splits'])} splits; exact: " + ", ".join(
+                 f"{k} {100 * v['test_error']:.2f}%" for k, v in doc["exact"].items())]
+    for r in rules(doc):
+        held = [s["held_out_test_error"] for s in r["splits"]]
+        lines.append(
+            f"  {r['rule']}: t* {[s['t_star'] for s in r['splits']]}, stops "
+            f"{[s['stop'] for s in r['splits']]}, refit test error "
+            f"{[round(100 * s['refit_test_error'], 2) for s in r['splits']]} (mean "
+            f"{100 * r['mean_refit_test_error']:.3f}%)"
+            + (f", held-out model {100 * np.mean(held):.3f}%" if None not in held else "")
+            + f", iterations incl. refit {r['mean_iterations']:.1f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,12 +221,18 @@ def main(argv=None) -> int:
     ap.add_argument("--lean", action="store_true",
                     help="full MNIST in 24 GB: float32 test kernel, held-out models untraced")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--replay", metavar="JSON", help="only replay the rules on a written file")
     args = ap.parse_args(argv)
+    if args.replay:
+        print(report(json.loads(Path(args.replay).read_text())))
+        return 0
     doc = measure(args.n or None, args.seeds, args.val_fraction, args.max_iter, args.warm_from,
                   not args.no_exact, args.lean)
     doc["command"] = "python benchmarks/study_pcg_stopping.py " + " ".join(argv or sys.argv[1:])
     path = Path(args.out) / f"study_pcg_stopping_{doc['n']}.json"
+    doc["rules"] = rules(doc)
     write_json_atomic(path, doc)
+    print(report(doc))
     print(f"written {path}")
     return 0
 

@@ -218,8 +218,10 @@ def add_run_arguments(p) -> None:
                    help="pcg, eigen: eigenvectors kept (default: from memory and the "
                         "spectrum's decay)")
     s.add_argument("--val-fraction", type=_fraction_or_zero, default=Options.val_fraction,
-                   metavar="F", help="pcg: hold out this fraction of the training set and "
-                                     "stop early on its error (0: stop on --tol)")
+                   metavar="F", help="pcg: hold out this fraction of the training set, "
+                                     "find the iteration t* with the lowest error on it, then "
+                                     "refit on the whole training set for t* iterations "
+                                     "(0: stop on --tol)")
     s.add_argument("--patience", type=positive_int, default=Options.patience, metavar="N",
                    help="pcg early stopping: iterations without a better validation error")
     s.add_argument("--memory-limit", type=byte_size, default=None, metavar="SIZE",

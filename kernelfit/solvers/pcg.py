@@ -10,13 +10,28 @@ reduction and every residual check are float64.
 Stopping, one rule per solve, recorded in ``info["stopping"]``:
 
 * ``tol``: every column's relative residual ||r_j|| / ||y_j|| <= tol;
-* validation (``Options.val_fraction > 0``): a random ``val_fraction`` of the
-  training points is held out of the system, its classification error is
-  measured after each iteration from the held-out rows of K (no test data is
-  ever seen), and the iterate with the lowest validation error is returned once
-  ``Options.patience`` iterations have brought no improvement. The held-out
-  points are not fitted (their alpha is 0): the result is not an interpolant,
-  and the solution says so.
+* validation (``Options.val_fraction > 0``): a random, class-stratified
+  ``val_fraction`` of the training points is held out of the system, its
+  classification error is measured after each iteration from the held-out
+  rows of K (no test data is ever seen), and the run stops once
+  ``Options.patience`` iterations have brought no improvement; t* is the
+  iteration with the lowest validation error. Then the *refit*: PCG on all n
+  points (the same preconditioner kind, built for the full system) for t*
+  iterations, or to ``tol`` if that comes first, so no training point is left
+  out of the returned alpha. Unless the refit reaches ``tol`` the result is
+  not an interpolant, and the solution says so.
+
+  Measured on MNIST (sigma 5, float32, ``benchmarks/study_pcg_stopping.py``;
+  test errors there are measurements, never inputs to the rule): the refit
+  beats returning the held-out model (at n = 20,000, val_fraction 0.1, five
+  splits: 1.88% mean test error against 1.93%, whose held-out 10% stay
+  unfitted), and beats a refit warm-started from the held-out solution for a
+  few iterations, which has no t* of its own to stop at. The rule itself
+  (first strict minimum, fixed patience 5) chose as well as or better than
+  the alternatives replayed on the same curves: ties resolved toward later
+  iterations, patience growing with the best iteration, a minimum of 20
+  iterations all chose t* as good or later on the test curve's bumps, at
+  more iterations.
 
 ``info["history"]`` holds, per iteration, the largest relative residual of
 the columns and, with validation, the validation error.
