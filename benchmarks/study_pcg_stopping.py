@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     doc = measure(args.n or None, args.seeds, args.val_fraction, args.max_iter, args.warm_from,
                   not args.no_exact, args.lean)
     doc["command"] = "python benchmarks/study_pcg_stopping.py " + " ".join(argv or sys.argv[1:])
-    path = Path(args.out) / f"study_pcg_stopping_{doc['n']}.json"
+    path = Path(args.out) / f"study_pcg_stopping_{doc['n']}_val{args.val_fraction:g}.json"
     doc["rules"] = rules(doc)
     write_json_atomic(path, doc)
     print(report(doc))

@@ -234,14 +234,15 @@ def pcg_solve(K, Y, *, shift: float = 0.0, options: Options | None = None,
                    refit=rinfo["timings"]["iterations"])
     reached = ("reached tol" if refit["converged"] else
                f"stopped at t*={t_star} with relative residual {refit['residual']:.2e}")
-    stopping = (f"validation: t*={t_star}, the iteration with the lowest classification error "
-                f"({rule.best:.2%}) on {len(val):,} held-out training points "
+    chosen = (f"the iteration with the lowest classification error ({rule.best:.2%})"
+              if rule.best_it else "no iteration scored: the validation run met tol at once")
+    stopping = (f"validation: t*={t_star}, {chosen} on {len(val):,} held-out training points "
                 f"(val_fraction={opts.val_fraction:g}; {rule.describe()}); then refit on all "
                 f"{n:,} points for t* iterations (or to tol={opts.tol:g}): {reached}")
     info = dict(vinfo, converged=refit["converged"], breakdown=refit["breakdown"],
                 residuals=refit["residuals"], stopping=stopping, timings=timings, refit=refit,
                 val_size=len(val), val_index=val.tolist(), best_iteration=t_star,
-                val_error=rule.best, returned_iteration=refit["iterations"])
+                val_error=rule.best if rule.best_it else None, returned_iteration=refit["iterations"])
     return X, info
 
 
