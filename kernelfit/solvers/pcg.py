@@ -179,7 +179,7 @@ class ValidationStop:
         return it - self.best_it >= self.patience
 
     def describe(self) -> str:
-        return f"stopped after patience={self.patience} iterations without improvement"
+        return f"first lowest error, patience={self.patience} iterations without improvement"
 
 
 def pcg_solve(K, Y, *, shift: float = 0.0, options: Options | None = None,
@@ -243,9 +243,13 @@ def pcg_solve(K, Y, *, shift: float = 0.0, options: Options | None = None,
                f"stopped at t*={t_star} with relative residual {refit['residual']:.2e}")
     chosen = (f"the iteration with the lowest classification error ({rule.best:.2%})"
               if rule.best_it else "no iteration scored: the validation run met tol at once")
+    ended = ("stopped by the rule" if vinfo["stopped_by_callback"] else
+             "the validation run reached tol" if vinfo["converged"] else
+             f"the validation run reached max_iter={opts.max_iter}")
     stopping = (f"validation: t*={t_star}, {chosen} on {len(val):,} held-out training points "
-                f"(val_fraction={opts.val_fraction:g}; {rule.describe()}); then refit on all "
-                f"{n:,} points for t* iterations (or to tol={opts.tol:g}): {reached}")
+                f"(val_fraction={opts.val_fraction:g}; {rule.describe()}; {ended} after "
+                f"{vinfo['iterations']} iterations); then refit on all {n:,} points for t* "
+                f"iterations (or to tol={opts.tol:g}): {reached}")
     info = dict(vinfo, converged=refit["converged"], breakdown=refit["breakdown"],
                 residuals=refit["residuals"], stopping=stopping, timings=timings, refit=refit,
                 val_size=len(val), val_index=val.tolist(), best_iteration=t_star,
