@@ -275,7 +275,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=None, help="training points (default: all 60,000)")
     ap.add_argument("--reps", type=int, default=5, help="plain K @ P passes timed")
     ap.add_argument("--iters", type=int, default=6, help="PCG iterations timed")
-    ap.add_argument("--val-fraction", type=float, default=0.02)
+    ap.add_argument("--val-fraction", type=float, default=0.1,
+                    help="held-out share for the run (0.1: see study_pcg_stopping.py)")
     ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--max-iter", type=int, default=60)
     ap.add_argument("--target", type=float, default=0.0122,

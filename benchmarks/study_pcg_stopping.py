@@ -141,10 +141,12 @@ def measure(n: int | None, seeds: list[int], val_fraction: float, max_iter: int,
 
 
 # Stopping rules replayed on the recorded validation curves: the one pcg_solve
-# runs (kernelfit.solvers.pcg.ValidationStop, first strict minimum, fixed
-# patience) and the alternatives it was measured against.
+# runs (kernelfit.solvers.pcg.ValidationStop: first strict minimum, fixed
+# patience, a minimum of iterations) and the alternatives it was measured against.
 RULES = {
-    "first minimum, patience 5 (pcg_solve)": dict(patience=5),
+    "first minimum, patience 5, at least 10 iterations (pcg_solve)": dict(patience=5,
+                                                                          min_iter=10),
+    "first minimum, patience 5": dict(patience=5),
     "ties to later, patience 5": dict(patience=5, ties_later=True),
     "first minimum, patience 10": dict(patience=10),
     "ties to later, patience 10": dict(patience=10, ties_later=True),
@@ -177,8 +179,8 @@ def rules(doc: dict) -> list[dict]:
         rows = []
         for split in doc["splits"]:
             t_star, stop = replay(split["val_error"], **kw)
-            if kw == {"patience": 5}:            # the replay is the solver's own rule
-                rule = ValidationStop(5)
+            if name.endswith("(pcg_solve)"):     # the replay is the solver's own rule
+                rule = ValidationStop(kw["patience"], kw["min_iter"])
                 stopped = next((it for it, e in enumerate(split["val_error"], 1)
                                 if rule.update(it, e)), len(split["val_error"]))
                 assert (rule.best_it, stopped) == (t_star, stop), (name, split["seed"])

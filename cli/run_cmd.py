@@ -20,7 +20,7 @@ examples:
   kernelfit run --dataset mnist --features scattering --json mnist.json
   kernelfit run --randomize random-labels --n-train 1000   fit random labels exactly
   kernelfit run --solver cg --max-iter 200 --strict        fail unless CG converges
-  kernelfit run --dataset mnist --sigma 5 --dtype float32 --solver pcg --val-fraction 0.02
+  kernelfit run --dataset mnist --sigma 5 --dtype float32 --solver pcg --val-fraction 0.1
   kernelfit run --save-model digits.kfm && kernelfit predict --model digits.kfm
 """
 

@@ -13,7 +13,7 @@ from kernelfit.errors import AccuracyError, AccuracyWarning, InputError
 from kernelfit.model import KernelInterpolant
 from kernelfit.options import Options
 from kernelfit.solvers.cg import block_cg
-from kernelfit.solvers.pcg import PanelOperator, pcg_solve
+from kernelfit.solvers.pcg import PanelOperator, ValidationStop, pcg_solve
 from kernelfit.solvers.precond import (
     JacobiPreconditioner,
     TopEigenPreconditioner,
@@ -215,6 +215,27 @@ def test_refit_stops_at_tol_before_t_star(rng):
     np.testing.assert_allclose(alpha, sl.solve(K, Y, assume_a="pos"), rtol=1e-6, atol=1e-8)
 
 
+def test_validation_stop_waits_for_min_iter_and_keeps_the_first_best():
+    errors = [0.3, 0.1, 0.2, 0.2, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]
+    stops = {}
+    for min_iter in (0, 10):
+        rule = ValidationStop(patience=3, min_iter=min_iter)
+        stops[min_iter] = next(it for it, e in enumerate(errors, 1) if rule.update(it, e))
+        assert rule.best_it == 2 and rule.best == 0.1      # the tie at 5 stays with 2
+    assert stops == {0: 5, 10: 10}
+
+
+def test_validation_run_is_not_stopped_before_val_min_iter(rng):
+    K, Y, _ = _labels_problem(rng, n=400)
+    for min_iter in (0, 12):
+        _, info = pcg_solve(K, Y, options=Options(val_fraction=0.1, patience=1, tol=1e-12,
+                                                  val_min_iter=min_iter, precond="none"))
+        errs = [h["val_error"] for h in info["history"]]
+        assert info["stopped_by_callback"] and info["iterations"] == len(errs)
+        assert info["iterations"] == max(min_iter, info["best_iteration"] + 1)
+        assert errs.index(min(errs)) + 1 == info["best_iteration"]
+
+
 def test_early_stopped_solve_says_it_is_not_an_interpolant(rng):
     K, Y, _ = _labels_problem(rng)
     with pytest.warns(AccuracyWarning, match="stopped early on purpose.*refit on all 600 points"):
@@ -250,7 +271,8 @@ def test_estimator_with_pcg_matches_the_direct_solve(rng):
 
 @pytest.mark.parametrize("field, value", [
     ("precond", "ilu"), ("precond_rank", 0), ("precond_rank", 2.5), ("val_fraction", 1.0),
-    ("val_fraction", -0.1), ("val_fraction", "0.1"), ("patience", 0),
+    ("val_fraction", -0.1), ("val_fraction", "0.1"), ("patience", 0), ("val_min_iter", -1),
+    ("val_min_iter", 2.5), ("val_min_iter", True),
 ])
 def test_bad_options_raise_typed_errors(field, value):
     with pytest.raises(InputError, match=f"Options.{field}"):
