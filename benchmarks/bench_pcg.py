@@ -145,7 +145,9 @@ def worker_run(n: int | None, val_fraction: float, patience: int, max_iter: int,
             "n_train": rec.n_train, "n_test": rec.n_test, "peak_rss": rec.peak_rss_bytes,
             "stopping": rec.convergence["stopping"],
             "returned_iteration": rec.convergence.get("returned_iteration"),
+            "best_iteration": rec.convergence.get("best_iteration"),
             "val_error": rec.convergence.get("val_error"),
+            "refit_iterations": (rec.convergence.get("refit") or {}).get("iterations"),
             "preconditioner": rec.convergence["preconditioner"], "plot": plot}
 
 
@@ -273,7 +275,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=None, help="training points (default: all 60,000)")
     ap.add_argument("--reps", type=int, default=5, help="plain K @ P passes timed")
     ap.add_argument("--iters", type=int, default=6, help="PCG iterations timed")
-    ap.add_argument("--val-fraction", type=float, default=0.02)
+    ap.add_argument("--val-fraction", type=float, default=0.1,
+                    help="held-out share for the run (0.1: see study_pcg_stopping.py)")
     ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--max-iter", type=int, default=60)
     ap.add_argument("--target", type=float, default=0.0122,
@@ -365,7 +368,8 @@ def main(argv=None) -> int:
         doc["run"] = r
         print(f"run: {r['wall_s']:.1f} s, test error {100 * r['test_error']:.2f}% "
               f"(target {100 * target:.2f}%: {'reached' if r['reached_target'] else 'NOT reached'})"
-              f", {r['iterations']} iterations, returned {r['returned_iteration']}, "
+              f", {r['iterations']} validation iterations, t* {r.get('best_iteration')}, "
+              f"refit {r.get('refit_iterations')} iterations, "
               f"timings {r['timings']}", flush=True)
 
     doc["load_avg_at_end"] = os.getloadavg()
@@ -410,7 +414,8 @@ def summary(doc: dict) -> str:
                   f"**{100 * r['test_error']:.2f}%** on {r['n_test']:,} test points (target "
                   f"{100 * doc['target_test_error']:.2f}%, from {doc['target_from']}: "
                   f"{'reached' if r['reached_target'] else 'NOT reached'}); {r['iterations']} "
-                  f"iterations, returned iteration {r['returned_iteration']}; stopping: "
+                  f"validation iterations, t* = {r.get('best_iteration')}, then "
+                  f"{r.get('refit_iterations')} refit iterations on all points; stopping: "
                   f"{r['stopping']}. Stages: {stages}."]
     ep = doc.get("eigenpro2", {})
     if "skipped" in ep:

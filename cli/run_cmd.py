@@ -27,7 +27,7 @@ examples:
   kernelfit run --dataset mnist --features scattering --json mnist.json
   kernelfit run --randomize random-labels --n-train 1000   fit random labels exactly
   kernelfit run --solver cg --max-iter 200 --strict        fail unless CG converges
-  kernelfit run --dataset mnist --sigma 5 --dtype float32 --solver pcg --val-fraction 0.02
+  kernelfit run --dataset mnist --sigma 5 --dtype float32 --solver pcg --val-fraction 0.1
   kernelfit run --save-model digits.kfm && kernelfit predict --model digits.kfm
 """
 
@@ -231,8 +231,10 @@ def add_run_arguments(p) -> None:
                    help="pcg, eigen: eigenvectors kept (default: from memory and the "
                         "spectrum's decay)")
     s.add_argument("--val-fraction", type=_fraction_or_zero, default=Options.val_fraction,
-                   metavar="F", help="pcg: hold out this fraction of the training set and "
-                                     "stop early on its error (0: stop on --tol)")
+                   metavar="F", help="pcg: hold out this fraction of the training set, "
+                                     "find the iteration t* with the lowest error on it, then "
+                                     "refit on the whole training set for t* iterations "
+                                     "(0: stop on --tol)")
     s.add_argument("--patience", type=positive_int, default=Options.patience, metavar="N",
                    help="pcg early stopping: iterations without a better validation error")
     s.add_argument("--memory-limit", type=byte_size, default=None, metavar="SIZE",

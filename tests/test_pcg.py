@@ -13,7 +13,7 @@ from kernelfit.errors import AccuracyError, AccuracyWarning, InputError
 from kernelfit.model import KernelInterpolant
 from kernelfit.options import Options
 from kernelfit.solvers.cg import block_cg
-from kernelfit.solvers.pcg import PanelOperator, pcg_solve
+from kernelfit.solvers.pcg import PanelOperator, ValidationStop, pcg_solve
 from kernelfit.solvers.precond import (
     JacobiPreconditioner,
     TopEigenPreconditioner,
@@ -128,35 +128,117 @@ def _labels_problem(rng, n=600, c=3):
     return rbf_kernel(X, gamma=2.0), np.eye(c)[labels], labels
 
 
-def test_early_stopping_fits_only_the_training_rows_and_scores_the_held_out_ones(rng):
+def test_validation_run_fits_only_the_training_rows_and_scores_the_held_out_ones(rng):
     K, Y, labels = _labels_problem(rng)
     opts = Options(precond="none", val_fraction=0.1, patience=3, max_iter=60, tol=1e-12)
-    alpha, info = pcg_solve(K, Y, options=opts, seed=4)
+    iterates = {}
+    _, info = pcg_solve(K, Y, options=opts, seed=4,
+                        monitor=lambda it, a: iterates.setdefault(it, a.copy()) is None)
     held = np.zeros(len(K), dtype=bool)
     held[info["val_index"]] = True
     assert info["val_size"] == held.sum()
     assert abs(held.sum() - 60) <= 3                 # 10%, rounded per class
-    assert not alpha[held].any()
     # Class-stratified: each class loses ~10% of its members.
     for c in range(3):
         assert abs(held[labels == c].sum() - 0.1 * (labels == c).sum()) <= 1
     T, V = np.flatnonzero(~held), np.flatnonzero(held)
-    best = info["returned_iteration"]
-    assert best == info["best_iteration"] and 1 <= best <= info["iterations"]
-    assert info["iterations"] - best == opts.patience or not info["stopped_by_callback"]
-    # The training rows: plain CG on K[T, T] alone, stopped at the same iteration.
+    best = info["best_iteration"]
+    assert 1 <= best <= info["iterations"] == len(iterates)
+    # The validation run's iterate at t*: plain CG on K[T, T] alone, the held-out rows 0.
+    at_best = iterates[best]
+    assert not at_best[held].any()
     ref, _ = block_cg(K[np.ix_(T, T)], Y[T], tol=1e-12, max_iter=best)
-    np.testing.assert_allclose(alpha[T], ref, rtol=1e-8, atol=1e-10)
-    # The recorded validation error is that of the held-out rows, computed here apart.
-    val_err = np.mean(np.argmax(K[np.ix_(V, T)] @ alpha[T], axis=1) != labels[V])
+    np.testing.assert_allclose(at_best[T], ref, rtol=1e-8, atol=1e-10)
+    # The recorded validation error is that of the held-out rows, computed here apart,
+    # and t* is the first iteration at the lowest of them.
+    val_err = np.mean(np.argmax(K[np.ix_(V, T)] @ ref, axis=1) != labels[V])
     assert info["val_error"] == pytest.approx(val_err)
-    assert min(h["val_error"] for h in info["history"]) == pytest.approx(val_err)
+    errs = [h["val_error"] for h in info["history"]]
+    assert min(errs) == pytest.approx(val_err) and errs.index(min(errs)) + 1 == best
     assert "validation" in info["stopping"] and "patience=3" in info["stopping"]
+
+
+def test_refit_uses_every_point_and_equals_cg_on_the_full_system(rng):
+    X = rng.random((700, 5))
+    labels = np.argmax(X[:, :3], axis=1)
+    Xtr, ytr, Xte = X[:600], labels[:600], X[600:]
+    K, Y = rbf_kernel(Xtr, gamma=2.0), np.eye(3)[ytr]
+    opts = Options(precond="none", val_fraction=0.1, patience=3, max_iter=60, tol=1e-12)
+    alpha, info = pcg_solve(K, Y, options=opts, seed=4)
+    held = np.asarray(info["val_index"])
+    t_star = info["best_iteration"]
+    refit = info["refit"]
+    # The held-out points are fitted too: no row of alpha is left at 0.
+    assert np.abs(alpha[held]).sum(axis=1).min() > 0
+    assert refit["iterations"] == info["returned_iteration"] == t_star
+    assert not refit["converged"] and not info["converged"]
+    # An independent computation: CG on all of K for t* iterations.
+    ref, ref_info = block_cg(K, Y, tol=1e-12, max_iter=t_star)
+    np.testing.assert_allclose(alpha, ref, rtol=1e-8, atol=1e-10)
+    Kte = rbf_kernel(Xte, Xtr, gamma=2.0)
+    np.testing.assert_array_equal(np.argmax(Kte @ alpha, axis=1), np.argmax(Kte @ ref, axis=1))
+    assert refit["residual"] == pytest.approx(max(ref_info["residuals"]))
+    assert refit["residual"] == pytest.approx(
+        np.max(np.linalg.norm(K @ alpha - Y, axis=0) / np.linalg.norm(Y, axis=0)))
+    assert len(refit["history"]) == t_star and "refit" in info["timings"]
+    assert f"t*={t_star}" in info["stopping"] and "refit on all 600 points" in info["stopping"]
+
+
+def test_refit_with_the_eigen_preconditioner_matches_its_own_pcg(rng):
+    K, Y, _ = _labels_problem(rng, n=500)
+    K = K.astype(np.float32)
+    opts = Options(val_fraction=0.1, patience=3, max_iter=40, tol=1e-12)
+    alpha, info = pcg_solve(K, Y, options=opts, budget_bytes=1e8, seed=2)
+    # The refit's preconditioner is built for all n points, not the training subsystem.
+    ref, _ = pcg_solve(K, Y, options=opts.replace(val_fraction=0.0,
+                                                  max_iter=info["best_iteration"]),
+                       budget_bytes=1e8, seed=2)
+    np.testing.assert_allclose(alpha, ref, rtol=1e-6, atol=1e-8)
+    assert info["refit"]["preconditioner"]["sketch"] == choose_sketch(500, 1e8)[0]
+    assert info["preconditioner"]["sketch"] == choose_sketch(len(K) - info["val_size"], 1e8)[0]
+
+
+def test_refit_stops_at_tol_before_t_star(rng):
+    # The full system is easy (Y's columns are eigenvectors of K: CG converges in
+    # one iteration), the training subsystem is not, so t* > 1 and the refit
+    # stops at tol first.
+    n, c = 300, 3
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    K = (Q * np.geomspace(1e-3, 1.0, n)) @ Q.T
+    Y = Q[:, -c:] * np.sqrt(n)
+    opts = Options(precond="none", val_fraction=0.2, patience=4, max_iter=50, tol=1e-8)
+    alpha, info = pcg_solve(K, Y, options=opts, seed=1)
+    assert info["best_iteration"] > 1
+    assert info["refit"]["iterations"] == info["returned_iteration"] == 1
+    assert info["converged"] and info["refit"]["converged"]
+    assert info["refit"]["residual"] <= 1e-8 and "reached tol" in info["stopping"]
+    np.testing.assert_allclose(alpha, sl.solve(K, Y, assume_a="pos"), rtol=1e-6, atol=1e-8)
+
+
+def test_validation_stop_waits_for_min_iter_and_keeps_the_first_best():
+    errors = [0.3, 0.1, 0.2, 0.2, 0.1, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]
+    stops = {}
+    for min_iter in (0, 10):
+        rule = ValidationStop(patience=3, min_iter=min_iter)
+        stops[min_iter] = next(it for it, e in enumerate(errors, 1) if rule.update(it, e))
+        assert rule.best_it == 2 and rule.best == 0.1      # the tie at 5 stays with 2
+    assert stops == {0: 5, 10: 10}
+
+
+def test_validation_run_is_not_stopped_before_val_min_iter(rng):
+    K, Y, _ = _labels_problem(rng, n=400)
+    for min_iter in (0, 12):
+        _, info = pcg_solve(K, Y, options=Options(val_fraction=0.1, patience=1, tol=1e-12,
+                                                  val_min_iter=min_iter, precond="none"))
+        errs = [h["val_error"] for h in info["history"]]
+        assert info["stopped_by_callback"] and info["iterations"] == len(errs)
+        assert info["iterations"] == max(min_iter, info["best_iteration"] + 1)
+        assert errs.index(min(errs)) + 1 == info["best_iteration"]
 
 
 def test_early_stopped_solve_says_it_is_not_an_interpolant(rng):
     K, Y, _ = _labels_problem(rng)
-    with pytest.warns(AccuracyWarning, match="stopped early on purpose"):
+    with pytest.warns(AccuracyWarning, match="stopped early on purpose.*refit on all 600 points"):
         sol = solve_stored(K, Y, solver="pcg",
                            options=Options(val_fraction=0.1, patience=2, tol=1e-12))
     assert not sol.converged and sol.relative_residual > 1e-3
@@ -189,7 +271,8 @@ def test_estimator_with_pcg_matches_the_direct_solve(rng):
 
 @pytest.mark.parametrize("field, value", [
     ("precond", "ilu"), ("precond_rank", 0), ("precond_rank", 2.5), ("val_fraction", 1.0),
-    ("val_fraction", -0.1), ("val_fraction", "0.1"), ("patience", 0),
+    ("val_fraction", -0.1), ("val_fraction", "0.1"), ("patience", 0), ("val_min_iter", -1),
+    ("val_min_iter", 2.5), ("val_min_iter", True),
 ])
 def test_bad_options_raise_typed_errors(field, value):
     with pytest.raises(InputError, match=f"Options.{field}"):

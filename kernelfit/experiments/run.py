@@ -368,7 +368,7 @@ def _convergence(info: dict) -> dict | None:
     if "history" not in info or "stopping" not in info:
         return None
     keys = ("stopping", "preconditioner", "history", "best_iteration", "returned_iteration",
-            "val_size", "val_error")
+            "val_size", "val_error", "refit")
     return {k: info[k] for k in keys if k in info}
 
 

@@ -331,12 +331,9 @@ def _pcg(K, Y, shift: float, opts: Options) -> Solution:
     if not info["converged"]:
         its = info["iterations"]
         if "val_size" in info:
-            why = (f"stopped early on purpose (validation rule) after {its} iterations and "
-                   f"returned iteration {info['returned_iteration']} (validation error "
-                   f"{info['val_error']:.2%} on {info['val_size']:,} held-out training points, "
-                   f"which it does not fit): relative residual {sol.relative_residual:.2e}, "
-                   "not an interpolant. For an exact fit drop --val-fraction / val_fraction "
-                   "and set --tol / tol")
+            why = (f"stopped early on purpose (validation rule): {info['stopping']}; not an "
+                   "interpolant. For an exact fit drop --val-fraction / val_fraction and set "
+                   "--tol / tol")
         elif info.get("breakdown"):
             why = (f"broke down after {its} iterations (p^T K p <= 0: K is singular or not "
                    f"positive definite in {K.dtype.name}) at relative residual "
