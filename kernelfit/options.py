@@ -71,7 +71,9 @@ class Options:
     precond_rank : int or None
         precond="eigen": eigenvectors kept (from a sketch of twice as many
         columns); None chooses them from memory and the sketched spectrum's
-        decay (:func:`kernelfit.solvers.precond.choose_sketch`).
+        decay (:func:`kernelfit.solvers.precond.choose_sketch`), and for
+        "cg" / "cg-matrix-free" at least 300 while their sketch fits
+        (``kernelfit.solvers.solve.CG_MIN_RANK``).
     val_fraction : float
         solver="pcg": 0 stops on ``tol``; > 0 holds out this fraction of the
         training points (never test data) and returns the iterate with the

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg as sl
 from conftest import random_spd
+from sklearn.datasets import load_digits
 from sklearn.metrics.pairwise import rbf_kernel
 
 from kernelfit.errors import AccuracyError, AccuracyWarning, InputError, NonFiniteError
@@ -106,7 +107,6 @@ def test_eigen_preconditioner_matches_a_dense_nystrom_oracle(rng):
     # Gaussian K of 300 digits (full rank): the Nyström approximation C W_q^+ C^T of the
     # sampled columns, built and eigendecomposed densely with numpy, and M^{-1} as the
     # inverse of the dense M = U diag(s + mu) U^T + mu (I - U U^T).
-    from sklearn.datasets import load_digits
     X = load_digits().data[:300] / 16.0
     n, shift = len(X), 1e-3
     K = rbf_kernel(X, gamma=1.0 / (X.shape[1] * X.var()))

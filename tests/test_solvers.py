@@ -5,9 +5,9 @@ from conftest import random_spd
 from sklearn.datasets import load_digits
 from sklearn.metrics.pairwise import rbf_kernel
 
+from kernelfit.errors import AccuracyWarning
 from kernelfit.gram import build_gram
 from kernelfit.kernels import make_kernel
-from kernelfit.errors import AccuracyWarning
 from kernelfit.options import Options
 from kernelfit.solvers.cg import block_cg
 from kernelfit.solvers.cholesky import tiled_cholesky

@@ -307,9 +307,10 @@ def _cg(op, Y, opts: Options, timings: dict) -> Solution:
     """Block CG on ``op`` (StoredOperator, KernelOperator or the Dask operator).
 
     The preconditioner is the one ``solver="pcg"`` builds (``Options.precond``,
-    ``precond_rank``; the eigen sketch sized by :func:`~kernelfit.solvers.pcg.sketch_budget`),
-    read from ``op.row_block``: rows of the stored K, or kernel blocks recomputed
-    from the data when K is never stored.
+    ``precond_rank``; the eigen sketch sized by :func:`~kernelfit.solvers.pcg.sketch_budget`,
+    its automatic rank raised to CG_MIN_RANK where that fits), read from
+    ``op.row_block``: rows of the stored K, or kernel blocks recomputed from the
+    data when K is never stored.
     """
     from .pcg import make_preconditioner, sketch_budget
     n = op.shape[0]
