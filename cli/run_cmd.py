@@ -226,9 +226,10 @@ def add_run_arguments(p) -> None:
     s.add_argument("--max-iter", type=positive_int, default=Options.max_iter, metavar="N",
                    help="CG iterations at most")
     s.add_argument("--precond", default=Options.precond, choices=PRECONDITIONERS,
-                   help="pcg: eigen (top eigenvectors of a Nyström sketch of K), jacobi, none")
+                   help="cg, cg-matrix-free, pcg: eigen (top eigenvectors of a Nyström "
+                        "sketch of K), jacobi, none")
     s.add_argument("--precond-rank", type=positive_int, default=None, metavar="N",
-                   help="pcg, eigen: eigenvectors kept (default: from memory and the "
+                   help="eigen: eigenvectors kept (default: from memory and the "
                         "spectrum's decay)")
     s.add_argument("--val-fraction", type=_fraction_or_zero, default=Options.val_fraction,
                    metavar="F", help="pcg: hold out this fraction of the training set, "

@@ -20,7 +20,7 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 # A running Dask scheduler: tcp://host:port (host a name, an IPv4 or a bracketed IPv6 address).
 _SCHEDULER = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
                         r":(\d{1,5})$")
-# solver="pcg" preconditioners (kernelfit.solvers.precond)
+# Preconditioners of the CG solvers (kernelfit.solvers.precond)
 PRECONDITIONERS = ("eigen", "jacobi", "none")
 REFINE_AGAINST = ("auto", "stored", "exact")
 
@@ -77,11 +77,16 @@ class Options:
     tol, max_iter : float, int
         Stopping rule of the conjugate-gradient solvers (relative residual).
     precond : {"eigen", "jacobi", "none"}
-        solver="pcg": EigenPro-style top eigenvectors of a Nyström sketch of
-        the stored K (:mod:`kernelfit.solvers.precond`), the diagonal, or none.
+        The CG solvers ("cg", "cg-matrix-free", "pcg"): EigenPro-style top
+        eigenvectors of a Nyström sketch of K (:mod:`kernelfit.solvers.precond`;
+        matrix-free, the sketch's columns are recomputed kernel blocks), the
+        diagonal, or none.
     precond_rank : int or None
-        solver="pcg", precond="eigen": eigenvectors kept; None chooses them
-        from memory and the sketched spectrum's decay.
+        precond="eigen": eigenvectors kept (from a sketch of twice as many
+        columns); None chooses them from memory and the sketched spectrum's
+        decay (:func:`kernelfit.solvers.precond.choose_sketch`), and for
+        "cg" / "cg-matrix-free" at least 300 while their sketch fits
+        (``kernelfit.solvers.solve.CG_MIN_RANK``).
     val_fraction : float
         solver="pcg": 0 stops on ``tol``; > 0 holds out this fraction of the
         training points (never test data), finds the iteration t* with the

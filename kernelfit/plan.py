@@ -9,7 +9,7 @@ constants below are the only ones.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import psutil
@@ -163,11 +163,11 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
                                           and solver == "cholesky" and d > 0):
         # float64 residual blocks of K recomputed from the points, after the factor
         temps = max(temps, 2 * residual_rows(n) * n * 8)
-    if solver in ("cg", "cg-matrix-free"):
-        temps += 8 * n * 500                           # Nyström sketch (rank <= 500)
-    elif solver == "pcg":                              # eigen sketch (+ validation rows)
+    if solver in ("cg", "cg-matrix-free", "pcg"):     # eigen sketch (+ pcg's validation rows)
         from .solvers.pcg import pcg_bytes, sketch_budget
-        temps += pcg_bytes(n, opts, sketch_budget(n, item, opts, gram_allocated=gram_allocated))
+        k_item = 0 if solver == "cg-matrix-free" else item      # as solve._cg sizes it
+        temps += pcg_bytes(n, opts if solver == "pcg" else replace(opts, val_fraction=0.0),
+                           sketch_budget(n, k_item, opts, gram_allocated=gram_allocated))
     work = vectors + data + temps
     limit = opts.memory_limit or int(0.9 * available_memory())
     extra = int(extra_bytes)
@@ -233,7 +233,6 @@ def _plan_disk(plan: Plan, n: int, d: int, n_outputs: int, opts: Options, item: 
     probe = next((p for p in [folder, *folder.parents] if p.exists()), folder)
     if disk > shutil.disk_usage(probe).free:
         return None
-    from dataclasses import replace
     return replace(plan, storage="disk tiles", tile=tile, gram_bytes=0,
                    work_bytes=streamed_device_bytes(n, tile, item) + fixed - plan.extra_bytes,
                    disk_bytes=disk, scratch_dir=str(folder))

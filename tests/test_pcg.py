@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import scipy.linalg as sl
 from conftest import random_spd
+from sklearn.datasets import load_digits
 from sklearn.metrics.pairwise import rbf_kernel
 
-from kernelfit.errors import AccuracyError, AccuracyWarning, InputError
+from kernelfit.errors import AccuracyError, AccuracyWarning, InputError, NonFiniteError
 from kernelfit.model import KernelInterpolant
 from kernelfit.options import Options
 from kernelfit.solvers.cg import block_cg
@@ -96,6 +97,53 @@ def test_top_eigen_preconditioner_is_exact_on_a_low_rank_K(rng):
     M = U @ np.diag(pre.lam + mu) @ U.T + mu * (np.eye(n) - U @ U.T)
     np.testing.assert_allclose(pre(M), np.eye(n), atol=1e-8)
     assert mu == pytest.approx(1.0 + max(top[-1], np.sqrt(n) * np.finfo(float).eps * top[0]))
+    # The sketch saw all of K: M = K + mu I, inverted densely.
+    R = rng.standard_normal((n, 3))
+    np.testing.assert_allclose(pre(R), np.linalg.inv(K + mu * np.eye(n)) @ R, rtol=1e-8,
+                               atol=1e-12)
+
+
+def test_eigen_preconditioner_matches_a_dense_nystrom_oracle(rng):
+    # Gaussian K of 300 digits (full rank): the Nyström approximation C W_q^+ C^T of the
+    # sampled columns, built and eigendecomposed densely with numpy, and M^{-1} as the
+    # inverse of the dense M = U diag(s + mu) U^T + mu (I - U U^T).
+    X = load_digits().data[:300] / 16.0
+    n, shift = len(X), 1e-3
+    K = rbf_kernel(X, gamma=1.0 / (X.shape[1] * X.var()))
+    pre = TopEigenPreconditioner(lambda idx: K[idx], n, shift, sketch=60, rank=30, seed=3,
+                                 eps=np.finfo(np.float64).eps)
+    q, S = pre.rank, pre.index
+    assert q == 30 and len(S) == 60
+    lw, V = np.linalg.eigh(K[np.ix_(S, S)])
+    Vq, lq = V[:, ::-1][:, :q], lw[::-1][:q]
+    C = K[:, S]
+    s, U = np.linalg.eigh(C @ Vq @ np.diag(1 / lq) @ Vq.T @ C.T)
+    s, U = s[::-1][:q], U[:, ::-1][:, :q]
+    np.testing.assert_allclose(pre.lam, s, rtol=1e-8)
+    np.testing.assert_allclose(pre.U @ pre.U.T, U @ U.T, atol=1e-8)
+    mu = shift + max(s[-1], np.sqrt(n) * np.finfo(float).eps * s[0])
+    assert pre.mu == pytest.approx(mu, rel=1e-8)
+    M = U @ np.diag(s + mu) @ U.T + mu * (np.eye(n) - U @ U.T)
+    R = rng.standard_normal((n, 4))
+    np.testing.assert_allclose(pre(R), np.linalg.inv(M) @ R, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(pre(R[:, 0]), np.linalg.inv(M) @ R[:, 0], rtol=1e-7, atol=1e-9)
+
+
+def test_eigen_preconditioner_of_a_zero_sketch_is_a_scaled_identity(rng):
+    # The sampled rows of K are zero: no direction to flatten, M = mu I with mu the
+    # shift (1 without one: any multiple of the identity preconditions alike).
+    zero = lambda idx: np.zeros((len(idx), 40))  # noqa: E731
+    R = rng.standard_normal((40, 2))
+    pre = TopEigenPreconditioner(zero, 40, 0.5, sketch=10, rank=5)
+    assert pre.rank == 0 and pre.mu == 0.5 and pre.info["rank"] == 0
+    np.testing.assert_array_equal(pre(R), R / 0.5)
+    assert TopEigenPreconditioner(zero, 40, 0.0, sketch=10, rank=5).mu == 1.0
+    # K = 0 with lam > 0 is solved (alpha = Y / lam) through the cg solver.
+    Y = rng.standard_normal((40, 2))
+    sol = solve_stored(np.zeros((40, 40)), Y, lam=0.5, solver="cg",
+                       options=Options(dtype="float64"))
+    assert sol.converged and sol.info["preconditioner"]["rank"] == 0
+    np.testing.assert_allclose(sol.alpha, Y / 0.5, rtol=1e-12)
 
 
 def test_jacobi_is_the_inverse_diagonal(rng):
@@ -289,10 +337,14 @@ def test_bad_calls_raise_typed_errors(rng):
         pcg_solve(K, np.eye(2)[np.arange(40) % 2], options=Options(val_fraction=0.001))
     with pytest.raises(InputError, match="positive diagonal"):
         JacobiPreconditioner(np.array([1.0, 0.0]))
-    with pytest.raises(InputError, match="rank <= sketch"):
+    with pytest.raises(InputError, match="rank <= sketch.*precond_rank"):
         TopEigenPreconditioner(lambda idx: K[idx], 40, 0.0, sketch=10, rank=11)
-    with pytest.raises(InputError, match="all zero"):
-        TopEigenPreconditioner(lambda idx: np.zeros((len(idx), 40)), 40, 0.0, sketch=10, rank=5)
+    with pytest.raises(InputError, match="shift >= 0.*lam >= 0"):
+        TopEigenPreconditioner(lambda idx: K[idx], 40, -1.0, sketch=10, rank=5)
+    K_nan = K.copy()
+    K_nan[:, 7] = K_nan[7, :] = np.nan
+    with pytest.raises(NonFiniteError, match=r"K\[\d+, 7\].*Rescale X"):
+        TopEigenPreconditioner(lambda idx: K_nan[idx], 40, 0.0, sketch=10, rank=5)
     with pytest.raises(InputError, match="'cholesky', 'cg' or 'pcg'"):
         solve_stored(K, np.ones(40), solver="pcgx")
     from kernelfit.errors import ParameterError

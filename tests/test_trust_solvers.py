@@ -39,7 +39,7 @@ def test_cg_on_a_singular_k_is_finite_and_says_it_is_inexact(rng, solver):
     with pytest.warns(AccuracyWarning, match="relative residual"):
         m = KernelInterpolantClassifier(sigma=1000.0, solver=solver).fit(X, y)
     assert np.all(np.isfinite(m.dual_coef_)) and np.isfinite(m.norm_)
-    assert np.isfinite(m.relative_residual_) and m.solver_info_["preconditioner_mu"] > 0
+    assert np.isfinite(m.relative_residual_) and m.solver_info_["preconditioner"]["mu"] > 0
     assert m.converged_ is False and m.solver_info_["converged"] is False and m.warnings_
     with pytest.raises(AccuracyError, match="strict=True"):
         KernelInterpolantClassifier(sigma=1000.0, solver=solver,

@@ -60,11 +60,11 @@ class DaskOperator:
     def diagonal(self):
         return self.k_diag + self.shift
 
-    def columns(self, idx) -> np.ndarray:
-        """K[:, idx] (without the shift), gathered from the tiles that hold them."""
+    def row_block(self, idx) -> np.ndarray:
+        """K[idx, :] (without the shift, in K's dtype), gathered from the tiles that hold them."""
         idx = np.asarray(idx)
-        cols = self.client.compute(self.K[:, idx]).result()
-        return np.asarray(cols[:self.n], dtype=np.float64)
+        rows = self.client.compute(self.K[idx, :]).result()
+        return np.asarray(rows[:, :self.n], dtype=self.dtype)
 
 
 # -- the solves -----------------------------------------------------------------------------------

@@ -1,57 +1,17 @@
-"""Block conjugate gradient with an optional randomized Nyström preconditioner.
+"""Block conjugate gradient, preconditioned by any callable R -> M^{-1} R.
 
 All right-hand sides advance together, so every iteration costs one product
 of the operator with an n x c block (a GEMM when K is stored, one pass of
 recomputed kernel blocks when matrix-free). Each column keeps its own step
 sizes and stops on its own relative residual.
 
-The preconditioner follows the randomized Nyström construction of Frangella,
-Tropp and Udell (2023): a rank-r approximation K ~ U diag(s) U^T from r
-sampled columns, inverted by Woodbury. Kernel matrices on images have fast
-eigen-decay, so a few hundred columns take most of the spectrum's width away.
+The preconditioners live in :mod:`kernelfit.solvers.precond` (one eigen
+preconditioner for every CG solver; Jacobi).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import cholesky, solve_triangular, svd
-
-from ..errors import InputError
-
-
-class NystromPreconditioner:
-    """M^{-1} for M = U diag(s) U^T + mu I (rank-r Nyström approximation of K + shift I)."""
-
-    def __init__(self, op, rank: int, *, seed=0):
-        n = op.shape[0]
-        rank = int(min(rank, n))
-        if rank < 1:
-            raise InputError("the Nyström preconditioner needs rank >= 1")
-        rng = np.random.default_rng(seed)
-        idx = np.sort(rng.choice(n, size=rank, replace=False))
-        C = op.columns(idx)                       # K[:, S], n x r
-        W = C[idx]                                # K[S, S]
-        # A tiny shift keeps the r x r factorization stable when sampled points are close.
-        nu = np.finfo(np.float64).eps * n * max(np.trace(W), 1.0)
-        Lw = cholesky(W + nu * np.eye(rank), lower=True)
-        B = solve_triangular(Lw, C.T, lower=True).T   # K_hat = B B^T
-        U, sig, _ = svd(B, full_matrices=False)
-        s = np.maximum(sig**2 - nu, 0.0)
-        self.U, self.s = U, s
-        # mu: the tail of the spectrum the sketch missed. With lam = 0 and a K of
-        # numerical rank below r (a very wide bandwidth) s[-1] is 0 and M^{-1} = R / mu
-        # would divide by zero: floor mu at K's own rounding level, n eps(dtype) s[0]
-        # (eigenvalues below it are noise of the stored K), and at the smallest
-        # normal number when K is all zeros.
-        eps = np.finfo(np.dtype(getattr(op, "dtype", np.float64))).eps
-        floor = max(n * eps * float(s[0]), np.finfo(np.float64).tiny)
-        self.mu = max(op.shift + float(s[-1]), floor)
-        self.rank = rank
-
-    def __call__(self, R):
-        UtR = self.U.T @ R
-        scale = (self.mu / (self.s + self.mu))[:, None]
-        return (R + self.U @ ((scale - 1.0) * UtR)) / self.mu
 
 
 def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None, callback=None):

@@ -55,14 +55,18 @@ class StoredOperator:
     def diagonal(self):
         return self.k_diag + self.shift
 
-    def columns(self, idx) -> np.ndarray:
-        """K[:, idx] (without the shift), read from the upper triangle and diagonal."""
+    def row_block(self, idx) -> np.ndarray:
+        """K[idx, :] (without the shift, in K's dtype), read from the upper triangle and diagonal.
+
+        Row i of K is column i of its upper triangle up to the diagonal, then row i
+        of it: the lower triangle may hold a factor.
+        """
         n = self.shape[0]
-        out = np.empty((n, len(idx)))
-        for c, j in enumerate(idx):
-            out[:j, c] = self.A[:j, j]
-            out[j, c] = self.k_diag[j]
-            out[j + 1:, c] = self.A[j, j + 1:]
+        out = np.empty((len(idx), n), dtype=self.dtype)
+        for r, i in enumerate(idx):
+            out[r, :i] = self.A[:i, i]
+            out[r, i] = self.k_diag[i]
+            out[r, i + 1:] = self.A[i, i + 1:]
         return out
 
 
@@ -85,10 +89,10 @@ class KernelOperator:
     def diagonal(self):
         return self.kernel.diag(self.X, self.sq) + self.shift
 
-    def columns(self, idx) -> np.ndarray:
-        """K[:, idx] (without the shift), recomputed from the data."""
+    def row_block(self, idx) -> np.ndarray:
+        """K[idx, :] (without the shift, in the operator's dtype), recomputed from the data."""
         idx = np.asarray(idx)
-        return self.kernel.block(self.X, self.X[idx], self.sq, self.sq[idx]).astype(np.float64)
+        return self.kernel.block(self.X[idx], self.X, self.sq[idx], self.sq)
 
     def __matmul__(self, V):
         V = np.asarray(V, dtype=np.float64)
