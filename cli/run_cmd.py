@@ -238,6 +238,8 @@ def add_run_arguments(p) -> None:
                                      "(0: stop on --tol)")
     s.add_argument("--patience", type=positive_int, default=Options.patience, metavar="N",
                    help="pcg early stopping: iterations without a better validation error")
+    s.add_argument("--val-min-iter", type=nonnegative_int, default=Options.val_min_iter,
+                   metavar="N", help="pcg early stopping: iterations run before it may stop")
     s.add_argument("--memory-limit", type=byte_size, default=None, metavar="SIZE",
                    help="memory the run may plan for, e.g. 8GB (default: 90%% of free RAM)")
     s.add_argument("--strict", action="store_true",
@@ -322,6 +324,7 @@ def config_from_args(args) -> RunConfig:
                       tol=args.tol, max_iter=args.max_iter,
                       precond=args.precond, precond_rank=args.precond_rank,
                       val_fraction=args.val_fraction, patience=args.patience,
+                      val_min_iter=args.val_min_iter,
                       memory_limit=args.memory_limit, device_memory=args.device_memory,
                       storage=args.storage, scratch_dir=args.scratch,
                       backend=args.backend,

@@ -281,3 +281,11 @@ def test_plan_says_where_k_lives_before_any_work(capsys, tmp_path):
     assert main(["plan", "--dataset", "digits", "--memory-limit", "2MB", "--storage",
                  "memory"]) == 2
     assert "--storage disk" in capsys.readouterr().err
+
+
+def test_pcg_stopping_flags_reach_the_options():
+    from kernelfit.cli.run_cmd import config_from_args
+    args = build_parser().parse_args(["run", "--solver", "pcg", "--val-fraction", "0.1",
+                                      "--patience", "7", "--val-min-iter", "3"])
+    opts = config_from_args(args).options
+    assert (opts.val_fraction, opts.patience, opts.val_min_iter) == (0.1, 7, 3)

@@ -161,8 +161,14 @@ def _split(n: int, fraction: float, labels, seed: int):
     return np.setdiff1d(np.arange(n), val), val
 
 
-def make_preconditioner(op: PanelOperator, opts: Options, *, budget_bytes: float, seed: int = 0):
-    """The preconditioner ``opts.precond`` names, built from the stored K (None for "none")."""
+def make_preconditioner(op, opts: Options, *, budget_bytes: float, seed: int = 0):
+    """The preconditioner ``opts.precond`` names (None for "none"), for every CG solver.
+
+    ``op`` is any operator with ``shape``, ``shift``, ``dtype``, ``diagonal()`` and
+    ``row_block(idx)`` (K[idx, :]): the stored K's :class:`PanelOperator` or
+    :class:`~kernelfit.solvers.operators.StoredOperator`, the matrix-free
+    :class:`~kernelfit.solvers.operators.KernelOperator`, or Dask's tiles.
+    """
     if opts.precond == "none":
         return None
     if opts.precond == "jacobi":
