@@ -380,6 +380,9 @@ def test_run_records_the_convergence_history(tmp_path):
     assert len(conv["history"]) == rec["iterations"] >= conv["returned_iteration"]
     assert all({"relative_residual", "val_error", "seconds"} <= set(h)
                for h in conv["history"])
+    refit = conv["refit"]["history"]           # drawn beside the validation run
+    assert len(refit) == conv["refit"]["iterations"] >= 1
+    assert [h["iteration"] for h in refit] == list(range(1, len(refit) + 1))
     png = plot_convergence(conv, tmp_path / "c.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(InputError, match="no per-iteration history"):

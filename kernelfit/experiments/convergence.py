@@ -9,9 +9,10 @@ from ..plots import pyplot, save_figure
 def plot_convergence(convergence: dict, path, *, title: str = "PCG convergence"):
     """Draw ``convergence`` (a run record's, or a pcg ``solver_info_``) to a PNG at ``path``.
 
-    Left axis: the largest relative residual of the output columns (log scale);
+    Left axis: the largest relative residual of the output columns (log scale)
+    of the validation run, and of the refit on all points when there was one;
     right axis, when the solve stopped on a validation split: its error, with
-    the returned iteration marked.
+    the chosen iteration t* marked.
     """
     history = (convergence or {}).get("history") or []
     if not history:
@@ -22,6 +23,11 @@ def plot_convergence(convergence: dict, path, *, title: str = "PCG convergence")
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.semilogy(its, [h["relative_residual"] for h in history], "o-", color="C0", ms=3,
                 label="relative residual (max over outputs)")
+    refit = (convergence.get("refit") or {}).get("history") or []
+    if refit:
+        ax.semilogy([h["iteration"] for h in refit], [h["relative_residual"] for h in refit],
+                    "^-", color="C2", ms=3, label="refit on all points")
+        ax.legend(loc="lower left", fontsize=8)
     ax.set_xlabel("iteration")
     ax.set_ylabel("relative residual", color="C0")
     if all("val_error" in h for h in history):
