@@ -145,8 +145,10 @@ class _KernelInterpolantBase(BaseEstimator):
         self.plan_ = plan = plan_fit(n, d, Y.shape[1], solver=self.solver, options=opts,
                                      backend=be)
         if self.solver == "cg-matrix-free":
-            return solve_matrix_free(self.kernel_, X, Y, lam=self.lam, options=opts), be, \
-                plan.storage
+            sol = solve_matrix_free(self.kernel_, X, Y, lam=self.lam, options=opts)
+            sol.info.setdefault("residual_against",
+                                f"K recomputed in {plan.dtype} from the points")
+            return sol, be, plan.storage
         stages = {}
         Xd = None
         if be.name != "numpy":

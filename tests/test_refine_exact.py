@@ -97,3 +97,18 @@ def test_the_command_says_what_the_residual_was_measured_against(tmp_path, capsy
     rec = json.loads(out.read_text())
     assert rec["residual_against"] == "K recomputed in float64 from the points"
     assert len(rec["refine_history"]) == 2 and rec["relative_residual"] < rec["refine_history"][1]
+
+
+@pytest.mark.parametrize("solver, against", [
+    ("cg", "the stored K (float64)"),
+    ("cg-matrix-free", "K recomputed in float64 from the points"),
+    ("pcg", "the stored K (float64)"),
+])
+def test_every_solver_says_what_its_residual_was_measured_against(digits, solver, against):
+    X, y, Y, K, _ = digits
+    m = KernelInterpolantClassifier(sigma=SIGMA, solver=solver,
+                                    options=Options(dtype="float64", tol=1e-8,
+                                                    max_iter=2000)).fit(X[:300], y[:300])
+    assert m.solver_info_["residual_against"] == against
+    r = np.linalg.norm(K[:300, :300] @ m.dual_coef_ - Y[:300]) / np.linalg.norm(Y[:300])
+    assert m.relative_residual_ == pytest.approx(r, rel=1e-3, abs=1e-12)
