@@ -11,14 +11,8 @@ from ..kernels import Kernel, row_sq_norms
 from ..options import Options
 from ..solvers.cholesky import AUTO_JITTER
 from ..solvers.refine import refine
-from ..solvers.solve import (
-    Solution,
-    _cg,
-    _measure,
-    _numeric_jitter,
-    check_solution,
-    residual_limit,
-)
+from ..solvers.solution import Solution, check_solution, measure, numeric_jitter, residual_limit
+from ..solvers.solve import _cg
 from .cluster import cluster_summary, connect, plan_distributed, require_dask
 from .gram import build_gram_dask, shift_diagonal, tiling
 
@@ -127,7 +121,7 @@ def solve_distributed(kernel: Kernel, X, Y, *, lam: float = 0.0, solver: str = "
             sol = _solve_cholesky(client, K, k_diag, Y, n, t, lam, opts, timings, info)
             limit = residual_limit(dtype, n)
         else:
-            op = DaskOperator(client, K, n, t, k_diag, lam + _numeric_jitter(opts.jitter),
+            op = DaskOperator(client, K, n, t, k_diag, lam + numeric_jitter(opts.jitter),
                               dtype)
             sol = _cg(op, Y, opts, timings)
             sol.info.update(info)
@@ -149,7 +143,7 @@ def _solve_cholesky(client, K, k_diag, Y, n: int, t: int, lam: float, opts: Opti
     if opts.jitter == "auto":
         levels = [rel * scale for rel in AUTO_JITTER]   # the in-memory solver's schedule
     else:
-        levels = [_numeric_jitter(opts.jitter)]
+        levels = [numeric_jitter(opts.jitter)]
     attempts = []
     for level, jitter in enumerate(levels):
         shift = lam + jitter
@@ -191,5 +185,5 @@ def _solve_cholesky(client, K, k_diag, Y, n: int, t: int, lam: float, opts: Opti
             alpha, info["refine_history"] = refine(solve, op, Y, alpha, opts.refine_steps)
             timings["refine"] = time.perf_counter() - t0
         del L, U, solve           # the factor leaves the workers before the residual
-        return _measure(op, alpha, Y, dict(timings=timings, info=info))
+        return measure(op, alpha, Y, dict(timings=timings, info=info))
     raise AssertionError("unreachable: the last level raises")

@@ -5,12 +5,8 @@ disk, streamed from feature chunks); :func:`solve_matrix_free` never stores K.
 Both return a :class:`Solution` with what the paper reports: the norm
 sqrt(trace(alpha^T K alpha)), the residual, and K alpha on the training points.
 
-Every solve ends in :func:`check_solution`, the one quality gate: alpha must be
-finite (else :class:`NonFiniteError`, always), the relative residual must be
-within what the working dtype allows (:func:`residual_limit`) and CG must have
-reached its tolerance; anything less becomes an :class:`AccuracyWarning`
-recorded in ``Solution.warnings`` (or :class:`AccuracyError` with
-``Options(strict=True)``).
+Every solve ends in :func:`~kernelfit.solvers.solution.check_solution`, the
+one quality gate (:mod:`kernelfit.solvers.solution`).
 
 A K that is singular to working precision (Cholesky meets a pivot <= 0, or
 factors but leaves a residual above the limit and K^+ Y does better, or the
@@ -24,16 +20,13 @@ whose solve misses the residual limit is rejected and the next jitter tried.
 from __future__ import annotations
 
 import time
-import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
 from ..backend import backend_of
 from ..errors import (
     BANDWIDTH_REMEDY,
-    AccuracyError,
-    AccuracyWarning,
     InputError,
     NonFiniteError,
     NotPositiveDefiniteError,
@@ -46,7 +39,8 @@ from .cholesky import factor, restore_lower
 from .operators import KernelOperator, StoredOperator
 from .pinv import PINV_MAX_N, pinv_solve
 from .precond import choose_sketch, sketch_bytes
-from .refine import refine, relative_norm
+from .refine import refine
+from .solution import Solution, check_solution, measure, numeric_jitter, residual_limit
 from .tiles import HostTileStore
 
 # Fewest eigenvectors the cg solvers' preconditioner keeps by default (the rank
@@ -58,63 +52,6 @@ from .tiles import HostTileStore
 # wide bandwidth (1e-4 x the default gamma) a relative residual of 8e-6 after
 # 28 iterations against 9.9 after 300.
 CG_MIN_RANK = 300
-
-# The relative residual a direct solve may leave, per working dtype, times sqrt(n).
-# A backward-stable solve leaves about sqrt(n) eps kappa, where sqrt(n) is the
-# random-walk growth of rounding over the length-n rows of K alpha and kappa =
-# ||K|| ||alpha|| / ||Y|| the conditioning Y sees. The limits allow kappa up to
-# ~5e7 in float64 (1e-8 / 2.2e-16) and ~1e3 in float32 (1e-4 / 1.2e-7): beyond
-# them K's conditioning has eaten more than half of the dtype's digits (the
-# model reproduces its training targets to fewer than 8 resp. 4 digits), which a
-# well-posed interpolation does not need. Measured: MNIST, n = 5,000, sigma = 10
-# leaves 1.1e-12 (float64) and 5.9e-4 (float32, limit 7e-3); digits with the
-# default scale 1.6e-13 / 8e-5; the nearly singular digits K of sigma = 1000,
-# n = 250 leaves 1.2e-3 in float64 (limit 1.6e-7) and is flagged.
-RESIDUAL_LIMIT = {"float64": 1e-8, "float32": 1e-4}
-
-
-def residual_limit(dtype, n: int) -> float:
-    """The largest relative residual a direct solve in ``dtype`` of n points should leave."""
-    return RESIDUAL_LIMIT[np.dtype(dtype).name] * float(np.sqrt(max(n, 1)))
-
-
-@dataclass
-class Solution:
-    """A solve and its measurements.
-
-    ``relative_residual`` is ||(K + shift I) alpha - Y||_F / ||Y||_F, and the
-    absolute residual ||(K + shift I) alpha - Y||_F when Y is all zeros (then
-    alpha = 0 is exact and the ratio is undefined).
-    """
-
-    alpha: np.ndarray           # (n, c) float64
-    K_alpha: np.ndarray         # K alpha (no shift): the fit on the training points
-    relative_residual: float    # see above
-    norm: float                 # sqrt(trace(alpha^T K alpha))
-    shift: float                # lam + jitter actually used
-    iterations: int = 0
-    timings: dict = field(default_factory=dict)
-    info: dict = field(default_factory=dict)
-    converged: bool = True      # False: less exact than the dtype allows, or CG short of tol
-    warnings: list = field(default_factory=list)   # each inexactness, in words
-
-
-def _numeric_jitter(jitter) -> float:
-    return float(jitter) if isinstance(jitter, (int, float)) else 0.0
-
-
-def _measure(op, alpha, Y, sol_kwargs) -> Solution:
-    t = time.perf_counter()
-    with np.errstate(invalid="ignore", over="ignore"):   # a NaN alpha is judged in check_solution
-        KA = op @ alpha
-        K_alpha = KA - op.shift * alpha
-        sol = Solution(alpha=alpha, K_alpha=K_alpha,
-                       relative_residual=relative_norm(KA - Y, Y),
-                       norm=float(np.sqrt(max(np.sum(alpha * K_alpha), 0.0))),
-                       shift=op.shift, **sol_kwargs)
-    sol.timings["residual"] = time.perf_counter() - t
-    return sol
-
 
 def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
                  options: Options | None = None, singular: bool = False,
@@ -156,7 +93,7 @@ def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
             raise InputError("solver='cg' runs on a host K (backend='numpy'); use "
                              "solver='cholesky' on a device")
         k_diag = _diagonal(K)
-        op = StoredOperator(K, k_diag, lam + _numeric_jitter(opts.jitter))
+        op = StoredOperator(K, k_diag, lam + numeric_jitter(opts.jitter))
         sol = _cg(op, Y, opts, {})
         limit = max(2 * opts.tol, residual_limit(dtype, n))
     elif solver == "pcg":
@@ -165,7 +102,7 @@ def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
                              "(backend='numpy'); use solver='cholesky' for a device or a "
                              "streamed K")
         k_diag = _diagonal(K)
-        sol = _pcg(K, Y, lam + _numeric_jitter(opts.jitter), opts)
+        sol = _pcg(K, Y, lam + numeric_jitter(opts.jitter), opts)
         limit = max(2 * opts.tol, residual_limit(dtype, n))
     else:
         raise InputError(f"solver must be 'cholesky', 'cg' or 'pcg' for a stored K, "
@@ -208,7 +145,7 @@ def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool,
             t = time.perf_counter()
             alpha, info["refine_history"] = refine(f.solve, op, Y, alpha, opts.refine_steps)
             timings["refine"] = time.perf_counter() - t
-        sol = _measure(op, alpha, Y, dict(timings=timings, info=info))
+        sol = measure(op, alpha, Y, dict(timings=timings, info=info))
         measured["sol"] = sol
         return bool(np.isfinite(sol.relative_residual) and sol.relative_residual <= limit)
 
@@ -277,7 +214,7 @@ def _solve_pinv(K, k_diag, Y, opts: Options, timings: dict, *, reason: str) -> S
     timings["pinv"] = time.perf_counter() - t
     info = {"jitter": 0.0, "jitter_attempts": [], **pinfo, "pinv_reason": reason,
             "residual_against": f"the stored K ({K.dtype.name})"}
-    sol = _measure(StoredOperator(K, k_diag, 0.0), alpha, Y, dict(timings=timings, info=info))
+    sol = measure(StoredOperator(K, k_diag, 0.0), alpha, Y, dict(timings=timings, info=info))
     what = (f"K is singular to working precision (rank {pinfo['rank']} of {n}; {reason}): "
             "returned the minimum-norm least-squares solution K^+ y" if pinfo["rank"] < n else
             f"K is not positive definite to the Cholesky factorization ({reason}) but has full "
@@ -295,7 +232,7 @@ def solve_matrix_free(kernel, X, Y, *, lam: float = 0.0,
     opts = options or Options()
     Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
     dtype = opts.resolve_dtype(len(X))
-    op = KernelOperator(kernel, X, shift=lam + _numeric_jitter(opts.jitter), dtype=dtype,
+    op = KernelOperator(kernel, X, shift=lam + numeric_jitter(opts.jitter), dtype=dtype,
                         block_size=opts.block_size)
     sol = _cg(op, Y, opts, {})
     return check_solution(sol, limit=max(2 * opts.tol, residual_limit(dtype, len(X))),
@@ -324,9 +261,9 @@ def _cg(op, Y, opts: Options, timings: dict) -> Solution:
     t = time.perf_counter()
     alpha, info = block_cg(op, Y, tol=opts.tol, max_iter=opts.max_iter, precond=pre)
     timings["solve"] = time.perf_counter() - t
-    info = {"jitter": _numeric_jitter(opts.jitter), **info,
+    info = {"jitter": numeric_jitter(opts.jitter), **info,
             "preconditioner": pre.info if pre is not None else {"preconditioner": "none"}}
-    sol = _measure(op, alpha, Y, dict(timings=timings, info=info, iterations=info["iterations"]))
+    sol = measure(op, alpha, Y, dict(timings=timings, info=info, iterations=info["iterations"]))
     if not info["converged"]:
         its = info["iterations"]
         why = (f"stopped after {its} iteration{'s' * (its != 1)} (max_iter) at relative "
@@ -360,10 +297,10 @@ def _pcg(K, Y, shift: float, opts: Options) -> Solution:
     from .pcg import PanelOperator, pcg_solve
     alpha, info = pcg_solve(K, Y, shift=shift, options=opts)
     timings = info.pop("timings")
-    info = {"jitter": _numeric_jitter(opts.jitter), **info}
+    info = {"jitter": numeric_jitter(opts.jitter), **info}
     # The residual and K alpha through the same float32 pass as the iterations: its
     # rounding (~eps32 ||K|| ||alpha|| / ||Y||) is far below what PCG is asked to reach.
-    sol = _measure(PanelOperator(K, shift), alpha, Y,
+    sol = measure(PanelOperator(K, shift), alpha, Y,
                    dict(timings=timings, info=info, iterations=info["iterations"]))
     if not info["converged"]:
         its = info["iterations"]
@@ -381,46 +318,6 @@ def _pcg(K, Y, shift: float, opts: Options) -> Solution:
                    "/ max_iter, loosen --tol / tol, or pass --lam / lam > 0")
         sol.converged = False
         sol.warnings.append(f"PCG did not converge: it {why}.")
-    return sol
-
-
-def check_solution(sol: Solution, *, limit: float, options: Options, dtype,
-                   explain_nonfinite=None) -> Solution:
-    """The quality gate every solve passes through; returns ``sol`` (warnings recorded).
-
-    Raises
-    ------
-    NonFiniteError
-        alpha holds NaN or infinity (always).
-    AccuracyError
-        ``options.strict`` and anything was less exact than ``dtype`` allows.
-    """
-    if not np.all(np.isfinite(sol.alpha)):
-        why = explain_nonfinite() if explain_nonfinite is not None else ""
-        raise NonFiniteError(
-            f"the solve produced NaN or infinity{': ' + why if why else ''}. Rescale X "
-            "(e.g. sklearn.preprocessing.StandardScaler), use dtype='float64', or pass lam > 0.")
-    res = sol.relative_residual
-    sol.info["residual_limit"] = limit
-    # A CG that stopped early has said so with its residual; blaming K's
-    # conditioning on top of that would mislead.
-    if not (np.isfinite(res) and res <= limit) and sol.converged:
-        sol.converged = False
-        dt = np.dtype(dtype).name
-        hint = ("--dtype float64 / dtype='float64', or --refine-steps 2 / refine_steps=2; "
-                if dt == "float32" else "") + "--lam / lam > 0; " + BANDWIDTH_REMEDY
-        sol.warnings.append(
-            f"the solve left relative residual {res:.2e}, above {limit:.1e} (what a {dt} "
-            f"solve of n={len(sol.alpha):,} should reach): K is ill-conditioned in {dt}, so "
-            f"the model does not reproduce its training targets to working precision. "
-            f"Try {hint}.")
-    sol.info["converged"] = sol.converged
-    if sol.warnings and options.strict:
-        raise AccuracyError(" ".join(sol.warnings) + " (--strict / Options(strict=True) "
-                            "makes this an error; without it the model is returned with a "
-                            "warning.)")
-    for msg in sol.warnings:
-        warnings.warn(msg, AccuracyWarning, stacklevel=3)
     return sol
 
 
