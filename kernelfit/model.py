@@ -20,7 +20,8 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from . import errors
 from .backend import get_backend, resolve_backend
 from .errors import InputError
-from .gram import build_stored, cross_gram_matvec
+from .gram import cross_gram_matvec
+from .gram_store import build_stored
 from .kernels import KERNELS, make_kernel, row_sq_norms
 from .options import Options
 from .plan import SOLVERS, plan_fit, residual_rows

@@ -5,7 +5,8 @@ import pytest
 from sklearn.metrics.pairwise import rbf_kernel
 
 from kernelfit.errors import StaleGramError
-from kernelfit.gram import build_gram, build_gram_on_disk, cross_gram_matvec
+from kernelfit.gram import build_gram, cross_gram_matvec
+from kernelfit.gram_disk import build_gram_on_disk
 from kernelfit.kernels import make_kernel
 from kernelfit.options import Options
 
@@ -47,7 +48,8 @@ def test_disk_gram_resumes_after_a_kill(tmp_path, rng):
             raise Killed
 
     import kernelfit.gram as gram
-    original = gram.build_gram
+    import kernelfit.gram_disk as gram_disk
+    original = gram_disk.build_gram
 
     def killing_build(*a, **kw):
         done = kw["on_panel_done"]
@@ -58,12 +60,12 @@ def test_disk_gram_resumes_after_a_kill(tmp_path, rng):
         kw["on_panel_done"] = hook
         return original(*a, **kw)
 
-    gram.build_gram = killing_build
+    gram_disk.build_gram = killing_build
     try:
         with pytest.raises(Killed):
             build_gram_on_disk(X, k, path, options=opts)
     finally:
-        gram.build_gram = original
+        gram_disk.build_gram = original
     progress = json.loads((tmp_path / "K.npy.progress").read_text())
     assert len(progress["done"]) == 3
     # resume: only the remaining panels are built
