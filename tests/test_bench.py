@@ -8,7 +8,7 @@ import pytest
 from kernelfit.cli import main
 from kernelfit.errors import AccuracyWarning, InputError
 from kernelfit.experiments import bench, bench_device
-from kernelfit.solvers import solve as solve_mod
+from kernelfit.solvers import solution as solution_mod
 
 # A small peak matmul keeps each test to a few seconds.
 FAST = ["--peak-size", "256", "--quiet"]
@@ -43,7 +43,7 @@ def test_numpy_cpu_writes_table_json_and_png(tmp_path, capsys):
         assert r["factor_gflops"] == pytest.approx(n**3 / 3 / 1e9 / r["factor_s"], rel=1e-12)
         assert r["factor_vs_peak"] == pytest.approx(
             r["factor_gflops"] / peaks[r["dtype"]]["gflops"], rel=1e-12)
-        limit = solve_mod.residual_limit(r["dtype"], n)
+        limit = solution_mod.residual_limit(r["dtype"], n)
         assert r["residual_limit"] == pytest.approx(limit)
         assert 0 < r["relative_residual"] < limit
         # the table row says the same numbers
@@ -119,7 +119,7 @@ def test_planner_refusal_is_a_skipped_row(tmp_path, monkeypatch):
 
 def test_an_inaccurate_solve_is_flagged_not_praised(tmp_path, monkeypatch):
     # A residual limit no solve can meet: the row must say INACCURATE, the table warn.
-    monkeypatch.setitem(solve_mod.RESIDUAL_LIMIT, "float32", 1e-30)
+    monkeypatch.setitem(solution_mod.RESIDUAL_LIMIT, "float32", 1e-30)
     cfg = bench.BenchConfig(sizes=[300], backends=["numpy"], dtypes=["float32"], peak_size=128)
     with pytest.warns(AccuracyWarning):
         doc = bench.run_bench(cfg, tmp_path, plot=False)
