@@ -135,7 +135,11 @@ class RunRecord:
             rows.insert(at, ("selected", f"{chosen}  (validation error {100 * best:.2f}%; "
                                         f"{sel['rule']}; {len(sel['scores'])} grid points)"))
         if self.iterations:
-            rows.append(("iterations", str(self.iterations)))
+            refit = (self.convergence or {}).get("refit")
+            rows.append(("iterations", str(self.iterations) if not refit else
+                         f"{self.iterations} (validation run, t* = "
+                         f"{self.convergence.get('best_iteration')}), then "
+                         f"{refit['iterations']} on all training points"))
         if self.timings:
             rows.append(("time", "  ".join(f"{k} {v:.2f}s" for k, v in self.timings.items())))
         # A rate timed over a few milliseconds of work measures the clock, not the machine.

@@ -362,7 +362,7 @@ def test_sketch_follows_memory_and_a_given_rank():
     assert choose_sketch(1000, budget_bytes=1.0, rank=300) == (600, 300)
 
 
-def test_run_records_the_convergence_history(tmp_path):
+def test_run_records_the_convergence_history(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from kernelfit.cli import main
     from kernelfit.experiments.convergence import plot_convergence
@@ -375,6 +375,9 @@ def test_run_records_the_convergence_history(tmp_path):
                      str(out)]) == 0
     rec = json.loads(out.read_text())
     conv = rec["convergence"]
+    table = capsys.readouterr().out
+    assert (f"iterations   {rec['iterations']} (validation run, t* = {conv['best_iteration']}), "
+            f"then {conv['refit']['iterations']} on all training points") in table
     assert rec["solver"] == "pcg" and not rec["converged"]
     assert "validation" in conv["stopping"] and abs(conv["val_size"] - 60) <= 10
     assert len(conv["history"]) == rec["iterations"] >= conv["returned_iteration"]
