@@ -200,6 +200,7 @@ class _KernelInterpolantBase(BaseEstimator):
         K = np.array(K, dtype=opts.dtype, order="C", copy=not opts.overwrite_gram)
         sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts)
         sol.info["backend"] = "numpy"
+        sol.info.setdefault("residual_against", f"the given K ({opts.dtype})")
         self._record(sol)
         return sol.K_alpha
 

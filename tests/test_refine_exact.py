@@ -112,3 +112,12 @@ def test_every_solver_says_what_its_residual_was_measured_against(digits, solver
     assert m.solver_info_["residual_against"] == against
     r = np.linalg.norm(K[:300, :300] @ m.dual_coef_ - Y[:300]) / np.linalg.norm(Y[:300])
     assert m.relative_residual_ == pytest.approx(r, rel=1e-3, abs=1e-12)
+
+
+def test_a_precomputed_k_is_the_reference_of_its_own_residual(digits):
+    X, y, Y, K, _ = digits
+    m = KernelInterpolantClassifier(kernel="precomputed",
+                                    options=Options(dtype="float64")).fit(K[:300, :300], y[:300])
+    assert m.solver_info_["residual_against"] == "the given K (float64)"
+    r = np.linalg.norm(K[:300, :300] @ m.dual_coef_ - Y[:300]) / np.linalg.norm(Y[:300])
+    assert m.relative_residual_ == pytest.approx(r, rel=1e-3, abs=1e-13)
