@@ -91,16 +91,8 @@ class _KernelInterpolantBase(BaseEstimator):
         opts = self.options or Options()
         n, d = X.shape
         opts = opts.replace(dtype=opts.resolve_dtype(n))
-        exact_possible = (self.kernel != "precomputed" and self.solver == "cholesky"
-                          and opts.scheduler is None)
-        if opts.refine_against == "auto":
-            opts = opts.replace(refine_against="exact" if opts.refine_steps and exact_possible
-                                else "stored")
-        if opts.refine_against == "exact" and not exact_possible:
-            raise InputError("refine_against='exact' recomputes K in float64 from the points "
-                             "to refine a Cholesky solve on this machine: it needs the points "
-                             "(not a precomputed K), solver='cholesky' and no scheduler; use "
-                             "refine_against='stored' otherwise")
+        exact = opts.refines_exactly(self.solver, has_points=self.kernel != "precomputed")
+        opts = opts.replace(refine_against="exact" if exact else "stored")
         if self.kernel == "precomputed":
             return self._solve_precomputed(X, Y, opts)
         check_kernel_range(X, opts.dtype)

@@ -225,6 +225,22 @@ class Options:
                 raise InputError(f"Options.{name} must be True or False, "
                                  f"got {getattr(self, name)!r}")
 
+    def refines_exactly(self, solver: str, *, has_points: bool) -> bool:
+        """Whether refinement measures against K recomputed in float64 ("auto" resolved).
+
+        "exact" needs the points, solver="cholesky" and no scheduler; asked for
+        anywhere else it is an :class:`InputError`. "auto" is "exact" wherever
+        that holds and ``refine_steps`` > 0.
+        """
+        possible = has_points and solver == "cholesky" and self.scheduler is None
+        if self.refine_against == "exact" and not possible:
+            raise InputError("refine_against='exact' recomputes K in float64 from the points "
+                             "to refine a Cholesky solve on this machine: it needs the points "
+                             "(not a precomputed K), solver='cholesky' and no scheduler; use "
+                             "refine_against='stored' otherwise")
+        return self.refine_against == "exact" or (self.refine_against == "auto"
+                                                  and bool(self.refine_steps) and possible)
+
     def resolve_dtype(self, n: int) -> str:
         """The concrete dtype for n training points ("auto" resolved)."""
         if self.dtype == "auto":

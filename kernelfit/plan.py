@@ -159,8 +159,7 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
     temps = max(tiled,                                  # Cholesky: diag tile + GEMM buffer
                 512 * n * 8 * 2,                        # float64 upcast chunks
                 opts.n_jobs * opts.block_size * d * item)
-    if opts.refine_against == "exact" or (opts.refine_against == "auto" and opts.refine_steps
-                                          and solver == "cholesky" and d > 0):
+    if opts.refines_exactly(solver, has_points=d > 0):
         # float64 residual blocks of K recomputed from the points, after the factor
         temps = max(temps, 2 * residual_rows(n) * n * 8)
     if solver in ("cg", "cg-matrix-free", "pcg"):     # eigen sketch (+ pcg's validation rows)
