@@ -22,12 +22,24 @@ Unavailable backends and sizes the planner refuses are skipped with the reason.
 Writes OUT/bench_solve.json, OUT/bench_solve.md and OUT/bench_solve.png.
 """
 
+BENCH_EXAMPLES = """\
+examples:
+  # a quick look: two small sizes, NumPy, float64
+  kernelfit bench solve --n 500 1000 --backend numpy --dtype float64 --out results/bench-quick
+
+  # every installed backend and both dtypes at the default sizes
+  kernelfit bench solve --out results/bench
+
+`kernelfit bench solve --help` shows its options and what each row measures.
+"""
+
 
 def register(sub) -> None:
     from . import HelpFormatter
 
     p = sub.add_parser("bench", help="benchmarks of kernelfit on this machine",
-                       description="Benchmarks of kernelfit's own code paths on this machine.")
+                       description="Benchmarks of kernelfit's own code paths on this machine.",
+                       epilog=BENCH_EXAMPLES, formatter_class=HelpFormatter)
     bsub = p.add_subparsers(dest="bench", metavar="BENCHMARK")
     s = bsub.add_parser(
         "solve", help="time Gram build, factor and solve of the n x n exact fit",
@@ -66,12 +78,12 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from ..atomic import check_writable
+    from ..outputs import check_outputs
 
     cfg = BenchConfig(sizes=args.n, backends=args.backend, dtypes=args.dtype, d=args.d,
                       repeat=args.repeat, seed=args.seed, device=args.device,
                       peak_size=args.peak_size)
-    check_writable(f"{args.out}/bench_solve.json")
+    check_outputs(dirs={"--out": args.out})
     log = None if args.quiet else (lambda msg: print(f"kernelfit: {msg}", file=sys.stderr))
     doc = run_bench(cfg, args.out, plot=args.plot, fresh=args.fresh, log=log)
     print(markdown(doc))

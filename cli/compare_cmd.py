@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 
 from ..experiments.sgd.nets import MODELS
+from .settings import OPTION_SETTINGS, add_settings, run_config
 from .sgd_net_cmd import add_training_args, config_from_args
 
 EPILOG = """\
-example (the interpolant beside MLP 1x512 on 2,000 CIFAR-10 images, random labels):
+examples:
+  # the interpolant beside MLP 1x512 on 2,000 CIFAR-10 images, random labels
   kernelfit compare --dataset cifar10 --n-train 2000 --n-test 1000 \\
       --randomize random-labels --models mlp1x512 --lr-decay 0.998 \\
       --max-epochs 300 --threads 2 --out results/compare
+
+  # a quick look on the embedded digits, true labels
+  kernelfit compare --dataset digits --n-train 300 --n-test 200 --max-epochs 5 \\
+      --out results/compare-digits
 
 Both sides get the same seeded subset, randomization and inputs (pixels / 255,
 centre crop 28 x 28, per-image whitening). Writes --out/compare-RAND.md
@@ -34,13 +40,10 @@ def register(sub) -> None:
                    "shuffled-pixels | random-pixels | gaussian")
     net = p.add_argument_group("networks (as `kernelfit sgd net`) and data")
     add_training_args(net, model=False)
-    k = p.add_argument_group("kernel (as `kernelfit run`)")
-    k.add_argument("--kernel", default="gaussian")
-    k.add_argument("--sigma", type=float, default=None, help="bandwidth (default: the "
-                   "1 / (d Var X) scale rule)")
-    k.add_argument("--lam", type=float, default=0.0, help="ridge; 0 interpolates")
-    k.add_argument("--solver", default="cholesky")
-    k.add_argument("--dtype", default="auto", choices=("auto", "float32", "float64"))
+    # the interpolant's settings, as `kernelfit run` takes them
+    # (--device is the networks'; the interpolant's backend picks its own)
+    add_settings(p, ("kernel", "sigma", "gamma", "lam", "solver",
+                     *(name for name in OPTION_SETTINGS if name != "device")))
     p.add_argument("--out", default="results/compare",
                    help="records, compare-RAND.md, compare-RAND.png")
     p.set_defaults(func=main, draws=True)
@@ -48,13 +51,11 @@ def register(sub) -> None:
 
 def main(args) -> int:
     from ..experiments.compare import CompareConfig, compare
-    from ..experiments.run import RunConfig
-    from ..options import Options
+    from ..outputs import check_outputs
 
+    check_outputs(dirs={"--out": args.out}, datasets=[args.dataset], data_home=args.data_home)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    kernel = RunConfig(kernel=args.kernel, sigma=args.sigma, lam=args.lam, solver=args.solver,
-                       data_home=args.data_home,
-                       options=Options(dtype=args.dtype, progress=not args.quiet))
+    kernel = run_config(args)
     config = CompareConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
                            seed=args.seed, randomize=args.randomize, models=models,
                            kernel=kernel, net=config_from_args(args))

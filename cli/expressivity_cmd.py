@@ -51,7 +51,9 @@ def register(sub) -> None:
 
 def main(args) -> int:
     from ..experiments.expressivity import ExpressivityConfig, expressivity, plot, summary
+    from ..outputs import check_outputs
 
+    check_outputs(dirs={"--out": args.out}, datasets=[args.dataset], data_home=args.data_home)
     config = ExpressivityConfig(n=args.n, d=args.d, dataset=args.dataset, labels=args.labels,
                                 seed=args.seed, tol=args.tol, data_home=args.data_home)
     log = (lambda *_: None) if args.quiet else print

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 EXAMPLES = """examples:
+  kernelfit plan                                             the default run (digits)
   kernelfit plan --dataset mnist
   kernelfit plan --dataset mnist --memory-limit 8GB          # K spills to disk tiles
   kernelfit plan --dataset mnist --backend torch --device-memory 10GB
@@ -13,7 +14,7 @@ EXAMPLES = """examples:
 
 def register(sub) -> None:
     from . import HelpFormatter
-    from .run_cmd import add_run_arguments
+    from .settings import RUN_SETTINGS, add_settings
 
     p = sub.add_parser(
         "plan", help="say what a run will do (where K lives, bytes, expected time) without "
@@ -24,7 +25,7 @@ def register(sub) -> None:
                     "Gram and factor times from this machine's GEMM rate measured now. Exit\n"
                     "status 2, with the ways out, when the run cannot fit.",
         epilog=EXAMPLES, formatter_class=HelpFormatter)
-    add_run_arguments(p)
+    add_settings(p, RUN_SETTINGS, feature_params=True)
     p.add_argument("--json", metavar="PATH", default=None, help="also write the plan as JSON")
     p.set_defaults(func=main, quiet=True)
 
@@ -32,9 +33,11 @@ def register(sub) -> None:
 def main(args) -> int:
     from ..atomic import write_text_atomic
     from ..experiments.explain import explain, render
-    from .run_cmd import config_from_args
+    from ..outputs import check_outputs
+    from .settings import run_config
 
-    info = explain(config_from_args(args))
+    check_outputs({"--json": args.json}, datasets=[args.dataset], data_home=args.data_home)
+    info = explain(run_config(args))
     print(render(info))
     if args.json:
         write_text_atomic(args.json, json.dumps(info, indent=1, default=str) + "\n")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .run_cmd import check_outputs, positive_int, write_outputs
+from ..outputs import check_outputs
+from .run_cmd import write_outputs
+from .settings import add_settings
 
 EXAMPLES = """\
 examples:
@@ -20,18 +22,14 @@ def register(sub) -> None:
         description="Load a model saved by `kernelfit run --save-model PATH` and report its\n"
                     "test error on a dataset's test split. The images go through the\n"
                     "training run's preprocessing and feature map.\n\n"
-                    "A model file is a Python pickle, and loading a pickle runs code: only\n"
-                    "load files you made or trust. Its recorded sha256 is checked first,\n"
-                    "which catches a damaged or edited file, not a forged one.",
+                    "A model file holds numbers and text only (JSON and .npy arrays, never\n"
+                    "a pickle): loading one runs none of its contents. Files saved by older\n"
+                    "kernelfit versions (pickles) are refused unread; refit and save again.",
         epilog=EXAMPLES, formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, metavar="PATH",
-                   help="model file written by `kernelfit run --save-model` (trusted files only)")
-    p.add_argument("--dataset", default=None,
-                   help="dataset to predict (default: the one the model was trained on)")
-    p.add_argument("--n-test", type=positive_int, default=None, metavar="N",
-                   help="test points, a stratified subset (default: all)")
-    p.add_argument("--data-home", default=None, metavar="DIR",
-                   help="dataset cache (default: $KERNELFIT_DATA or the user cache dir)")
+                   help="model file written by `kernelfit run --save-model`")
+    add_settings(p, ("dataset", "n_test", "data_home"), dataset=dict(
+        default=None, help="dataset to predict (default: the one the model was trained on)"))
     p.add_argument("--json", metavar="PATH", default=None, help="write the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=main)
@@ -41,15 +39,15 @@ def main(args) -> int:
     from ..atomic import write_json_atomic
     from ..experiments.saved_model import load_model, predict_dataset
 
-    check_outputs(args.json)
     model = load_model(args.model)
     dataset = args.dataset or model.settings["dataset"]
+    check_outputs({"--json": args.json}, inputs={"model": args.model}, datasets=[dataset],
+                  data_home=args.data_home)
     result = predict_dataset(model, dataset, n_test=args.n_test, data_home=args.data_home,
                              progress=not args.quiet)
     result = {"model": str(args.model), **result}
-    rec = model.record
     trained = model.settings
-    kern = rec.get("kernel", {})
+    kern = model.estimator.kernel_.params
     scale = ", ".join(f"{k}={v:.4g}" for k, v in kern.items() if isinstance(v, float))
     print(f"model        {args.model}")
     print(f"trained on   {trained['dataset']} (n_train={trained['n_train']:,}, "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..kernels import KERNELS
+from ..outputs import check_outputs
 
 EPILOG = """\
 examples:
@@ -116,6 +117,7 @@ def main(args) -> int:
         configs = [replace(c, init=init) for c in configs for init in ("zero", "random")]
     for c in configs:
         c.settings()        # validate every run before the first one starts
+    check_outputs(dirs={"--out": args.out}, datasets=[args.dataset], data_home=args.data_home)
     log = (lambda *_: None) if args.quiet else print
     records = [sgd_linear(c, args.out, progress=not args.quiet, log=log) for c in configs]
     print(summary_table(records), end="")

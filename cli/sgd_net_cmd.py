@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 
 from ..experiments.sgd.nets import MODELS
+from ..outputs import check_outputs
 
 NET_EPILOG = """\
-example (MLP 1x512 on all of CIFAR-10 with random labels, 2 CPU threads):
+examples:
+  # MLP 1x512 on all of CIFAR-10 with random labels, 2 CPU threads
   kernelfit sgd net --model mlp1x512 --dataset cifar10 --randomize random-labels \\
       --max-epochs 100 --threads 2 --out results/sgd-net
+
+  # a quick look: 500 embedded digits, 5 epochs
+  kernelfit sgd net --dataset digits --n-train 500 --max-epochs 5 --out results/sgd-digits
 
 Inputs: pixels / 255, centre crop 28 x 28, per-image whitening (appendix A).
 Optimizer: SGD, momentum 0.9, lr 0.1 (inception-small) or 0.01 (the others),
@@ -24,9 +29,14 @@ to nothing before random labels are fitted.
 """
 
 FIGURE1_EPILOG = """\
-example (all three panels, MLP 1x512 on 2,000 CIFAR-10 images):
+examples:
+  # all three panels, MLP 1x512 on 2,000 CIFAR-10 images
   kernelfit sgd figure1 --model mlp1x512 --n-train 2000 --n-test 1000 \\
       --lr-decay 0.998 --max-epochs 300 --threads 2 --out results/figure1
+
+  # panel (c) alone, three corruption levels
+  kernelfit sgd figure1 --panel c --levels 0,0.5,1 --n-train 2000 --n-test 1000 \\
+      --lr-decay 0.998 --max-epochs 300 --out results/figure1
 
 Panels: (a) training loss vs steps for true labels, random labels, shuffled
 pixels, random pixels and Gaussian inputs; (b) epochs and steps to reach 100%
@@ -111,6 +121,8 @@ def main(args) -> int:
     from ..experiments.sgd.train import summary, train_net
 
     config = config_from_args(args)
+    check_outputs({"--json": args.json}, dirs={"--out": args.out}, datasets=[args.dataset],
+                  data_home=args.data_home)
     record, reused = train_net(config, args.out, force=args.force)
     if args.json:
         write_json_atomic(args.json, record)
@@ -126,6 +138,7 @@ def figure1_main(args) -> int:
     levels = parse_levels(args.levels)
     base = config_from_args(args)
     panels = "abc" if args.panel == "all" else args.panel
+    check_outputs(dirs={"--out": args.out}, datasets=[args.dataset], data_home=args.data_home)
     records = run_figure1(base, args.out, panels=panels, levels=levels)
     paths = draw_figure1(records, args.out, panels=panels, model=base.model)
     print(records["table"])

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from dataclasses import fields
 from pathlib import Path
 
 from ..errors import InputError
 from ..experiments.run import RunConfig
 from ..experiments.sweeps import AXES, parse_axis, parse_value, run_sweep
-from ..options import Options
-from . import run_cmd
+from ..outputs import check_outputs
+from .argtypes import fraction, or_auto, positive_float
+from .settings import RUN_SETTINGS, add_settings, options, run_config
 
 EXAMPLES = """\
 examples:
@@ -28,7 +28,8 @@ examples:
   kernelfit sweep --dataset mnist --n-train 5000 --sigma auto --vary features=raw,gabor,scattering
 
   # a quick look on the embedded digits
-  kernelfit sweep --vary n_train=300,600 --vary randomize=none,labels:0.5 --out /tmp/s
+  kernelfit sweep --vary n_train=300,600 --vary randomize=none,labels:0.5 \\
+      --out results/sweep-digits
 
 axes: any run setting (RunConfig or solver Options field):
 """ + textwrap.fill(", ".join(AXES), 88, initial_indent="  ", subsequent_indent="  ") + """
@@ -47,37 +48,29 @@ failures: a point that raises (out of memory, not positive definite, ...) is rec
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
-def _run_parser() -> argparse.ArgumentParser:
-    """`kernelfit run`'s parser, whose options a sweep's base setting shares."""
-    holder = argparse.ArgumentParser(add_help=False).add_subparsers()
-    run_cmd.register(holder)
-    return holder.choices["run"]
-
-
 def register(sub) -> None:
+    from . import HelpFormatter
+
     p = sub.add_parser(
-        "sweep", parents=[_run_parser()], conflict_handler="resolve",
-        help="a grid of runs (norm vs error studies): records, CSV, table, plots",
+        "sweep", help="a grid of runs (norm vs error studies): records, CSV, table, plots",
         description="Run the minimum-norm kernel interpolant at every point of a grid over "
                     "run settings (--vary NAME=V1,V2,..., repeatable: the cartesian product), "
                     "one record per point, then a CSV, a Markdown table and the study "
-                    "plots. Every `kernelfit run` option sets the base that each point "
+                    "plots. Every `kernelfit run` setting sets the base that each point "
                     "starts from.",
-        epilog=EXAMPLES, formatter_class=_Formatter)
+        epilog=EXAMPLES, formatter_class=HelpFormatter)
+    add_settings(p, RUN_SETTINGS, feature_params=True, sigma=dict(
+        type=or_auto(positive_float), default=None,
+        help="bandwidth of every point, or 'auto': chosen on a validation split of the clean "
+             "training set (base n_train), once per front end, then held fixed"))
     g = p.add_argument_group("sweep")
     g.add_argument("--vary", action="append", default=[], metavar="NAME=V1,V2,...",
                    help="an axis of the grid (repeatable)")
-    g.add_argument("--sigma", default=None, help="bandwidth of every point, or 'auto': "
-                   "chosen on a validation split of the clean training set (base n_train), "
-                   "once per front end, then held fixed")
     g.add_argument("--sigma-grid", default=None, metavar="S1,S2,...", help="--sigma auto: "
                    "the bandwidths to try (default: 1/4 ... 1 x the median distance)")
-    g.add_argument("--val-fraction", type=float, default=0.2, help="--sigma auto: share of "
-                   "the training set held out for validation")
+    g.add_argument("--sigma-val-fraction", type=fraction, default=0.2,
+                   help="--sigma auto: share of the training set held out to choose sigma "
+                        "(not --val-fraction, which is pcg's early-stopping hold-out)")
     g.add_argument("--out", default="results/sweep", help="directory of records, CSV, plots")
     g.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True,
                    help="draw the PNG plots (needs the plots extra)")
@@ -92,20 +85,11 @@ def register(sub) -> None:
 
 
 def base_config(args) -> RunConfig:
-    """The base RunConfig from `kernelfit run`'s options (sigma may be 'auto')."""
-    if getattr(args, "save_model", None):
-        raise InputError("--save-model saves one fitted run; a sweep keeps records only "
-                         "(refit a point with `kernelfit run` to save its model)")
-    sigma = args.sigma if args.sigma in (None, "auto") else parse_value("sigma", args.sigma)
-    jitter = parse_value("jitter", args.jitter) if isinstance(args.jitter, str) else args.jitter
-    # The run options that share a name with a field go straight across.
-    given = {k: v for k, v in vars(args).items() if k not in ("sigma", "jitter", "progress")}
-    options = Options(**{f.name: given[f.name] for f in fields(Options) if f.name in given},
-                      jitter=jitter, progress=False)
-    config = RunConfig(**{f.name: given[f.name] for f in fields(RunConfig) if f.name in given},
-                       sigma=sigma, preprocessing=args.preprocess,
-                       feature_params=run_cmd.feature_params(args), options=options)
-    return config
+    """The base RunConfig: every `kernelfit run` setting, through the one mapping.
+
+    The points' own progress bars stay off (the sweep prints a line a point).
+    """
+    return run_config(args, options=options(args, progress=False))
 
 
 def main(args) -> int:
@@ -117,8 +101,11 @@ def main(args) -> int:
         if base.sigma != "auto":
             raise InputError("--sigma-grid is the grid of --sigma auto; add --sigma auto")
         sigma_grid = [parse_value("sigma", s) for s in args.sigma_grid.split(",")]
+    datasets = [base.dataset, *(v for a in axes if a.name == "dataset" for v in a.values)]
+    check_outputs({"--json": args.json}, dirs={"--out": args.out}, datasets=datasets,
+                  data_home=base.data_home)
     result = run_sweep(base, axes, args.out, sigma_grid=sigma_grid,
-                       val_fraction=args.val_fraction, fail_fast=args.fail_fast,
+                       val_fraction=args.sigma_val_fraction, fail_fast=args.fail_fast,
                        plot=args.plot, log=log)
     if args.json:
         from ..atomic import write_json_atomic

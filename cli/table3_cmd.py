@@ -7,7 +7,9 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..experiments.table3 import N_SELECT, VAL_FRACTION, markdown, plot, reproduce, rows
-from ..options import Options
+from ..outputs import check_outputs
+from .argtypes import fraction, nonnegative_float, positive_int
+from .settings import OPTION_SETTINGS, add_settings, options
 
 EXAMPLES = """\
 examples:
@@ -32,43 +34,42 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", nargs="+", choices=keys, default=None, metavar="ROW",
                    help=f"rows to run (default: all): {', '.join(keys)}")
-    p.add_argument("--n-train", type=int, default=None,
-                   help="training subset size, stratified (default: the whole split)")
-    p.add_argument("--n-test", type=int, default=None,
-                   help="test subset size, stratified (default: the whole split)")
-    p.add_argument("--filters", type=int, default=4096,
+    add_settings(p, ("n_train", "n_test", "data_home"))
+    p.add_argument("--filters", type=positive_int, default=4096,
                    help="random filters of the randconv rows (default: 4096; the paper: 32000)")
-    p.add_argument("--lam", type=float, default=1e-3,
+    p.add_argument("--lam", type=nonnegative_float, default=1e-3,
                    help="lambda of the l2 row with --no-select (default: 1e-3); with "
                         "selection it is chosen on the validation split")
     p.add_argument("--select", dest="select", action=argparse.BooleanOptionalAction,
                    default=True,
                    help="choose each row's settings on a validation split of the training "
                         "set (default); --no-select runs the fixed settings quickly")
-    p.add_argument("--n-select", type=int, default=N_SELECT,
+    p.add_argument("--n-select", type=positive_int, default=N_SELECT,
                    help=f"training images the selection uses (default: {N_SELECT:,}; "
                         "randconv rows at most 2,000)")
-    p.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
-                   help=f"held-out share of them (default: {VAL_FRACTION})")
+    p.add_argument("--select-val-fraction", type=fraction, default=VAL_FRACTION,
+                   help=f"held-out share of them (default: {VAL_FRACTION}; not "
+                        "--val-fraction, pcg's early-stopping hold-out)")
     p.add_argument("--plot", action="store_true",
                    help="also draw OUT/table3.png: paper vs kernelfit per row, norm beside")
     p.add_argument("--out", default="results/table3",
                    help="directory of the row records, table3.md and table3.png "
                         "(default: results/table3)")
-    p.add_argument("--data-home", default=None,
-                   help="dataset cache root (default: $KERNELFIT_DATA or the user cache)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress lines or bars; the table is still printed")
+    # every fit's solver options, as `kernelfit run` takes them
+    add_settings(p, OPTION_SETTINGS)
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
     log = (lambda *_: None) if args.quiet else print
+    check_outputs(dirs={"--out": args.out}, data_home=args.data_home)
     results = reproduce(args.out, keys=args.rows, n_train=args.n_train, n_test=args.n_test,
                         filters=args.filters, lam=args.lam,
-                        options=Options(progress=not args.quiet), data_home=args.data_home,
+                        options=options(args), data_home=args.data_home,
                         select_settings=args.select, n_select=args.n_select,
-                        val_fraction=args.val_fraction, log=log)
+                        val_fraction=args.select_val_fraction, log=log)
     out = Path(args.out)
     table = markdown(results)
     md = write_text_atomic(out / "table3.md", table)

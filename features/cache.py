@@ -2,9 +2,10 @@
 
 Table 3 and the sweeps featurize the same images with the same map many
 times; the second time is a file read. The key hashes the caller's ``key``
-(data set, split, sizes), the map's name, parameters and seed, a fingerprint
-of what its ``fit`` learned, and the sha1 of the image bytes, so any change
-to any of them misses the cache instead of returning stale features.
+(data set and the fingerprint of its files, split, sizes), the map's name,
+parameters and seed, a fingerprint of what its ``fit`` learned, the sha1 of
+the image bytes and the kernelfit version, so any change to any of them misses
+the cache instead of returning stale features.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_bytes_atomic, write_json_atomic
+from .. import __version__
 from ..formats import human_bytes
+from ..sidecar import read_with_sidecar, write_with_sidecar
 from .base import FeatureMap, as_images
 
 #: Sidecar of each cached ``.npy``: its sha256 and size, written after it (the commit marker).
@@ -33,7 +35,32 @@ def default_cache_dir() -> Path:
     see both.
     """
     from ..data.cache import data_home
-    return data_home() / "features"
+    from ..data.manage import FEATURES
+    return data_home() / FEATURES
+
+
+def describe(folder: Path) -> str:
+    """The state of a feature-cache folder, as ``kernelfit data list`` shows it.
+
+    Each matrix is checked against its sidecar, as a load would check it.
+    """
+    arrays = sorted(Path(folder).glob("*.npy"))
+    if not arrays:
+        return "empty"
+    unrecorded = damaged = 0
+    for path in arrays:
+        if not _meta_path(path).is_file():
+            unrecorded += 1
+        elif read_with_sidecar(path, _meta_path(path))[2] is not None:
+            damaged += 1
+    parts = [f"{len(arrays)} feature matrices"]
+    if damaged:
+        parts.append(f"{damaged} DAMAGED (recomputed on next use)")
+    if unrecorded:
+        parts.append(f"{unrecorded} without checksum (recomputed on next use)")
+    if not damaged and not unrecorded:
+        parts.append("all verified")
+    return ", ".join(parts)
 
 
 def images_sha1(images: np.ndarray) -> str:
@@ -45,9 +72,15 @@ def images_sha1(images: np.ndarray) -> str:
 
 
 def cache_key(fmap: FeatureMap, images: np.ndarray, key: dict) -> str:
-    """The sha256 that names the cached features of ``images`` under ``fmap``."""
+    """The sha256 that names the cached features of ``images`` under ``fmap``.
+
+    Besides ``key`` (which carries the source data's fingerprint, see
+    :func:`cached_transform`), the map and the image bytes, it holds the
+    kernelfit version: another version's front end may compute other numbers.
+    """
     record = {"key": key, "name": fmap.name, "params": fmap.params, "seed": fmap.seed,
-              "fitted": fmap.state_fingerprint(), "images": images_sha1(images)}
+              "fitted": fmap.state_fingerprint(), "images": images_sha1(images),
+              "kernelfit": __version__}
     blob = json.dumps(record, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -64,22 +97,11 @@ def load_verified(path: Path, expected_shape=None):
     an older kernelfit) is a miss; a file whose bytes differ from the sidecar
     is discarded with a warning, since it is damaged, not merely absent.
     """
-    meta_path = path.with_name(path.name.removesuffix(".npy") + META_SUFFIX)
-    if not path.is_file() or not meta_path.is_file():
+    meta_path = _meta_path(path)
+    blob, _, problem = read_with_sidecar(path, meta_path)
+    if blob is None and problem is None:
         return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        blob = path.read_bytes()
-    except (OSError, ValueError):
-        return None
-    problem = None
-    if not isinstance(meta, dict):
-        meta = {}
-    if len(blob) != meta.get("bytes"):
-        problem = f"{len(blob)} bytes, recorded {meta.get('bytes')}"
-    elif hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
-        problem = "sha256 differs from the one recorded when it was written"
-    else:
+    if blob is not None:
         try:
             feats = np.load(io.BytesIO(blob), allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
@@ -97,18 +119,16 @@ def load_verified(path: Path, expected_shape=None):
     return None
 
 
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".npy") + META_SUFFIX)
+
+
 def store(path: Path, feats: np.ndarray, record: dict) -> Path:
     """Write ``feats`` to ``path`` and its sidecar (sha256, size, ``record``), atomically."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(feats), allow_pickle=False)
-    blob = buf.getvalue()
-    meta_path = path.with_name(path.name.removesuffix(".npy") + META_SUFFIX)
-    meta_path.unlink(missing_ok=True)  # from here until the new sidecar lands: a miss
-    write_bytes_atomic(path, blob)
-    write_json_atomic(meta_path, {"sha256": hashlib.sha256(blob).hexdigest(),
-                                  "bytes": len(blob), "shape": list(feats.shape),
-                                  "dtype": str(feats.dtype), **record})
-    return path
+    return write_with_sidecar(path, buf.getvalue(), _meta_path(path),
+                              {"shape": list(feats.shape), "dtype": str(feats.dtype), **record})
 
 
 def cached_transform(fmap: FeatureMap, images, *, key: dict, cache_dir=None,
@@ -122,9 +142,10 @@ def cached_transform(fmap: FeatureMap, images, *, key: dict, cache_dir=None,
     images : ndarray
         float32 images in [0, 1], as for ``transform``.
     key : dict
-        JSON-able description of where the images came from (data set, split,
-        n, seed): makes the file names traceable; correctness does not rest on
-        it, since the image bytes are hashed too.
+        JSON-able description of where the images came from: data set, its
+        fingerprint (:func:`kernelfit.data.fingerprint.data_fingerprint`),
+        split, n, seed. Part of the cache key, beside the hash of the image
+        bytes themselves.
     cache_dir : path, optional
         Defaults to :func:`default_cache_dir`.
     progress : bool

@@ -30,12 +30,12 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from .base import FeatureMap
+from .base import ColumnChunked, FeatureMap
 
 FILTER_SOURCES = ("gaussian", "patches")
 
 
-class RandomConvFeatures(FeatureMap):
+class RandomConvFeatures(ColumnChunked, FeatureMap):
     """Random-filter convolution, two-sided rectification, quadrant sum pooling.
 
     Feature order: column ``8 f + 4 s + q`` holds filter ``f``, sign ``s``
@@ -78,6 +78,7 @@ class RandomConvFeatures(FeatureMap):
 
     name = "randconv"
     needs_fit = True
+    unit_param = "n_filters"
     _param_names = ("n_filters", "patch_size", "zca_eps", "contrast_eps", "b", "filters_from",
                     "n_fit_patches")
 
@@ -118,8 +119,39 @@ class RandomConvFeatures(FeatureMap):
     def _dim_for_shape(self, shape) -> int:
         return 8 * self.n_filters
 
+    def _memory(self, n: int, shape) -> tuple[int, int, int]:
+        H, W = shape[0], shape[1]
+        C = 1 if len(shape) == 2 else shape[2]
+        p, F, count = self.patch_size, self.n_filters, self.n_fit_patches
+        d = C * p * p
+        # fit: the float32 patch sample (with its int64 indices) and its float64 copy;
+        # then, beside that copy, the filter bank as drawn (float64), its norms' square,
+        # its float32 copy, A = W ZCA (float64), A_aug stacked in float64 and in float32
+        sample = count * (12 * d + 24 + 16 * p)
+        bank = count * d * 8 + F * (36 * d + 64) + 4 * d * d * 8
+        state = F * d * 4 + (d + 1) * F * 4 + d * d * 8 + d * 8    # filters_, A_aug_, zca_
+        # transform, per worker thread: the patch matrix of an image block, its response
+        # block (and a contiguous copy of a partial one), quadrant sums
+        nb = max(1, min(self.block_images, n))
+        ho, wo = H - p + 1, W - p + 1
+        f = min(self.block_filters, F)
+        worker = (4 * nb * ho * wo * (d + 4 + 3 * f) + 8 * (d + 1) * f + 8 * nb * wo * f
+                  + 64 * nb * f)
+        workers = max(1, min(self.n_jobs, -(-n // nb)))
+        return max(sample, bank), state, workers * worker
+
     def _fitted_arrays(self):
         return [self.A_aug_] if self._fitted else []
+
+    def _state_spec(self, input_shape):
+        if len(input_shape) not in (2, 3):
+            raise InputError(f"randconv features take images (H, W) or (H, W, C), not "
+                             f"shape {tuple(input_shape)}")
+        channels = 1 if len(input_shape) == 2 else input_shape[2]
+        d, f = channels * self.patch_size ** 2, self.n_filters
+        # what _fit sets: the patch mean and ZCA (float64), the filters and the folded map
+        return {"mean_": ((d,), "float64"), "zca_": ((d, d), "float64"),
+                "filters_": ((f, d), "float32"), "A_aug_": ((d + 1, f), "float32")}
 
     # -- fitting ------------------------------------------------------------------------
     def _normalize(self, P: np.ndarray) -> np.ndarray:

@@ -35,6 +35,12 @@ class RawPixels(FeatureMap):
     def _dim_for_shape(self, shape) -> int:
         return int(np.prod(shape))
 
+    def _memory(self, n: int, shape) -> tuple[int, int, int]:
+        if not self.whiten:
+            return 0, 0, 0                  # rows are reshaped views of the images
+        # per_image_whiten: two float64 copies of a batch at once, then its float32 result
+        return 0, 0, 16 * min(n, self.batch_size) * int(np.prod(shape))
+
     def _transform_batch(self, images: np.ndarray) -> np.ndarray:
         if self.whiten:
             images = per_image_whiten(images)

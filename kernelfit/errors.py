@@ -8,6 +8,8 @@ and scikit-learn's estimator checks keep working.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -69,6 +71,28 @@ class NotPositiveDefiniteError(KernelfitError, np.linalg.LinAlgError):
             f"kernel matrix is not positive definite in {self.dtype.name}{where}{detail}. Try: "
             + "; ".join(remedies) + "."
         )
+
+
+class SingularKernelError(NotPositiveDefiniteError):
+    """K is singular to working precision and the solver at hand cannot return K^+ y.
+
+    Raised by the CG solvers (whatever ``Options.strict`` says) when they met
+    the singularity and no rank-revealing solve was possible there; the
+    remedies differ from a failed Cholesky's, hence the class.
+    """
+
+    def __init__(self, n: int, dtype, evidence: str, *, solver: str, pinv_max_n: int):
+        self.pivot, self.n, self.dtype = None, int(n), np.dtype(dtype)
+        self.evidence = evidence
+        minimum_norm = ("solver='cholesky' gives the minimum-norm solution K^+ y (as do "
+                        "solver='cg' and 'pcg' on a stored K, without --strict); or "
+                        if self.n <= pinv_max_n else
+                        f"K^+ y is computed here for n <= {pinv_max_n:,} only, so ")
+        KernelfitError.__init__(
+            self, f"K is singular to working precision in {self.dtype.name} ({evidence}), and "
+            f"{solver} cannot return its minimum-norm solution: iterates started at zero drift "
+            f"along K's null space in floating point. {minimum_norm}pass --lam / lam > 0 "
+            "(ridge).")
 
 
 class AccuracyWarning(UserWarning):
@@ -162,16 +186,22 @@ class OutputPathError(KernelfitError, OSError):
         super().__init__(f"cannot write {self.path}: {problem}.")
 
 
-class StaleGramError(KernelfitError, ValueError):
-    """A kernel matrix stored on disk is not the one asked for (other data, kernel, dtype),
-    or is damaged."""
+class FileInUseError(KernelfitError, BlockingIOError):
+    """A file or folder is locked by another live process (:mod:`kernelfit.locks`).
 
-    def __init__(self, path, reasons):
+    ``pid``: the holder's process id as it recorded it (None if not yet written).
+    """
+
+    def __init__(self, path, pid: int | None, what: str, remedy: str):
         self.path = str(path)
-        self.reasons = list(reasons)
-        super().__init__(f"{self.path} does not hold the kernel matrix asked for: "
-                         + "; ".join(self.reasons) + ". Delete it (and its .progress / "
-                         ".meta.json sidecars), or call build_gram_on_disk with rebuild=True.")
+        self.pid = pid
+        who = ("this process (an earlier holder in it was not closed)" if pid == os.getpid()
+               else f"process {pid}" if pid else "another process (its PID is not written yet)")
+        super().__init__(f"{what} {self.path} is in use by {who}. {remedy}")
+
+
+class CorruptScratchError(KernelfitError, OSError):
+    """Tiles of K on disk no longer hold the bytes written to them (their checksums fail)."""
 
 
 class ModelFileError(_FileProblem, KernelfitError, ValueError):

@@ -22,11 +22,7 @@ from .backend import backend_of, get_backend
 from .errors import InputError
 from .kernels import Kernel
 from .options import Options
-from .plan import DEVICE_PANEL_ROWS
-
-# Mirror the row panel into the lower triangle in square sub-blocks, so that the
-# transposed (strided) reads stay within cache.
-_MIRROR_STEP = 512
+from .sizes import MIRROR_STEP, gram_rows, working_dtype
 
 
 def _panel_bounds(n: int, block: int) -> list[tuple[int, int]]:
@@ -50,12 +46,12 @@ def mirror_panel(out, i0: int, i1: int) -> None:
     be = backend_of(out)
     xp = be.xp
     n = out.shape[0]
-    step = _MIRROR_STEP if be.name == "numpy" else n
+    step = MIRROR_STEP if be.name == "numpy" else n
     for j0 in range(i1, n, step):
         j1 = min(j0 + step, n)
         out[j0:j1, i0:i1] = xp.matrix_transpose(out[i0:i1, j0:j1])
-    for a0 in range(i0, i1, _MIRROR_STEP):
-        a1 = min(a0 + _MIRROR_STEP, i1)
+    for a0 in range(i0, i1, MIRROR_STEP):
+        a1 = min(a0 + MIRROR_STEP, i1)
         if a0 > i0:
             out[a0:a1, i0:a0] = xp.matrix_transpose(out[i0:a0, a0:a1])
         sub = out[a0:a1, a0:a1]
@@ -64,7 +60,7 @@ def mirror_panel(out, i0: int, i1: int) -> None:
 
 
 def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,
-               skip=(), on_panel_done=None, backend=None):
+               backend=None):
     """Build the symmetric Gram matrix K_ij = k(x_i, x_j) in blocks, on a backend.
 
     Parameters
@@ -78,10 +74,6 @@ def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,
     options : Options
         ``dtype``, ``block_size`` (rows per panel), ``n_jobs`` (host threads; with
         more than one, BLAS is pinned to one thread per panel), ``progress``.
-    skip : collection of int
-        Panel indices already built (used by :func:`build_gram_on_disk` to resume).
-    on_panel_done : callable(int), optional
-        Called after each panel is written, in completion order.
     backend : Backend, optional
         Where K is built (default: ``out``'s, else NumPy in host memory).
 
@@ -94,7 +86,7 @@ def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,
     be = backend or (backend_of(out) if out is not None else get_backend("numpy"))
     n = X.shape[0]
     # a given buffer decides the dtype; otherwise the options do
-    dtype = be.dtype_name(out) if out is not None else opts.resolve_dtype(n)
+    dtype = be.dtype_name(out) if out is not None else working_dtype(opts.dtype, n)
     if dtype not in ("float32", "float64"):
         raise InputError(f"Gram buffer must be float32 or float64, got {dtype}")
     Xd = be.asarray(X, dtype) if isinstance(X, np.ndarray) else be.astype(X, dtype)
@@ -107,11 +99,10 @@ def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,
         raise InputError(f"Gram buffer must be a C-contiguous {n}x{n} float32/float64 array, "
                          f"got a non-contiguous {out.dtype} array")
     sq = be.row_sq_norms(Xd)
-    skip = set(skip)
-    rows = opts.block_size if be.name == "numpy" else max(opts.block_size, DEVICE_PANEL_ROWS)
+    rows = gram_rows(opts.block_size, on_device=be.name != "numpy")
     # Panels are handed out in order, the big ones (panel i costs ~ n - i0
     # columns) first, so the threads finish together.
-    panels = [p for p in enumerate(_panel_bounds(n, rows)) if p[0] not in skip]
+    panels = list(enumerate(_panel_bounds(n, rows)))
     n_jobs = max(1, min(opts.n_jobs, len(panels))) if be.name == "numpy" else 1
 
     def work(idx, i0, i1):
@@ -124,9 +115,7 @@ def build_gram(X, kernel: Kernel, *, out=None, options: Options | None = None,
     with threadpool_limits(limits=limit, user_api="blas"):
         results = Parallel(n_jobs=n_jobs, backend="threading", return_as="generator_unordered")(
             delayed(work)(idx, i0, i1) for idx, (i0, i1) in panels)
-        for idx in results:
-            if on_panel_done is not None:
-                on_panel_done(idx)
+        for _ in results:
             bar.update()
     bar.close()
     sq_host = be.to_host(sq)

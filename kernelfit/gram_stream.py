@@ -35,10 +35,7 @@ from .errors import InputError
 from .gram import mirror_panel
 from .kernels import Kernel
 from .options import Options
-from .plan import DEVICE_STREAM_TILE
-
-# Columns per accumulation tile: bounds the GEMM temporary to block x _COL_STEP.
-_COL_STEP = 4096
+from .sizes import DEVICE_STREAM_TILE, STREAM_COL_STEP
 
 
 @dataclass
@@ -69,7 +66,7 @@ def standardize_chunk(Phi_tr, Phi_te, dtype):
     """
     b = backend_of(Phi_tr)
     xp, f64 = b.xp, b.dtype("float64")
-    n, step = Phi_tr.shape[0], _COL_STEP
+    n, step = Phi_tr.shape[0], STREAM_COL_STEP
     mean = xp.zeros(Phi_tr.shape[1], dtype=f64, device=b.device)
     for i in range(0, n, step):
         mean += xp.sum(Phi_tr[i:i + step], axis=0, dtype=f64)
@@ -92,7 +89,7 @@ def standardize_chunk(Phi_tr, Phi_te, dtype):
     return out[0], out[1]
 
 
-def _tiles(n: int, block: int, col_step: int = _COL_STEP):
+def _tiles(n: int, block: int, col_step: int = STREAM_COL_STEP):
     """Upper-triangle tiles (i0, i1, j0, j1) with j0 >= i0, biggest row panels first."""
     out = []
     for i0 in range(0, n, block):
@@ -161,7 +158,7 @@ def accumulate_streamed(chunks, n_train: int, n_test: int, *, options: Options |
         raise InputError("no feature chunks were given")
     b = backend_of(first[0])
     if b.name == "numpy":
-        block, col_step, n_jobs = opts.block_size, _COL_STEP, max(1, int(opts.n_jobs))
+        block, col_step, n_jobs = opts.block_size, STREAM_COL_STEP, max(1, int(opts.n_jobs))
     else:
         # one queue of large GEMMs keeps a device busy; host threads would only contend
         block, col_step, n_jobs = DEVICE_STREAM_TILE, DEVICE_STREAM_TILE, 1
@@ -198,9 +195,9 @@ def _row_sq_norms(Phi):
     b = backend_of(Phi)
     xp, f64 = b.xp, b.dtype("float64")
     out = xp.zeros(Phi.shape[0], dtype=f64, device=b.device)
-    for i in range(0, Phi.shape[0], _COL_STEP):     # bounds the float64 copy
-        blk = xp.astype(Phi[i:i + _COL_STEP], f64)
-        out[i:i + _COL_STEP] = xp.vecdot(blk, blk)
+    for i in range(0, Phi.shape[0], STREAM_COL_STEP):     # bounds the float64 copy
+        blk = xp.astype(Phi[i:i + STREAM_COL_STEP], f64)
+        out[i:i + STREAM_COL_STEP] = xp.vecdot(blk, blk)
     return out
 
 

@@ -17,11 +17,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import errors
 from .backend import backend_of
 from .errors import InputError
 from .params import real, whole
 
 KERNELS = ("linear", "gaussian", "laplacian", "polynomial")
+
+# What to do when a bandwidth is so small that the kernel relates no two points (K = I):
+# said where sigma itself is unusable and where a fitted K turns out to be the identity.
+SCALE_REMEDY = ("use a bandwidth comparable to the distances between points: the median "
+                "pairwise distance (kernelfit.experiments.select_grid.median_distance), "
+                "--sigma auto (chosen around it on a validation split), or sigma and gamma "
+                "omitted (--sigma / --gamma omitted, sigma=None) for the default scale "
+                "1 / (d Var(X))")
 
 
 @dataclass(frozen=True)
@@ -165,33 +174,49 @@ def row_sq_norms(X) -> np.ndarray:
     return get_backend("numpy").row_sq_norms(np.asarray(X))
 
 
-def make_kernel(name="gaussian", *, gamma=None, sigma=None, degree=3, coef0=1.0, X=None) -> Kernel:
+def check_scale(gamma, sigma) -> None:
+    """The kernel scale is given as gamma or as sigma (the bandwidth), never both."""
+    if gamma is not None and sigma is not None:
+        raise errors.ParameterError(f"give the kernel scale as gamma or as sigma, not both (got "
+                             f"gamma={gamma!r}, sigma={sigma!r}); --sigma S is gamma = "
+                             "1 / (2 S^2) for the gaussian kernel, 1 / S for the laplacian")
+
+
+def default_gamma(X=None, *, dim: int | None = None) -> float:
+    """scikit-learn's "scale" rule, gamma = 1 / (d Var(X)).
+
+    ``dim``: features standardized to variance 1 (a streamed K, whose feature
+    matrix is never held), so gamma = 1 / dim. For MNIST pixels in [0, 1] the
+    rule gives sigma ~ 6 (the paper's setting is sigma = 5).
+    """
+    if dim is not None:
+        return 1.0 / int(dim)
+    if X is None:
+        raise InputError("the default kernel scale is computed from X; pass X, gamma or sigma")
+    X = np.asarray(X)
+    var = float(np.var(X, dtype=np.float64))
+    return 1.0 / (X.shape[1] * var) if var > 0 else 1.0
+
+
+def make_kernel(name="gaussian", *, gamma=None, sigma=None, degree=3, coef0=1.0, X=None,
+                dim: int | None = None) -> Kernel:
     """Build a :class:`Kernel`, resolving sigma and the default scale.
 
     ``sigma`` is the bandwidth (gaussian: gamma = 1 / (2 sigma^2); laplacian:
     gamma = 1 / sigma). With neither gamma nor sigma given, gamma follows
-    scikit-learn's "scale" rule, 1 / (d * Var(X)), which needs ``X``; for
-    MNIST pixels in [0, 1] it gives sigma ~ 6 (the paper's setting is
-    sigma = 5).
+    :func:`default_gamma`, which needs ``X`` (or ``dim`` for standardized
+    features).
     """
     if name not in KERNELS:
         raise InputError(f"unknown kernel {name!r}; choose one of {', '.join(KERNELS)}")
-    if gamma is not None and sigma is not None:
-        raise InputError("give the kernel scale as gamma or as sigma, not both")
+    check_scale(gamma, sigma)
     for label, v in (("gamma", gamma), ("sigma", sigma)):
         real(label, v, 0, lo_open=True, allow_none=True, hint="None: the default scale")
     if sigma is not None:
         gamma = _gamma_from_sigma(name, float(sigma))
     whole("polynomial degree", degree, 1)   # int(2.5) would silently fit a degree-2 kernel
     if gamma is None:
-        if name == "linear":
-            gamma = 1.0
-        elif X is None:
-            raise InputError("the default kernel scale is computed from X; pass X, gamma or sigma")
-        else:
-            X = np.asarray(X)
-            var = float(np.var(X, dtype=np.float64))
-            gamma = 1.0 / (X.shape[1] * var) if var > 0 else 1.0
+        gamma = 1.0 if name == "linear" else default_gamma(X, dim=dim)
     real("polynomial coef0", coef0)
     return Kernel(name=name, gamma=float(gamma), degree=int(degree), coef0=float(coef0))
 
@@ -213,8 +238,6 @@ def _gamma_from_sigma(name: str, sigma: float) -> float:
                   "vanish away from the training points)" if sigma < 1 else
                   "K is all ones (singular)")
         raise InputError(f"sigma={sigma!r} is outside what float64 can use: gamma = {what} "
-                         f"{'overflows' if sigma < 1 else 'underflows'} and {effect}. Use a "
-                         "bandwidth comparable to the distances between points, or leave it "
-                         "unset (--sigma omitted, sigma=None) for the default scale "
-                         "1 / (d Var(X)).")
+                         f"{'overflows' if sigma < 1 else 'underflows'} and {effect}. "
+                         f"{SCALE_REMEDY[0].upper()}{SCALE_REMEDY[1:]}.")
     return gamma

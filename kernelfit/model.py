@@ -18,16 +18,16 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import errors
-from .backend import get_backend, resolve_backend
+from .backend import get_backend
 from .errors import InputError
 from .gram import cross_gram_matvec
-from .gram_store import build_stored
-from .kernels import KERNELS, make_kernel, row_sq_norms
+from .gram_store import stored_for_fit
+from .kernels import KERNELS, check_scale, make_kernel, row_sq_norms
 from .options import Options
-from .plan import SOLVERS, plan_fit, residual_rows
+from .plan import SOLVERS, plan_fit
+from .sizes import predict_rows, residual_rows
+from .solvers.minimum_norm import pinv_allowed
 from .solvers.operators import KernelOperator
-from .solvers.pinv import PINV_MAX_N
-from .solvers.refine import relative_norm
 from .solvers.solve import solve_matrix_free, solve_stored
 from .validation import (
     check_duplicates,
@@ -81,67 +81,82 @@ class _KernelInterpolantBase(BaseEstimator):
             if v is not None and not np.isfinite(v):
                 raise errors.ParameterError(f"The '{param}' parameter of {name} must be a "
                                             f"finite number. Got {v!r} instead.")
-        if self.gamma is not None and self.sigma is not None:
-            raise errors.ParameterError(f"The 'gamma' and 'sigma' parameters of {name} give the "
-                                        "same kernel scale: pass one of them, not both. Got "
-                                        f"gamma={self.gamma!r}, sigma={self.sigma!r} instead.")
+        check_scale(self.gamma, self.sigma)
 
-    def _solve(self, X, Y):
-        """Build K, solve, and record the fitted attributes; returns K alpha."""
+    def fit_planned(self, X, y, plan):
+        """``fit`` with the Plan its caller resolved (:func:`kernelfit.plan.plan_fit`).
+
+        A run plans the whole of itself (K, k(test, train), the features) before
+        computing anything, and hands the fit that one Plan instead of letting it
+        plan again; the Plan must describe this fit (n, d, solver), and is
+        ``plan_`` afterwards.
+        """
+        return self._fit(X, y, plan)
+
+    def _plan(self, n: int, d: int, n_outputs: int):
+        """This fit's one Plan (:func:`kernelfit.plan.plan_fit`): every setting resolved."""
+        precomputed = self.kernel == "precomputed"
         opts = self.options or Options()
+        return plan_fit(n, 0 if precomputed else d, n_outputs, solver=self.solver,
+                        options=opts, precomputed=precomputed,
+                        gram_allocated=precomputed and opts.overwrite_gram)
+
+    def _check_plan(self, plan, n: int, d: int) -> None:
+        """A plan handed to :meth:`fit_planned` must be this fit's."""
+        want = (n, 0 if self.kernel == "precomputed" else d, self.solver,
+                self.kernel == "precomputed")
+        if (plan.n, plan.d, plan.solver, plan.precomputed) != want:
+            raise InputError(f"the plan given is for n={plan.n}, d={plan.d}, solver="
+                             f"{plan.solver!r}, precomputed={plan.precomputed}, but this fit "
+                             f"has n={want[0]}, d={want[1]}, solver={want[2]!r}, "
+                             f"precomputed={want[3]}: plan the fit it describes")
+
+    def _solve(self, X, Y, plan=None):
+        """Plan (once), build K, solve, and record the fitted attributes; returns the Solution."""
         n, d = X.shape
-        opts = opts.replace(dtype=opts.resolve_dtype(n))
-        exact = opts.refines_exactly(self.solver, has_points=self.kernel != "precomputed")
-        opts = opts.replace(refine_against="exact" if exact else "stored")
+        if plan is None:
+            plan = self._plan(n, d, Y.shape[1])
+        else:
+            self._check_plan(plan, n, d)
+        self.plan_ = plan
+        opts = plan.options
         if self.kernel == "precomputed":
-            return self._solve_precomputed(X, Y, opts)
-        check_kernel_range(X, opts.dtype)
+            return self._solve_precomputed(X, Y, plan)
+        check_kernel_range(X, plan.dtype)
         singular = False
         if self.lam == 0 and opts.jitter is None:
             # Duplicates in the working dtype: with agreeing targets the minimum-norm
             # interpolant K^+ y exists (rank-revealing path, or CG from zero); with
             # disagreeing ones none does (DuplicatePointsError either way).
-            pinv_here = (self.solver == "cholesky" and opts.scheduler is None
-                         and not opts.strict and n <= PINV_MAX_N)
-            singular = check_duplicates(X, Y, dtype=opts.dtype,
+            pinv_here = self.solver == "cholesky" and opts.scheduler is None \
+                and pinv_allowed(n, self.lam, opts)
+            singular = check_duplicates(X, Y, dtype=plan.dtype,
                                         allow_agreeing=pinv_here or self.solver != "cholesky")
         self.kernel_ = make_kernel(self.kernel, gamma=self.gamma, sigma=self.sigma,
                                    degree=self.degree, coef0=self.coef0, X=X)
-        self.kernel_.check_dtype(opts.dtype)
+        self.kernel_.check_dtype(plan.dtype)
+        be = get_backend(plan.backend, plan.device)
         if opts.scheduler is not None:
-            sol, be, storage = self._solve_on_cluster(X, Y, opts), get_backend("numpy"), "dask"
+            from .distributed import solve_distributed  # only now: Dask is imported here
+            sol = solve_distributed(self.kernel_, X, Y, lam=self.lam, solver=self.solver,
+                                    options=opts)
         else:
-            sol, be, storage = self._solve_here(X, Y, opts, singular)
-        sol.info.update(backend=be.name, device=be.device_name, storage=storage)
+            sol = self._solve_here(X, Y, plan, be, singular)
+        sol.info.update(backend=be.name, device=be.device_name, storage=plan.storage)
         self._record(sol)
         self._backend_spec = (be.name, be.device_name)
-        self.X_fit_ = np.ascontiguousarray(X, dtype=opts.dtype)
+        self.X_fit_ = np.ascontiguousarray(X, dtype=plan.dtype)
         self._sq_fit = row_sq_norms(self.X_fit_)
-        return sol.K_alpha
+        return sol
 
-    def _solve_on_cluster(self, X, Y, opts):
-        """K built and solved on a Dask cluster (kernelfit.distributed plans it there)."""
-        if opts.backend not in ("numpy", "auto"):
-            raise InputError("a Dask solve (scheduler=...) runs on the cluster's workers "
-                             "with NumPy; drop --backend torch/cupy or the scheduler")
-        from .distributed import solve_distributed  # only now: Dask is imported here
-        self.plan_ = None
-        return solve_distributed(self.kernel_, X, Y, lam=self.lam, solver=self.solver,
-                                 options=opts)
-
-    def _solve_here(self, X, Y, opts, singular: bool):
-        """K on this machine, where the plan puts it; returns (Solution, backend, storage)."""
-        n, d = X.shape
-        be = resolve_backend(opts, self.solver)
-        # Where K lives (host, disk tiles, device, host tiles streamed through the
-        # device) and every size, decided once before anything large is allocated.
-        self.plan_ = plan = plan_fit(n, d, Y.shape[1], solver=self.solver, options=opts,
-                                     backend=be)
+    def _solve_here(self, X, Y, plan, be, singular: bool):
+        """K on this machine, where the plan puts it; returns the Solution."""
+        opts = plan.options
         if self.solver == "cg-matrix-free":
             sol = solve_matrix_free(self.kernel_, X, Y, lam=self.lam, options=opts)
             sol.info.setdefault("residual_against",
                                 f"K recomputed in {plan.dtype} from the points")
-            return sol, be, plan.storage
+            return sol
         stages = {}
         Xd = None
         if be.name != "numpy":
@@ -152,26 +167,28 @@ class _KernelInterpolantBase(BaseEstimator):
             be.synchronize()
             stages["to_device"] = time.perf_counter() - t
         t = time.perf_counter()
-        K, operator = build_stored(X, self.kernel_, plan, be, opts, X_device=Xd)
-        be.synchronize()
-        stages["gram"] = time.perf_counter() - t
-        against = (f"K recomputed in {plan.dtype} from the points" if operator is not None
-                   else f"the stored K ({plan.dtype})")
-        if opts.refine_against == "exact":
-            # Refinement and the reported residual against the exact K, block by block
-            # in float64: a float32 factor then yields the float64 interpolant.
-            operator = KernelOperator(self.kernel_, X, dtype="float64",
-                                      block_size=residual_rows(n), backend=be)
-            against = "K recomputed in float64 from the points"
-        sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts,
-                           singular=singular, operator=operator, tile=plan.tile)
+        # K on disk: its tiles go once the solve has its answer (unless keep_scratch).
+        with stored_for_fit(X, self.kernel_, plan, be, opts, X_device=Xd) as (K, operator):
+            be.synchronize()
+            stages["gram"] = time.perf_counter() - t
+            against = (f"K recomputed in {plan.dtype} from the points" if operator is not None
+                       else f"the stored K ({plan.dtype})")
+            if plan.refine_against == "exact":
+                # Refinement and the reported residual against the exact K, block by block
+                # in float64: a float32 factor then yields the float64 interpolant.
+                operator = KernelOperator(self.kernel_, X, dtype="float64",
+                                          block_size=residual_rows(plan.n), backend=be)
+                against = "K recomputed in float64 from the points"
+            sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts,
+                               singular=singular, operator=operator, tile=plan.tile)
         sol.timings = {**stages, **sol.timings}
         sol.info.setdefault("residual_against", against)
-        return sol, be, plan.storage
+        return sol
 
-    def _solve_precomputed(self, K, Y, opts):
+    def _solve_precomputed(self, K, Y, plan):
         """X is the n x n Gram matrix itself (built elsewhere, e.g. streamed from features)."""
         n = K.shape[0]
+        opts = plan.options
         if K.shape != (n, n):
             raise InputError(f"kernel='precomputed' takes the square n x n Gram matrix as X, "
                              f"got shape {K.shape}")
@@ -180,21 +197,17 @@ class _KernelInterpolantBase(BaseEstimator):
             raise InputError("a Dask solve (scheduler=...) builds K on the cluster from the "
                              "points; a precomputed (or streamed) K is solved in memory: drop "
                              "the scheduler, or pass the points (and --no-stream)")
-        if self.solver == "cg-matrix-free":
-            raise InputError("solver='cg-matrix-free' needs the points, not a precomputed K; "
-                             "use 'cholesky' or 'cg'")
-        # A given K is a host array: it is solved by the NumPy path whatever the backend
-        # (solver_info_["backend"] says so).
+        # A given K is a host array: the plan solves it on the NumPy path whatever the
+        # backend asked for (solver_info_["backend"] says so).
         check_symmetric(K)
-        self.plan_ = plan_fit(n, 0, Y.shape[1], solver=self.solver, options=opts,
-                              gram_allocated=opts.overwrite_gram)
         # A copy unless the caller handed K over: the factor overwrites its lower triangle.
-        K = np.array(K, dtype=opts.dtype, order="C", copy=not opts.overwrite_gram)
-        sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts)
+        K = np.array(K, dtype=plan.dtype, order="C", copy=not opts.overwrite_gram)
+        sol = solve_stored(K, Y, lam=self.lam, solver=self.solver, options=opts,
+                           tile=plan.tile)
         sol.info["backend"] = "numpy"
-        sol.info.setdefault("residual_against", f"the given K ({opts.dtype})")
+        sol.info.setdefault("residual_against", f"the given K ({plan.dtype})")
         self._record(sol)
-        return sol.K_alpha
+        return sol
 
     def _record(self, sol) -> None:
         self.dual_coef_ = sol.alpha
@@ -214,15 +227,14 @@ class _KernelInterpolantBase(BaseEstimator):
             # X is k(test, train), (m, n): float64 products a row block at a time,
             # so a float32 X is never upcast whole.
             out = np.empty((len(X),) + self.dual_coef_.shape[1:])
-            step = max(1, 2**25 // max(X.shape[1], 1))
+            step = predict_rows(X.shape[1])
             for i in range(0, len(X), step):
                 out[i:i + step] = np.asarray(X[i:i + step], dtype=np.float64) @ self.dual_coef_
             return out
         # The fit's backend predicts too (a model loaded elsewhere falls back to NumPy).
         be = get_backend(*getattr(self, "_backend_spec", ("numpy", "cpu")))
-        n = self.X_fit_.shape[0]
         # float64 temporaries of at most ~256 MB per block, whatever n is.
-        block = int(max(64, min(4096, 2**25 // max(n, 1))))
+        block = predict_rows(self.X_fit_.shape[0])
         return cross_gram_matvec(self.kernel_, X, self.X_fit_, self.dual_coef_,
                                  dtype=self.X_fit_.dtype, block_size=block,
                                  sq_cols=self._sq_fit if be.name == "numpy" else None,
@@ -260,7 +272,9 @@ class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):
     norm_ : float
         sqrt(trace(alpha^T K alpha)), the interpolant's RKHS norm.
     train_error_ : float
-        ||K alpha - Y||_F / ||Y||_F (0 for an exact interpolant).
+        ||K alpha - Y||_F / ||Y||_F (0 for an exact interpolant), with K alpha
+        computed without the shift (no cancellation however large lam is) and
+        the norms scaled (no overflow for targets near 1e300).
     relative_residual_ : float
         ||(K + lam I) alpha - Y||_F / ||Y||_F: how exactly the system was solved
         (the absolute residual when Y is all zeros).
@@ -270,16 +284,24 @@ class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):
         sqrt(n) in float64, 1e-4 sqrt(n) in float32) or CG stopped short of
         ``tol``.
     warnings_ : list of str
-        Each way the fit was not exact, in words (also raised as
-        :class:`kernelfit.errors.AccuracyWarning`, or as
-        :class:`kernelfit.errors.AccuracyError` with ``Options(strict=True)``).
-        A K singular to working precision (duplicate points with agreeing
-        targets, a very wide bandwidth) is answered by the minimum-norm
-        solution K^+ y, with its rank in ``solver_info_["rank"]``.
+        Each way the fit was not exact or is degenerate (K the identity, one
+        decision value for every point, a lam that swamps K, lam = 0 without
+        interpolation, alpha untrustworthy by K's condition number), in
+        words (also raised as :class:`kernelfit.errors.AccuracyWarning`, or
+        as :class:`kernelfit.errors.AccuracyError` with
+        ``Options(strict=True)``). A K singular to working precision
+        (duplicate points with agreeing targets, a very wide bandwidth, a
+        linear kernel on n > d points) is answered by the minimum-norm
+        solution K^+ y, with its rank in ``solver_info_["rank"]``, by every
+        solver but "cg-matrix-free", which raises
+        :class:`kernelfit.errors.SingularKernelError` instead.
     solver_info_ : dict
         What the solver did: "converged", "jitter" (and the attempts of
-        jitter="auto"), "rank" and "cutoff" when the rank-revealing path ran,
-        CG's "iterations" and "residuals", "residual_limit".
+        jitter="auto"), "rank" and "cutoff" when the rank-revealing path ran
+        (also for a CG solve that met a singular K: "replaced" keeps CG's own
+        figures), CG's "iterations" and "residuals", "residual_limit",
+        "cond_estimate" (after a Cholesky: an estimate of cond(K + lam I), and
+        its "cond_estimate_method").
     timings_ : dict
         Seconds per stage (gram, factor, solve, refine, residual).
     kernel_ : kernelfit.kernels.Kernel
@@ -287,13 +309,15 @@ class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):
     """
 
     def fit(self, X, y):
+        return self._fit(X, y)
+
+    def _fit(self, X, y, plan=None):
         self._check_params()
         X, y = check_fit_data(self, X, y, y_numeric=True)
         Y = np.asarray(y, dtype=np.float64)
         self._y_1d = Y.ndim == 1
         Y2 = Y.reshape(len(Y), -1)
-        K_alpha = self._solve(X, Y2)
-        self.train_error_ = relative_norm(K_alpha - Y2, Y2)
+        self.train_error_ = self._solve(X, Y2, plan).train_residual
         if self._y_1d:
             self.dual_coef_ = self.dual_coef_[:, 0]
         return self
@@ -318,6 +342,9 @@ class KernelInterpolantClassifier(ClassifierMixin, _KernelInterpolantBase):
     """
 
     def fit(self, X, y):
+        return self._fit(X, y)
+
+    def _fit(self, X, y, plan=None):
         self._check_params()
         X, y = check_fit_data(self, X, y, y_numeric=False)
         y = column_or_1d(y, warn=True)
@@ -325,7 +352,7 @@ class KernelInterpolantClassifier(ClassifierMixin, _KernelInterpolantBase):
         self.classes_, codes = np.unique(y, return_inverse=True)
         Y = np.zeros((len(y), len(self.classes_)))
         Y[np.arange(len(y)), codes] = 1.0
-        K_alpha = self._solve(X, Y)
+        K_alpha = self._solve(X, Y, plan).K_alpha
         self.train_error_ = float(np.mean(np.argmax(K_alpha, axis=1) != codes))
         return self
 

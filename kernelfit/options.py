@@ -8,9 +8,6 @@ from dataclasses import asdict, dataclass, replace
 from .errors import InputError
 from .params import one_of, real, whole
 
-# Largest n for which dtype="auto" stores K in float64 (20,000^2 x 8 B = 3.2 GB).
-AUTO_FLOAT64_MAX_N = 20_000
-
 DTYPES = ("auto", "float32", "float64")
 STORAGE_CHOICES = ("auto", "memory", "disk")
 # Kept in step with kernelfit.backend.BACKEND_CHOICES (imported lazily there).
@@ -23,6 +20,18 @@ _SCHEDULER = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[
 # Preconditioners of the CG solvers (kernelfit.solvers.precond)
 PRECONDITIONERS = ("eigen", "jacobi", "none")
 REFINE_AGAINST = ("auto", "stored", "exact")
+# Most refinement steps a solve may ask for. Each converging step cuts the residual by
+# cond(K) eps_float32 (30x-1000x measured), so float64's floor is a few steps away, and
+# the refinement stops by itself once a step stops cutting it; more is a typo.
+MAX_REFINE_STEPS = 100
+
+
+def check_backend_device(backend: str, device: str | None) -> None:
+    """A device the backend can use: the NumPy backend runs in host memory only."""
+    if backend == "numpy" and device not in (None, "cpu"):
+        raise InputError(f"backend 'numpy' runs in host memory, and device {device!r} is a GPU: "
+                         "use backend 'torch', 'cupy' or 'auto' (--backend), or drop the "
+                         "device (--device)")
 
 
 @dataclass(frozen=True)
@@ -36,14 +45,14 @@ class Options:
         60,000 x 60,000 K is 14.4 GB in float32, 28.8 GB in float64) and runs
         twice as fast, but an interpolation kernel matrix is ill-conditioned,
         so float64 is the safe choice when it is cheap. "auto" takes float64 up
-        to n = AUTO_FLOAT64_MAX_N points (K of 3.2 GB) and float32 above.
+        to n = kernelfit.sizes.AUTO_FLOAT64_MAX_N points (K of 3.2 GB) and float32 above.
     block_size : int
         Rows per Gram-builder block. Each block is one GEMM of
         ``block_size x n_cols x d`` plus an element-wise kernel map.
     tile_size : int or None
         Tile width of the in-place tiled Cholesky. None (auto): one in-place
-        LAPACK call on the whole K up to 1 GiB (kernelfit.plan.SINGLE_CALL_BYTES),
-        6,144-wide tiles above (on a GPU: kernelfit.plan.DEVICE_TILE).
+        LAPACK call on the whole K up to 1 GiB (kernelfit.sizes.SINGLE_CALL_BYTES),
+        6,144-wide tiles above (on a GPU: kernelfit.sizes.DEVICE_TILE).
         Every LAPACK/BLAS call touches at most ``n * tile_size`` elements, which
         must stay < 2**31
         (SciPy's LAPACK is LP64).
@@ -60,7 +69,9 @@ class Options:
         what it used.
     refine_steps : int
         Iterative-refinement steps after the direct solve (float64 residuals,
-        corrections from the float32 factor).
+        corrections from the float32 factor), at most ``MAX_REFINE_STEPS``
+        (100). The refinement stops early once a step fails to halve the
+        residual, and records why (``solver_info_["refine_stop"]``).
     refine_against : {"auto", "stored", "exact"}
         What the refinement's residuals (and the reported residual) are
         measured against. "stored": K's own entries as stored (float32 when
@@ -86,7 +97,7 @@ class Options:
         columns); None chooses them from memory and the sketched spectrum's
         decay (:func:`kernelfit.solvers.precond.choose_sketch`), and for
         "cg" / "cg-matrix-free" at least 300 while their sketch fits
-        (``kernelfit.solvers.solve.CG_MIN_RANK``).
+        (``kernelfit.sizes.CG_MIN_RANK``).
     val_fraction : float
         solver="pcg": 0 stops on ``tol``; > 0 holds out this fraction of the
         training points (never test data), finds the iteration t* with the
@@ -114,6 +125,14 @@ class Options:
         (rerun the same command). "auto": memory when K fits, else disk.
     scratch_dir : str or None
         Folder of K's tile files (default: ``scratch`` in kernelfit's cache).
+        One run at a time per folder: a fit whose K goes on disk holds the
+        folder's lock, and a second one there is refused at once
+        (:class:`kernelfit.errors.FileInUseError`, naming the holder's PID).
+    keep_scratch : bool
+        Keep K's tile files after a fit that succeeds (a later fit of the same
+        K, lam and dtype then solves with the stored factor). False (default):
+        they are deleted once the fit has its answer; a fit that fails or is
+        killed keeps them either way, for the next run to resume from.
     device_memory : int or None
         Bytes of device memory a GPU run may use (None: what the device has
         free). K that does not fit stays in pinned host memory and is streamed
@@ -168,6 +187,7 @@ class Options:
     memory_limit: int | None = None
     storage: str = "auto"
     scratch_dir: str | None = None
+    keep_scratch: bool = False
     device_memory: int | None = None
     progress: bool = False
     backend: str = "auto"
@@ -184,7 +204,8 @@ class Options:
         whole("Options.n_jobs", self.n_jobs, 1, hint="threads for the Gram builder")
         if self.jitter != "auto":
             real("Options.jitter", self.jitter, 0, allow_none=True, hint="or 'auto'")
-        whole("Options.refine_steps", self.refine_steps, 0, hint="0 turns refinement off")
+        whole("Options.refine_steps", self.refine_steps, 0, high=MAX_REFINE_STEPS,
+              hint="0 turns refinement off; it converges in a few steps or not at all")
         one_of("Options.refine_against", self.refine_against, REFINE_AGAINST)
         real("Options.tol", self.tol, 0, 1, lo_open=True, hi_open=True,
              hint="the CG stopping relative residual, e.g. 1e-6")
@@ -213,6 +234,7 @@ class Options:
                 raise InputError(f"Options.device must be None (CUDA if present, else the CPU), "
                                  f"'cpu', 'cuda' or 'cuda:N' (N a device index), "
                                  f"got {self.device!r}")
+        check_backend_device(self.backend, self.device)
         if self.scheduler is not None and self.scheduler != "local":
             m = _SCHEDULER.match(self.scheduler) if isinstance(self.scheduler, str) else None
             if m is None or not 1 <= int(m.group(3)) <= 65535:
@@ -220,34 +242,10 @@ class Options:
                                  f"LocalCluster on this machine) or a running scheduler's "
                                  f"address tcp://host:port (port 1-65535), got "
                                  f"{self.scheduler!r}")
-        for name in ("progress", "overwrite_gram", "strict"):
+        for name in ("progress", "overwrite_gram", "strict", "keep_scratch"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"Options.{name} must be True or False, "
                                  f"got {getattr(self, name)!r}")
-
-    def refines_exactly(self, solver: str, *, has_points: bool) -> bool:
-        """Whether refinement measures against K recomputed in float64 ("auto" resolved).
-
-        "exact" needs the points, solver="cholesky" and no scheduler; asked for
-        anywhere else it is an :class:`InputError`. "auto" is "exact" wherever
-        that holds and ``refine_steps`` > 0.
-        """
-        possible = has_points and solver == "cholesky" and self.scheduler is None
-        if self.refine_against == "exact" and not possible:
-            raise InputError("refine_against='exact' recomputes K in float64 from the points "
-                             "to refine a Cholesky solve on this machine: it needs the points "
-                             "(not a precomputed K), solver='cholesky' and no scheduler; use "
-                             "refine_against='stored' otherwise")
-        return self.refine_against == "exact" or (self.refine_against == "auto"
-                                                  and bool(self.refine_steps) and possible)
-
-    def resolve_dtype(self, n: int) -> str:
-        """The concrete dtype for n training points ("auto" resolved)."""
-        if self.dtype == "auto":
-            return "float64" if n <= AUTO_FLOAT64_MAX_N else "float32"
-        if self.dtype not in ("float32", "float64"):
-            raise InputError(f"dtype must be 'auto', 'float32' or 'float64', got {self.dtype!r}")
-        return self.dtype
 
     def replace(self, **changes) -> Options:
         return replace(self, **changes)

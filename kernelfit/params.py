@@ -1,4 +1,4 @@
-"""Checks of user-given settings, written once: a whole number, a finite real, one of a set.
+"""Checks of user-given settings, written once: a whole number, a real, one of a set, a folder.
 
 Every config and option class validates its fields through these, so "an
 integer" means the same everywhere: NumPy integers count, ``True`` does not
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from pathlib import Path
 
 from .errors import InputError
 
@@ -76,3 +78,39 @@ def one_of(name: str, v, choices):
     if isinstance(v, bool) or v not in tuple(choices):
         raise InputError(f"{name} must be one of {', '.join(map(repr, choices))}, got {v!r}")
     return v
+
+
+# Kernel pseudo-file-systems: a path there names no storage (files appear and vanish
+# with processes), so kernelfit never keeps a cache or a scratch file in them.
+_PSEUDO_FS = (Path("/proc"), Path("/sys"))
+
+
+def folder(name: str, v, *, example: str) -> Path:
+    """``v`` (str or path, ``~`` expanded) as a folder that exists or can be created.
+
+    Not created here (only checked): it must not be a file, nor under ``/proc`` or
+    ``/sys``, and where it is missing its nearest existing parent must be a
+    writable folder. ``example`` is a path the message suggests instead.
+    """
+    if not isinstance(v, (str, os.PathLike)) or not str(v):
+        raise InputError(f"{name} must be a folder path, got {v!r}")
+    path = Path(v).expanduser()
+    real_path = Path(os.path.realpath(path))
+    pseudo = next((fs for fs in _PSEUDO_FS if real_path == fs or fs in real_path.parents), None)
+    if pseudo is not None:
+        raise InputError(f"{name} {str(v)!r} is under {pseudo}, a kernel pseudo-file-system "
+                         f"that stores nothing; give a folder on a disk, e.g. {example}")
+    if real_path.exists():
+        if not real_path.is_dir():
+            raise InputError(f"{name} {str(v)!r} is a file, not a folder; give a folder "
+                             f"(created when missing), e.g. {example}")
+        return path
+    parent = next(p for p in real_path.parents if p.exists())
+    if not parent.is_dir():
+        raise InputError(f"{name} {str(v)!r} cannot be created: {parent} is a file; give a "
+                         f"folder path, e.g. {example}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{name} {str(v)!r} does not exist and cannot be created in "
+                         f"{parent} (no write permission); create it, or give a writable "
+                         f"folder, e.g. {example}")
+    return path

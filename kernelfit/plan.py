@@ -1,97 +1,59 @@
-"""The memory planner: from n, d, dtype, the backend and the memory at hand, how to build and solve.
+"""The planner: what the user asked for, and the data's shape, resolved into one frozen Plan.
 
-It answers before anything large is allocated, so a request that cannot fit
-fails in a second with the numbers and the ways out, not after an hour with
-the kernel's OOM killer. Its :class:`Plan` is resolved once per fit and
-carries every size the engine uses (dtype, tile, where K lives); the size
-constants below are the only ones.
+:func:`plan_fit` runs once per fit, before anything large is allocated: it
+resolves every "auto" of :class:`~kernelfit.options.Options` (dtype, backend
+and device knowing the solver, where K lives, the tile, the refinement's
+reference) and counts every allocation, so a request that cannot fit fails
+in a second with the numbers and the ways out, not after an hour with the
+kernel's OOM killer. Everything below it (the Gram builders, the storage,
+the solvers) takes the Plan, or ``Plan.options`` with nothing left to
+resolve; the record of a run reports the Plan that ran, and ``kernelfit
+plan`` prints the same object. The sizes themselves live in
+:mod:`kernelfit.sizes`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
-import psutil
 
-from .errors import PlanError
+from .backend import get_backend, resolve_backend
+from .errors import InputError, PlanError
 from .formats import human_bytes
 from .options import Options
-from .solvers.pinv import PINV_MAX_N, pinv_bytes
+from .sizes import (
+    CHUNK_ROWS,
+    DEVICE_CHUNK_ROWS,
+    DEVICE_HEADROOM,
+    STORED_PRODUCT_ROWS,
+    blas_workspace,
+    device_tile,
+    gram_rows,
+    host_limit,
+    host_tile,
+    predict_rows,
+    residual_rows,
+    streamed_panel_bytes,
+    streamed_tile,
+    working_dtype,
+)
 
 SOLVERS = ("cholesky", "cg", "cg-matrix-free", "pcg")
-
-# -- the engine's sizes -------------------------------------------------------------
-#: Tile width for a host K too large for one LAPACK call (n^2 >= 2**31): 6,144-wide
-#: tiles kept a 60,000 x 60,000 float32 factorization at ~86% of GEMM on 2 cores.
-LARGE_TILE = 6144
-#: Tile of a K factored in device memory. Measured on an H200 (benchmarks/results/gpu,
-#: n = 60,000 float32): 6,144 -> 41.0 TFLOP/s, 8,192 -> 40.1, 12,288 -> 38.2,
-#: 16,384 -> 37.3 (wider tiles leave more of the work in the slower potrf / trsm).
-DEVICE_TILE = 6144
-#: Rows and columns of a device tile of the streamed Gram (K += Phi_c Phi_c^T): a GPU
-#: GEMM needs large tiles to run near its peak (8192 x 8192 x 2,048 is 275 GFLOP,
-#: milliseconds on an H100), and cuBLAS accumulates into the view itself.
-DEVICE_STREAM_TILE = 8192
-#: Rows per Gram panel in device memory (host panels: Options.block_size): one
-#: GEMM and six element-wise passes per panel, few enough launches to vanish.
-DEVICE_PANEL_ROWS = 4096
-#: Rows per float64 chunk of the stored-K product: in cache on the host (measured at
-#: n = 10,000: 256 rows 0.29 s, 512 0.36 s, 2,048 0.89 s); large on a device.
-STORED_PRODUCT_ROWS = {"host": 256, "device": 4096}
-#: Panel width of the triangular solves on the host: each diagonal tile's solve is
-#: one LAPACK call on a small (16 MB) tile, whatever the factor's tile was.
-SOLVE_TILE = 2048
-#: Row chunk of the host GEMM updates and panel solves: bounds the temporaries
-#: (chunk x tile elements) and keeps each GEMM large enough to run near peak.
-CHUNK_ROWS = 8192
-#: The same on a device, where a chunk's temporary (16,384 x tile) is cheap and
-#: fewer, larger calls keep the GPU busy.
-DEVICE_CHUNK_ROWS = 16384
-#: Rows per block of the matrix-free residual when K is streamed from host tiles
-#: (no copy of K is kept): bounds its float64 temporary to 1,024 x n.
-STREAMED_RESIDUAL_ROWS = 1024
-#: Share of the device's free memory a resident K may take: the rest is cuBLAS and
-#: cuSOLVER workspace, the panel temporaries and the data.
-DEVICE_HEADROOM = 0.92
-
-#: Largest K factored by one LAPACK call. OpenBLAS's threaded dpotrf on this kind of
-#: machine segfaulted on one in-place call over a 16,000 x 16,000 float64 matrix
-#: (2.0 GB; 12,000, 1.2 GB, ran; a random SPD matrix, plain SciPy, 2 threads), so
-#: above 1 GiB the factor goes tile by tile, each potrf on a 6,144-wide tile.
-SINGLE_CALL_BYTES = 2**30
-
-
-def device_tile(n: int, opts: Options) -> int:
-    """The tile width to factor an n x n K in device memory with."""
-    return min(n, opts.tile_size or DEVICE_TILE)
-
-
-def max_tile(n: int) -> int:
-    """Largest tile width whose calls stay below 2**31 elements (LP64 LAPACK)."""
-    return max(1, min(n, (2**31 - 1) // max(n, CHUNK_ROWS)))
-
-
-def choose_tile(n: int, tile_size: int | None = None, itemsize: int = 8) -> int:
-    """The tile width to factor an n x n K in host memory with.
-
-    ``None`` (auto): the whole matrix in one in-place LAPACK call while it holds
-    at most :data:`SINGLE_CALL_BYTES` (LAPACK's own blocked potrf is the fastest
-    route there: 93% of GEMM at n = 10,000 float32), else :data:`LARGE_TILE`.
-    A given width is clipped to what keeps every call below 2**31 elements.
-    """
-    if tile_size is None:
-        tile_size = n if n * n * itemsize <= SINGLE_CALL_BYTES else LARGE_TILE
-    return int(max(1, min(tile_size, max_tile(n))))
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What a fit will allocate and how it will run.
+    """What a fit will allocate and how it will run: every setting resolved.
 
-    ``storage``: "host" (K in host memory, NumPy), "device" (K in place in the
-    device's memory), or "host tiles" (K larger than the device: lower tiles in
-    pinned host memory, streamed through the device by the tiled Cholesky).
+    ``storage``: "host" (K in host memory, NumPy), "disk tiles" (K's lower
+    tiles in a file, factored out of core), "device" (K in place in the
+    device's memory), "host tiles" (K larger than the device: lower tiles in
+    pinned host memory, streamed through the device by the tiled Cholesky),
+    "none" (matrix-free: K is never stored) or "dask" (on the cluster's
+    workers). ``options`` is the caller's :class:`Options` with every "auto"
+    resolved (dtype, backend, device, refine_against, tile_size): what the
+    engine below reads.
     """
 
     n: int
@@ -110,56 +72,156 @@ class Plan:
     device_limit_bytes: int = 0
     disk_bytes: int = 0            # K's tiles on disk ("disk tiles")
     scratch_dir: str = ""
+    n_outputs: int = 1
+    precomputed: bool = False      # K handed over (kernel="precomputed", or streamed)
+    streamed: bool = False         # K accumulated from the front end's column chunks
+    refine_against: str = "stored"
+    gram_rows: int = 0             # rows per Gram panel
+    predict_rows: int = 0          # rows per block of k(test, train) at prediction
+    notes: tuple = ()
+    options: Options = field(default_factory=Options)
 
     @property
     def total_bytes(self) -> int:
         return self.gram_bytes + self.work_bytes + self.extra_bytes
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["notes"] = list(self.notes)
+        out["total_bytes"] = self.total_bytes
+        return out
 
 
-def available_memory() -> int:
-    """Bytes the OS says can be allocated now without swapping."""
-    return int(psutil.virtual_memory().available)
+def refine_reference(opts: Options, solver: str, *, has_points: bool) -> str:
+    """What refinement measures against: "exact" (K recomputed in float64) or "stored".
+
+    "exact" needs the points, solver="cholesky" and no scheduler; asked for
+    anywhere else it is an :class:`InputError`. "auto" is "exact" wherever
+    that holds and ``refine_steps`` > 0.
+    """
+    possible = has_points and solver == "cholesky" and opts.scheduler is None
+    if opts.refine_against == "exact" and not possible:
+        raise InputError("refine_against='exact' recomputes K in float64 from the points "
+                         "to refine a Cholesky solve on this machine: it needs the points "
+                         "(not a precomputed K), solver='cholesky' and no scheduler; use "
+                         "refine_against='stored' otherwise")
+    exact = opts.refine_against == "exact" or (opts.refine_against == "auto"
+                                               and bool(opts.refine_steps) and possible)
+    return "exact" if exact else "stored"
+
+
+def _backend(opts: Options, solver: str, precomputed: bool):
+    """The backend of the fit, knowing the solver; and a notice for the record, if any.
+
+    A precomputed K is a host array and a Dask solve runs on the workers: both
+    are NumPy. "auto" takes a GPU for the exact solve only (the CG solvers run
+    on the host, :func:`kernelfit.backend.resolve_backend`).
+    """
+    if opts.scheduler is not None:
+        if opts.backend not in ("numpy", "auto"):
+            raise InputError("a Dask solve (scheduler=...) runs on the cluster's workers "
+                             "with NumPy; drop --backend torch/cupy or the scheduler")
+        return get_backend("numpy"), ()
+    if precomputed:
+        return get_backend("numpy"), ()
+    be = resolve_backend(opts, solver)
+    notes = ()
+    if opts.backend == "torch" and opts.device is None and not be.on_gpu:
+        notes = ("--backend torch: PyTorch sees no CUDA device, so K is built and factored "
+                 "on the CPU with PyTorch (same engine as --backend numpy, usually slower)",)
+    return be, notes
 
 
 def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
-             options: Options | None = None, gram_allocated: bool = False,
+             options: Options | None = None, precomputed: bool = False,
+             gram_allocated: bool = False, streamed: bool = False,
              extra_bytes: int = 0, backend=None) -> Plan:
-    """Plan a fit of n points in d dimensions; raise :class:`PlanError` if it cannot fit.
+    """Resolve and plan a fit of n points in d dimensions; raise PlanError if it cannot fit.
 
     The estimate counts K (n^2 elements unless matrix-free), the data in the
     working dtype, the float64 right-hand sides and solutions, and the
     solver's temporaries (a few tiles, the Gram builder's per-thread panels,
-    the float64 upcast chunks of residual products). ``gram_allocated``: K
-    exists already and is factored in place (``d`` is then 0: no data).
-    ``extra_bytes``: what the caller allocates besides (a streamed path's
-    K_test and feature chunks, ...), counted into the total so that the whole
-    request is refused before any of it is allocated.
+    the float64 upcast chunks of residual products).
 
-    ``backend``: a :class:`kernelfit.backend.Backend` on a GPU plans where K
-    lives there (:func:`_plan_device`); None or a host backend plans host memory.
+    Parameters
+    ----------
+    n, d, n_outputs : int
+        Training points, their dimension (0 for a precomputed K), columns of Y.
+    solver : str
+    options : Options
+        What the user asked for; its "auto"s are resolved into ``Plan.options``.
+    precomputed : bool
+        K is handed over as an array (kernel="precomputed", or streamed from
+        feature chunks): solved on the host, no points to recompute it from.
+    gram_allocated : bool
+        K exists already and is factored in place: not counted (the memory
+        available now has already paid for it).
+    streamed : bool
+        K comes from the front end's column chunks (recorded in the Plan).
+    extra_bytes : int
+        What the caller allocates besides (a run's k(test, train), feature
+        matrices or chunks, prediction blocks), counted into the total so that
+        the whole request is refused before any of it is allocated.
+    backend : Backend, optional
+        An already-resolved backend (benchmarks, tests with a stub device);
+        default: resolved from ``options`` knowing the solver.
     """
     opts = options or Options()
-    if backend is not None and backend.on_gpu and not gram_allocated:
-        return _plan_device(n, d, n_outputs, solver, opts, backend, int(extra_bytes))
     if solver not in SOLVERS:
         raise PlanError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    dtype = np.dtype(opts.resolve_dtype(n))
+    extra = int(extra_bytes)
+    if extra < 0:
+        raise PlanError(f"extra_bytes must be >= 0, got {extra_bytes!r}")
+    if precomputed and solver == "cg-matrix-free":
+        raise InputError("solver='cg-matrix-free' needs the points, not a precomputed K; "
+                         "use 'cholesky' or 'cg'")
+    dtype = working_dtype(opts.dtype, n)
+    refine = refine_reference(opts, solver, has_points=not precomputed and d > 0)
+    be, notes = (backend, ()) if backend is not None else _backend(opts, solver, precomputed)
+    # K on a remote cluster's workers is planned there (kernelfit.distributed); this host
+    # holds the points, the solution and the caller's extras.
+    remote = opts.scheduler not in (None, "local")
+    if be.on_gpu and not gram_allocated and not precomputed:
+        # K and its work on the device; the caller's extras (features, blocks of
+        # k(test, train)) stay in host memory, which holds nothing else large then.
+        plan = _plan_device(n, d, n_outputs, solver, opts.replace(dtype=dtype), be, 0)
+    else:
+        plan = _plan_host(n, d, n_outputs, solver, opts.replace(dtype=dtype), be, extra,
+                          gram_allocated=gram_allocated or remote, refine=refine)
+    storage = ("dask" if opts.scheduler is not None
+               else "none" if solver == "cg-matrix-free" else plan.storage)
+    tile_size = plan.tile if storage not in ("dask", "none") else opts.tile_size
+    resolved = opts.replace(dtype=dtype, backend=be.name, device=be.device_name,
+                            refine_against=refine, tile_size=tile_size,
+                            storage="disk" if storage == "disk tiles" else
+                            "memory" if opts.storage == "auto" else opts.storage)
+    return replace(plan, storage=storage, n_outputs=max(int(n_outputs), 1),
+                   precomputed=precomputed, streamed=streamed, refine_against=refine,
+                   gram_rows=gram_rows(opts.block_size, on_device=be.on_gpu),
+                   predict_rows=predict_rows(n), notes=notes, options=resolved)
+
+
+def _vectors(n: int, n_outputs: int) -> int:
+    """Y, alpha, residuals and CG blocks: float64, n x n_outputs each."""
+    return 8 * n * max(n_outputs, 1) * 6
+
+
+def _plan_host(n: int, d: int, n_outputs: int, solver: str, opts: Options, be, extra: int,
+               *, gram_allocated: bool, refine: str) -> Plan:
+    """K in host memory: one in-place buffer, or its lower tiles on disk."""
+    dtype = np.dtype(opts.dtype)
     item = dtype.itemsize
-    tile = choose_tile(n, opts.tile_size, item)
-    # A K that is already allocated (precomputed, factored in place) is not
-    # counted: the memory available now has already paid for it.
+    tile = host_tile(n, opts.tile_size, item)
     gram = 0 if solver == "cg-matrix-free" or gram_allocated else n * n * item
-    vectors = 8 * n * max(n_outputs, 1) * 6            # Y, alpha, residuals, CG blocks
+    vectors = _vectors(n, n_outputs)
     data = n * d * (item + 8)
     chunk_rows = min(CHUNK_ROWS, n)
     tiled = tile * (max(chunk_rows, tile) + 2 * tile) * item if tile < n else 0
     temps = max(tiled,                                  # Cholesky: diag tile + GEMM buffer
-                512 * n * 8 * 2,                        # float64 upcast chunks
+                # float64 upcast chunks of the stored product and their results
+                4 * STORED_PRODUCT_ROWS["host"] * n * 8,
                 opts.n_jobs * opts.block_size * d * item)
-    if opts.refines_exactly(solver, has_points=d > 0):
+    if refine == "exact":
         # float64 residual blocks of K recomputed from the points, after the factor
         temps = max(temps, 2 * residual_rows(n) * n * 8)
     if solver in ("cg", "cg-matrix-free", "pcg"):     # eigen sketch (+ pcg's validation rows)
@@ -167,15 +229,11 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
         k_item = 0 if solver == "cg-matrix-free" else item      # as solve._cg sizes it
         temps += pcg_bytes(n, opts if solver == "pcg" else replace(opts, val_fraction=0.0),
                            sketch_budget(n, k_item, opts, gram_allocated=gram_allocated))
-    work = vectors + data + temps
-    limit = opts.memory_limit or int(0.9 * available_memory())
-    extra = int(extra_bytes)
-    if extra < 0:
-        raise PlanError(f"extra_bytes must be >= 0, got {extra_bytes!r}")
+    work = vectors + data + temps + blas_workspace(n)
+    limit = host_limit(opts.memory_limit)
     plan = Plan(n=n, d=d, dtype=dtype.name, solver=solver, tile=tile,
                 gram_bytes=gram, work_bytes=work, limit_bytes=limit, extra_bytes=extra,
-                backend=backend.name if backend is not None else "numpy",
-                device=backend.device_name if backend is not None else "cpu")
+                backend=be.name, device=be.device_name)
     wants_disk = opts.storage == "disk" or (opts.storage == "auto"
                                             and plan.total_bytes > limit)
     if wants_disk and solver == "cholesky" and d > 0 and not gram_allocated:
@@ -210,18 +268,26 @@ def plan_fit(n: int, d: int, n_outputs: int = 1, *, solver: str = "cholesky",
 
 
 def scratch_dir(opts: Options):
-    """Where K's tile files go: ``Options.scratch_dir``, else ``scratch`` in the cache root."""
-    from pathlib import Path
+    """Where K's tile files go: ``Options.scratch_dir``, else ``scratch`` in the cache root.
 
-    from .data.cache import data_home
-    return Path(opts.scratch_dir).expanduser() if opts.scratch_dir else data_home() / "scratch"
+    Checked here, before any work: a folder that exists or can be created (not a
+    file, not under ``/proc``), else :class:`~kernelfit.errors.InputError`.
+    """
+    from .home import SCRATCH, data_home
+    from .params import folder
+    if not opts.scratch_dir:
+        return folder("the scratch folder", data_home() / SCRATCH,
+                      example="--scratch ~/kernelfit-scratch")
+    return folder("--scratch / Options.scratch_dir", opts.scratch_dir,
+                  example="~/kernelfit-scratch (a disk with room for K's tiles)")
 
 
 def _plan_disk(plan: Plan, n: int, d: int, n_outputs: int, opts: Options, item: int):
     """K's lower tiles on disk, three panels of them in RAM; None if RAM or disk is short."""
     import shutil
-    vectors = 8 * n * max(n_outputs, 1) * 6
-    fixed = vectors + n * d * (item + 8) + plan.extra_bytes + residual_rows(n) * n * (8 + item)
+    vectors = _vectors(n, n_outputs)
+    fixed = (vectors + n * d * (item + 8) + plan.extra_bytes + residual_rows(n) * n * (8 + item)
+             + blas_workspace(n))
     tile = streamed_tile(n, item, plan.limit_bytes - fixed)
     if not tile:
         return None
@@ -233,13 +299,13 @@ def _plan_disk(plan: Plan, n: int, d: int, n_outputs: int, opts: Options, item: 
     if disk > shutil.disk_usage(probe).free:
         return None
     return replace(plan, storage="disk tiles", tile=tile, gram_bytes=0,
-                   work_bytes=streamed_device_bytes(n, tile, item) + fixed - plan.extra_bytes,
+                   work_bytes=streamed_panel_bytes(n, tile, item) + fixed - plan.extra_bytes,
                    disk_bytes=disk, scratch_dir=str(folder))
 
 
 def _refuse_disk(plan: Plan, opts: Options, item: int):
     raise PlanError(f"--storage disk / storage='disk' for n={plan.n:,} needs three panels in "
-                    f"RAM (about {human_bytes(streamed_device_bytes(plan.n, 256, item))} at "
+                    f"RAM (about {human_bytes(streamed_panel_bytes(plan.n, 256, item))} at "
                     f"the narrowest tile) besides the data, and room for K's lower tiles "
                     f"(about {human_bytes(plan.n * plan.n * item / 2)}) under "
                     f"{scratch_dir(opts)}; one of them is short. Free memory or disk, or "
@@ -261,23 +327,23 @@ def _plan_device(n: int, d: int, n_outputs: int, solver: str, opts: Options, bac
     if solver != "cholesky":
         raise PlanError(f"backend={backend.name!r} on a GPU solves with solver='cholesky'; "
                         f"--solver {solver} runs with --backend numpy")
-    dtype = np.dtype(opts.resolve_dtype(n))
+    dtype = np.dtype(opts.dtype)
     item = dtype.itemsize
     gram = n * n * item
-    vectors = 8 * n * max(n_outputs, 1) * 6
+    vectors = _vectors(n, n_outputs)
     data = n * d * item + 8 * n
-    tile = device_tile(n, opts)
+    tile = device_tile(n, opts.tile_size)
     # potrf / trsm temporaries of a tile, the float64 residual chunk, a Gram panel
-    temps = max(3 * tile * tile * item, 16384 * tile * item, 4096 * n * 8,
-                opts.block_size * n * item)
+    temps = max(3 * tile * tile * item, DEVICE_CHUNK_ROWS * tile * item,
+                STORED_PRODUCT_ROWS["device"] * n * 8, opts.block_size * n * item)
     work = vectors + data + temps
     dev_limit = device_limit(backend, opts)
-    host_limit = opts.memory_limit or int(0.9 * available_memory())
+    host = host_limit(opts.memory_limit)
     common = dict(n=n, d=d, dtype=dtype.name, solver=solver, work_bytes=work,
                   extra_bytes=extra, backend=backend.name, device=backend.device_name,
                   device_limit_bytes=dev_limit)
     if gram + work + extra <= DEVICE_HEADROOM * dev_limit:
-        return Plan(tile=tile, gram_bytes=gram, limit_bytes=host_limit, storage="device",
+        return Plan(tile=tile, gram_bytes=gram, limit_bytes=host, storage="device",
                     device_bytes=gram + work + extra, **common)
     # Past device memory: three panels of npad x tile on the device (the one being
     # factored and two left panels, double-buffered), K's lower tiles on the host.
@@ -285,10 +351,10 @@ def _plan_device(n: int, d: int, n_outputs: int, solver: str, opts: Options, bac
     tile = streamed_tile(n, item, int(DEVICE_HEADROOM * dev_limit) - fixed)
     if backend.name == "torch" and tile:
         nt = -(-n // tile)
-        host = nt * (nt + 1) // 2 * tile * tile * item
-        if host + data <= host_limit:
-            return Plan(tile=tile, gram_bytes=host, limit_bytes=host_limit,
-                        storage="host tiles", device_bytes=streamed_device_bytes(
+        tiles = nt * (nt + 1) // 2 * tile * tile * item
+        if tiles + data <= host:
+            return Plan(tile=tile, gram_bytes=tiles, limit_bytes=host,
+                        storage="host tiles", device_bytes=streamed_panel_bytes(
                             n, tile, item) + fixed, **{**common, "work_bytes": fixed})
     ways = ["--dtype float32 / dtype='float32' (halves K)"] if item == 8 else []
     ways += ["--backend numpy (K in host memory)", "fewer training points"]
@@ -297,63 +363,6 @@ def _plan_device(n: int, d: int, n_outputs: int, solver: str, opts: Options, bac
         f"{backend.describe()} has {human_bytes(dev_limit)} available"
         + ("" if backend.name == "torch" else
            " (streaming K from host memory runs on --backend torch)")
-        + (f" and host memory ({human_bytes(host_limit)}) cannot hold its tiles either"
+        + (f" and host memory ({human_bytes(host)}) cannot hold its tiles either"
            if backend.name == "torch" and tile else "")
         + ". Try: " + "; ".join(ways) + ".")
-
-
-def streamed_device_bytes(n: int, tile: int, item: int) -> int:
-    """Bytes of the streamed factor: three n x tile panels and a tile's temporaries."""
-    npad = -(-n // tile) * tile
-    return (3 * npad * tile + 3 * tile * tile + min(DEVICE_CHUNK_ROWS, npad) * tile) * item
-
-
-def residual_rows(n: int) -> int:
-    """Rows per block of the matrix-free residual of a streamed K (its temporary: rows x n)."""
-    return max(64, min(STREAMED_RESIDUAL_ROWS, n // 8))
-
-
-def streamed_tile(n: int, item: int, budget: int) -> int:
-    """The widest tile (a multiple of 256, at most 16,384) whose panels fit ``budget`` bytes.
-
-    The tile is then evened out over the panels (n = 100,000 and 12,288 at most
-    gives 9 panels of 11,264, not 8 full ones and a sliver), which keeps the
-    zero padding of the last tiles small.
-    """
-    widest = 16384
-    while widest >= 256 and streamed_device_bytes(n, widest, item) > budget:
-        widest -= 256
-    if widest < 256:
-        return 0
-    nt = -(-n // widest)
-    even = -(-n // nt)                    # ceil(n / nt), then up to a multiple of 256
-    tile = -(-even // 256) * 256
-    return int(tile if streamed_device_bytes(n, tile, item) <= budget else widest)
-
-
-def plan_pinv(n: int, options: Options | None = None, *, in_use: int = 0) -> int:
-    """Check that the rank-revealing solve K^+ Y of n points fits; return its bytes.
-
-    It runs when K already sits in memory (and failed to factor), so it is
-    planned against what is available now (and ``memory_limit`` less
-    ``in_use``, the bytes of that K). Refused when n is above
-    :data:`kernelfit.solvers.pinv.PINV_MAX_N` (the eigendecomposition's ~9 n^3
-    flops take too long) or its two float64 n x n arrays do not fit.
-    """
-    opts = options or Options()
-    need = pinv_bytes(n)
-    if n > PINV_MAX_N:
-        raise PlanError(f"the minimum-norm solve K^+ y of n={n:,} needs an eigendecomposition "
-                        f"of ~{9 * n**3 / 1e12:.0f} TFLOP and {human_bytes(need)}; it is done "
-                        f"for n <= {PINV_MAX_N:,} only. Pass lam > 0 or jitter='auto', or "
-                        "fewer points.")
-    # in_use: what the fit holds already (K): counted against memory_limit, while
-    # the available memory has paid for it.
-    limit = int(0.9 * available_memory())
-    if opts.memory_limit is not None:
-        limit = min(limit, opts.memory_limit - int(in_use))
-    if need > limit:
-        raise PlanError(f"the minimum-norm solve K^+ y of n={n:,} needs {human_bytes(need)} "
-                        f"(two float64 n x n arrays) besides K, but only {human_bytes(limit)} "
-                        "is available. Pass lam > 0 or jitter='auto', or free memory.")
-    return need

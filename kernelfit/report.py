@@ -64,6 +64,9 @@ class RunRecord:
     # What the residual (and any refinement) was measured against: the stored K
     # (float32 when the run was) or K recomputed from the points.
     residual_against: str | None = None
+    # An estimate of cond(K + lam I) after a Cholesky (kernelfit/solvers/condition.py):
+    # alpha's relative error is up to ~cond x eps of the working dtype.
+    cond_estimate: float | None = None
     refine_history: list = field(default_factory=list)
     feature_params: dict = field(default_factory=dict)
     feature_dim: int | None = None
@@ -79,6 +82,9 @@ class RunRecord:
     timings: dict = field(default_factory=dict)
     gflops: dict = field(default_factory=dict)
     memory_plan_bytes: int | None = None
+    # The Plan the fit ran with (kernelfit.plan.Plan.as_dict, its options left out:
+    # where K lived, dtype, backend, tiles, bytes), as `kernelfit plan` prints it.
+    plan: dict | None = None
     peak_rss_bytes: int = 0
     seed: int | None = None
     versions: dict = field(default_factory=versions)
@@ -120,6 +126,8 @@ class RunRecord:
                          + (f"  (against {self.residual_against})" if self.residual_against
                             else "")),
         ]
+        if self.cond_estimate is not None:
+            rows.append(("condition", f"{self.cond_estimate:.1e}  (estimate of cond(K + lam I))"))
         if self.refine_history:
             steps = " -> ".join(f"{r:.1e}" for r in [*self.refine_history,
                                                       self.relative_residual])
@@ -166,20 +174,12 @@ MIN_RATE_GFLOP = 1.0
 
 @functools.lru_cache(maxsize=2)
 def gemm_gflops(dtype: str = "float64") -> float:
-    """GEMM rate of this machine (GFLOP/s): a warm-up, then the best of two 2048^3 products.
+    """This machine's CPU GEMM rate (GFLOP/s), measured once per process.
 
-    Smaller products read low while BLAS threads wake up (512^3: 8x low, and the
-    spinner promised an hour for a 12-minute factor; 1024^3: 41 against 65
-    GFLOP/s here). About half a second, paid only when a spinner is shown.
+    About half a second, paid only when a spinner is shown.
     """
-    a = np.ones((2048, 2048), dtype=dtype)
-    a @ a
-    best = np.inf
-    for _ in range(2):
-        t = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - t)
-    return 2 * 2048**3 / max(best, 1e-9) / 1e9
+    from .backend import get_backend
+    return get_backend("numpy").matmul_gflops(dtype)
 
 
 def expected_seconds(flops: float, dtype: str = "float64") -> float:

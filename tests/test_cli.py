@@ -131,7 +131,7 @@ def test_a_gpu_device_needs_a_gpu_backend(capsys):
     assert main(["run", "--device", "bogus", "--quiet"]) == 2
     assert "'cpu', 'cuda' or 'cuda:N'" in capsys.readouterr().err
     assert main(["run", "--backend", "numpy", "--device", "cuda", "--quiet"]) == 2
-    assert "--backend numpy runs in host memory" in capsys.readouterr().err
+    assert "backend 'numpy' runs in host memory" in capsys.readouterr().err
 
 
 def test_memory_limit_option_reaches_the_planner(capsys):
@@ -284,8 +284,8 @@ def test_plan_says_where_k_lives_before_any_work(capsys, tmp_path):
 
 
 def test_pcg_stopping_flags_reach_the_options():
-    from kernelfit.cli.run_cmd import config_from_args
+    from kernelfit.cli.settings import run_config
     args = build_parser().parse_args(["run", "--solver", "pcg", "--val-fraction", "0.1",
                                       "--patience", "7", "--val-min-iter", "3"])
-    opts = config_from_args(args).options
+    opts = run_config(args).options
     assert (opts.val_fraction, opts.patience, opts.val_min_iter) == (0.1, 7, 3)

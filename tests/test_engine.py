@@ -1,15 +1,16 @@
 """One engine on every backend: kernels, Gram, tiled Cholesky, solves and products.
 
-The ``xp`` fixture runs the backend-neutral code under NumPy, PyTorch on the
-CPU (when installed) and ``array-api-strict`` (a stray NumPy-only call fails
-there), each against SciPy / NumPy as the oracle. GPU cases (``-m gpu``) run
-the same checks on CuPy and PyTorch-CUDA when a device is present, and skip
-cleanly otherwise.
+The ``to_xp`` fixture (``conftest.backend_case``) runs the backend-neutral
+code under NumPy, PyTorch on the CPU (when installed) and ``array-api-strict``
+(a stray NumPy-only call fails there), each against SciPy / NumPy as the
+oracle. GPU cases (``-m gpu``) run the same checks on CuPy and PyTorch-CUDA
+when a device is present, and skip cleanly otherwise.
 """
 
 import numpy as np
 import pytest
 import scipy.linalg as sl
+from conftest import GPU_CASES, backend_params
 
 from kernelfit.backend import backend_of, get_backend
 from kernelfit.errors import InputError, NotPositiveDefiniteError
@@ -19,50 +20,6 @@ from kernelfit.solvers.cholesky import cholesky_solve, factor, restore_lower, ti
 from kernelfit.solvers.operators import KernelOperator, StoredOperator
 from kernelfit.solvers.solve import solve_stored
 from kernelfit.solvers.tiles import HostTileStore
-
-
-def _torch_cpu():
-    torch = pytest.importorskip("torch")
-    return lambda a: torch.from_numpy(np.array(a))
-
-
-def _strict():
-    xp = pytest.importorskip("array_api_strict")
-    return lambda a: xp.asarray(np.array(a))
-
-
-def _cuda_torch():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    return lambda a: torch.from_numpy(np.array(a)).cuda()
-
-
-def _cupy():
-    cp = pytest.importorskip("cupy")
-    try:
-        if cp.cuda.runtime.getDeviceCount() < 1:
-            pytest.skip("no CUDA device")
-    except Exception as err:  # noqa: BLE001 - CuPy without a driver raises its own error
-        pytest.skip(f"CuPy sees no device ({err})")
-    return lambda a: cp.asarray(np.array(a))
-
-
-MAKERS = {
-    "numpy": lambda: (lambda a: np.array(a)),
-    "torch-cpu": _torch_cpu,
-    "array-api-strict": _strict,
-    "torch-cuda": _cuda_torch,
-    "cupy": _cupy,
-}
-GPU = {"torch-cuda", "cupy"}
-
-
-@pytest.fixture(params=[p if p not in GPU else pytest.param(p, marks=pytest.mark.gpu)
-                        for p in MAKERS])
-def to_xp(request):
-    """Host array -> the same values on one backend (a copy)."""
-    return MAKERS[request.param]()
 
 
 def host(a) -> np.ndarray:
@@ -130,14 +87,12 @@ def _opts(**kw):
     return Options(dtype="float64", block_size=16, n_jobs=1, **kw)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("backend_case", backend_params("numpy", "torch-cpu"), indirect=True)
 @pytest.mark.parametrize("n,tile", [(50, 16), (64, 16), (33, 64)])
-def test_host_tile_store_streams_the_same_factor(rng, backend, n, tile):
+def test_host_tile_store_streams_the_same_factor(rng, backend_case, n, tile):
     """K's lower tiles in host memory, panels gathered into buffers: the same answer."""
-    if backend == "torch":
-        pytest.importorskip("torch")
     from kernelfit.gram import build_gram_tiles
-    be = get_backend(backend, "cpu" if backend == "torch" else None)
+    be = backend_case.backend()
     X = rng.standard_normal((n, 3))
     kern = make_kernel("gaussian", sigma=1.0)
     store = HostTileStore(n, tile, "float64", be)
@@ -228,9 +183,6 @@ def test_estimator_on_host_tiles_end_to_end(rng, monkeypatch):
                                @ sl.solve(K, Y), rtol=1e-6)
 
 
-GPU_BACKENDS = [pytest.param(b, marks=pytest.mark.gpu) for b in ("torch", "cupy")]
-
-
 def _gpu_or_skip(backend):
     try:
         return get_backend(backend, "cuda")
@@ -238,19 +190,17 @@ def _gpu_or_skip(backend):
         pytest.skip(f"{backend} has no CUDA device here ({err})")
 
 
-@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("backend_case", backend_params(*GPU_CASES), indirect=True)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_gpu_fit_equals_numpy(rng, backend, dtype):
+def test_gpu_fit_equals_numpy(rng, backend_case, dtype):
     """The whole estimator on a GPU against the NumPy backend (same data, dtype, kernel)."""
     from kernelfit import Options
     from kernelfit.model import KernelInterpolantClassifier
-    _gpu_or_skip(backend)
     X = rng.standard_normal((3000, 20))
     y = (X[:, 0] + 0.3 * rng.standard_normal(3000) > 0).astype(int)
-    fits = {b: KernelInterpolantClassifier(sigma=4.0, options=Options(
-        backend=b, dtype=dtype, device="cuda" if b != "numpy" else None)).fit(X, y)
-        for b in ("numpy", backend)}
-    gpu, cpu = fits[backend], fits["numpy"]
+    gpu = KernelInterpolantClassifier(sigma=4.0, options=backend_case.options(
+        dtype=dtype)).fit(X, y)
+    cpu = KernelInterpolantClassifier(sigma=4.0, options=Options(dtype=dtype)).fit(X, y)
     assert gpu.solver_info_["storage"] == "device" and gpu.converged_
     tol = 2e-2 if dtype == "float32" else 1e-8
     np.testing.assert_allclose(gpu.dual_coef_, cpu.dual_coef_,
@@ -311,6 +261,22 @@ def test_disk_store_equals_in_memory(rng, tmp_path, dtype):
     np.testing.assert_allclose(disk.predict(X[:50]), mem.predict(X[:50]), rtol=rtol, atol=rtol)
 
 
+def test_disk_store_under_torch_panels_equals_numpy(rng, tmp_path):
+    """K's tiles on disk, panels as torch tensors (read and written through host tiles)."""
+    pytest.importorskip("torch")
+    from kernelfit import Options
+    from kernelfit.model import KernelInterpolant
+    X, Y = rng.standard_normal((300, 5)), rng.standard_normal((300, 2))
+    base = Options(dtype="float64", tile_size=64, n_jobs=1, storage="disk",
+                   scratch_dir=str(tmp_path))
+    ref = KernelInterpolant(sigma=2.0, lam=1e-3, options=base).fit(X, Y)
+    got = KernelInterpolant(sigma=2.0, lam=1e-3, options=base.replace(
+        backend="torch", device="cpu")).fit(X, Y)
+    assert got.solver_info_["storage"] == "disk tiles" and got.plan_.backend == "torch"
+    np.testing.assert_allclose(got.dual_coef_, ref.dual_coef_, rtol=1e-10,
+                               atol=1e-10 * np.abs(ref.dual_coef_).max())
+
+
 @pytest.mark.parametrize("kill", ["tiles:7", "panels:2"])
 def test_a_killed_disk_run_resumes_to_the_same_bytes(tmp_path, kill):
     """`kernelfit run --storage disk`, killed mid-build or mid-factor, then run again."""
@@ -323,7 +289,8 @@ def test_a_killed_disk_run_resumes_to_the_same_bytes(tmp_path, kill):
         out = tmp_path / f"{scratch}.json"
         cmd = [sys.executable, "-m", "kernelfit.cli", "run", "--n-train", "600", "--quiet",
                "--storage", "disk", "--scratch", str(tmp_path / scratch), "--tile-size",
-               "128", "--dtype", "float64", "--n-jobs", "1", "--json", str(out)]
+               "128", "--dtype", "float64", "--n-jobs", "1", "--json", str(out),
+               "--keep-scratch"]                   # the factors are compared below
         env = {**os.environ, **(env_extra or {})}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         return proc, out
@@ -364,9 +331,9 @@ def test_disk_tile_store_agrees_with_scipy(rng, tmp_path, dtype, outputs):
 
 def test_one_lapack_call_only_up_to_a_gib():
     """OpenBLAS's dpotrf segfaulted in one call on 16,000^2 float64: above 1 GiB, tiles."""
-    from kernelfit.plan import LARGE_TILE, choose_tile
-    assert choose_tile(10_000, itemsize=4) == 10_000          # 0.4 GB: one call
-    assert choose_tile(16_000, itemsize=8) == LARGE_TILE      # 2.0 GB: tiles
-    assert choose_tile(16_000, itemsize=4) == 16_000          # 1.0 GB (< 1 GiB): one call
-    assert choose_tile(60_000, itemsize=4) == LARGE_TILE
-    assert choose_tile(1000, 128) == 128
+    from kernelfit.sizes import LARGE_TILE, host_tile
+    assert host_tile(10_000, itemsize=4) == 10_000          # 0.4 GB: one call
+    assert host_tile(16_000, itemsize=8) == LARGE_TILE      # 2.0 GB: tiles
+    assert host_tile(16_000, itemsize=4) == 16_000          # 1.0 GB (< 1 GiB): one call
+    assert host_tile(60_000, itemsize=4) == LARGE_TILE
+    assert host_tile(1000, 128) == 128

@@ -3,7 +3,6 @@ import warnings
 import numpy as np
 import pytest
 import scipy.linalg as sl
-from sklearn.datasets import load_digits
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
@@ -128,9 +127,8 @@ def test_cg_solvers_match_cholesky(rng, solver):
     assert b.n_iter_ > 0
 
 
-def test_digits_classifier_interpolates_and_generalizes():
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
+def test_digits_classifier_interpolates_and_generalizes(digits):
+    X, y, _ = digits
     c = KernelInterpolantClassifier().fit(X[:1300], y[:1300])
     assert c.train_error_ == 0.0
     assert 1 - c.score(X[1300:], y[1300:]) < 0.05

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import scipy.linalg as sl
 from conftest import random_spd
-from sklearn.datasets import load_digits
 from sklearn.metrics.pairwise import rbf_kernel
 
 from kernelfit.errors import AccuracyError, AccuracyWarning, InputError, NonFiniteError
@@ -103,11 +102,11 @@ def test_top_eigen_preconditioner_is_exact_on_a_low_rank_K(rng):
                                atol=1e-12)
 
 
-def test_eigen_preconditioner_matches_a_dense_nystrom_oracle(rng):
+def test_eigen_preconditioner_matches_a_dense_nystrom_oracle(rng, digits):
     # Gaussian K of 300 digits (full rank): the Nyström approximation C W_q^+ C^T of the
     # sampled columns, built and eigendecomposed densely with numpy, and M^{-1} as the
     # inverse of the dense M = U diag(s + mu) U^T + mu (I - U U^T).
-    X = load_digits().data[:300] / 16.0
+    X = digits[0][:300]
     n, shift = len(X), 1e-3
     K = rbf_kernel(X, gamma=1.0 / (X.shape[1] * X.var()))
     pre = TopEigenPreconditioner(lambda idx: K[idx], n, shift, sketch=60, rank=30, seed=3,

@@ -30,13 +30,19 @@ def test_streamed_run_is_refused_before_k_is_allocated(monkeypatch):
     import kernelfit.gram_stream as gs
 
     n, m, c = 300, 100, 10
-    # Room for the fit itself (K counted) but not for K_test and a feature chunk besides.
+    from kernelfit.experiments.run_plan import _front_end_bytes
+    from kernelfit.features import make_features
+
+    # Room for the fit itself (K counted) and the front end's own work, but not for
+    # K_test and a feature chunk besides.
     fit_only = plan_fit(n, 0, c, options=Options(memory_limit=2**40, dtype="float64"))
-    limit = fit_only.total_bytes + 1000
+    front = _front_end_bytes(make_features("randconv", n_filters=4), n, m, (8, 8),
+                             streamed=True, item=8)
+    limit = fit_only.total_bytes + front + 1000
     monkeypatch.setattr(gs, "build_gram_streamed", _no_call("build_gram_streamed"))
-    # Raw pixels stream through the generic column chunks: the same road, cheaply.
-    config = RunConfig(features="raw", stream=True, n_train=n, n_test=m,
-                       options=Options(memory_limit=limit))
+    # A few random filters: the streamed road, cheaply.
+    config = RunConfig(features="randconv", feature_params={"n_filters": 4}, stream=True,
+                       n_train=n, n_test=m, options=Options(memory_limit=limit))
     t = time.perf_counter()
     with pytest.raises(PlanError) as exc:
         run(config)
@@ -65,7 +71,8 @@ def test_in_memory_run_is_refused_before_features(monkeypatch):
 
 
 def test_streamed_run_records_its_plan():
-    rec = run(RunConfig(features="raw", stream=True, n_train=120, n_test=40))
+    rec = run(RunConfig(features="randconv", feature_params={"n_filters": 4}, stream=True,
+                        n_train=120, n_test=40))
     assert rec.memory_plan_bytes >= 120 * 120 * 8 + 40 * 120 * 8
     assert rec.train_error == 0.0 and rec.solver == "cholesky (streamed K)"
 
@@ -104,14 +111,14 @@ def test_strict_makes_an_inexact_solve_an_error(capsys):
 def test_a_nan_solution_is_never_a_result(monkeypatch):
     from kernelfit.model import KernelInterpolantClassifier
 
-    real_fit = KernelInterpolantClassifier.fit
+    real_fit = KernelInterpolantClassifier._fit
 
-    def nan_fit(self, X, y):
-        real_fit(self, X, y)
+    def nan_fit(self, X, y, plan=None):
+        real_fit(self, X, y, plan)
         self.norm_ = float("nan")
         return self
 
-    monkeypatch.setattr(KernelInterpolantClassifier, "fit", nan_fit)
+    monkeypatch.setattr(KernelInterpolantClassifier, "_fit", nan_fit)
     with pytest.raises(AccuracyError, match="non-finite"):
         run(RunConfig(n_train=100, n_test=20))
 
@@ -162,28 +169,30 @@ def test_lam_auto_keeps_a_given_sigma(tmp_path):
 
 
 def test_auto_with_a_streamed_k_is_refused(capsys):
-    assert main(["run", "--quiet", *SMALL, "--stream", "--sigma", "auto"]) == 2
+    assert main(["run", "--quiet", *SMALL, "--features", "randconv", "--filters", "4",
+                 "--stream", "--sigma", "auto"]) == 2
     assert "--no-stream" in capsys.readouterr().err
 
 
 def test_auto_selection_is_planned_before_it_runs(monkeypatch):
-    """The hold-out selection holds two n_f x n_f float64 matrices: more than the final fit."""
+    """The hold-out selection holds two n_f x n_f float64 matrices: more than a float32 fit."""
     import kernelfit.experiments.select as selmod
     from kernelfit.features import make_features
 
     fmap = make_features("raw").fit(np.zeros((4, 8, 8), np.float32))
     n, m = 1200, 100
-    big = Options(memory_limit=2**40, dtype="float64")
+    big = Options(memory_limit=2**40, dtype="float32")
     fit = plan_run(fmap, n, m, 10, solver="cholesky", options=big, streamed=False)
     sel = runmod.plan_selection(fmap, n, m, 10, options=big)
     assert sel.total_bytes > fit.total_bytes
     limit = (fit.total_bytes + sel.total_bytes) // 2     # the fit fits, the selection not
     monkeypatch.setattr(selmod, "select", _no_call("select"))
     config = RunConfig(n_train=n, n_test=m, sigma="auto",
-                       options=Options(memory_limit=limit, dtype="float64"))
+                       options=Options(memory_limit=limit, dtype="float32"))
     with pytest.raises(PlanError):
         run(config)
-    run(RunConfig(n_train=n, n_test=m, sigma=2.0, options=Options(memory_limit=limit)))
+    run(RunConfig(n_train=n, n_test=m, sigma=2.0,
+                  options=Options(memory_limit=limit, dtype="float32")))
 
 
 def test_label_corruption_levels_share_cached_features(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+import kernelfit
 from kernelfit.data import load_split
 from kernelfit.errors import BackendError, InputError, MissingDependencyError
 from kernelfit.experiments.sgd import train as train_mod
@@ -82,8 +83,9 @@ def test_random_labels_are_fitted_and_the_record_is_reused(tmp_path):
     np.testing.assert_allclose([h["lr"] for h in hist],
                                [0.01 * 0.95 ** e for e in range(len(hist))])
     saved = json.loads((tmp_path / f"{config.name()}.json").read_text())
-    assert saved["train_error"] == 0.0 and saved["settings"] == config.settings()
-    assert not list(tmp_path.glob("*.ckpt"))                 # finished: checkpoint removed
+    assert saved["train_error"] == 0.0
+    assert saved["settings"] == {**config.settings(), "kernelfit": kernelfit.__version__}
+    assert not list(tmp_path.glob("*.ckpt*"))       # finished: checkpoint and sidecar removed
 
     mtime = (tmp_path / f"{config.name()}.json").stat().st_mtime_ns
     again, reused = train_net(NetConfig(**{**config.__dict__, "quiet": False, "threads": 2}),
@@ -109,7 +111,7 @@ def test_same_seed_same_bits_and_a_killed_run_resumes_identically(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         train_net(config, tmp_path / "killed")
     assert len(list((tmp_path / "killed").glob("*.ckpt"))) == 1
-    assert not list((tmp_path / "killed").glob("*.json"))
+    assert not (tmp_path / "killed" / f"{config.name()}.json").exists()   # no record yet
     monkeypatch.setattr(train_mod, "_error", real)
     resumed, _ = train_net(config, tmp_path / "killed")
     assert any("resumed from the checkpoint of epoch 1" in n for n in resumed["notes"])

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import scipy.linalg as sl
 from conftest import random_spd
-from sklearn.datasets import load_digits
 from sklearn.metrics.pairwise import rbf_kernel
 
 from kernelfit.errors import AccuracyWarning
@@ -54,7 +53,7 @@ def test_refinement_reaches_float64_accuracy_from_a_float32_factor(rng):
     op = StoredOperator(A, f.k_diag)           # the float32-stored K, applied in float64
     Y = rng.standard_normal((400, 2))
     x0 = f.solve(Y)
-    x, hist = refine(f.solve, op, Y, x0, steps=4)
+    x, hist, _ = refine(f.solve, op, Y, x0, steps=4)
     final = np.linalg.norm(op @ x - Y) / np.linalg.norm(Y)
     assert hist[0] > 1e-6
     assert final < 1e-10 < hist[0]
@@ -67,11 +66,11 @@ def _eigen(op, rank, seed=0):
                                   rank=rank, seed=seed, eps=np.finfo(np.float64).eps)
 
 
-def _digits(n, scale=1.0):
-    """The first n digits (pixels / 16), their one-hot labels and the default gamma * scale."""
-    X, y = load_digits(return_X_y=True)
-    X = X[:n] / 16.0
-    return X, np.eye(10)[y[:n]], scale / (X.shape[1] * X.var())
+def _digits(digits, n, scale=1.0):
+    """The first n digits, their one-hot labels and the default gamma * scale."""
+    X, _, Y = digits
+    X = X[:n]
+    return X, Y[:n], scale / (X.shape[1] * X.var())
 
 
 @pytest.mark.parametrize("precond", [False, True])
@@ -86,10 +85,10 @@ def test_block_cg_solves_each_column(rng, precond):
     np.testing.assert_allclose(x, sl.solve(K, Y), rtol=1e-6, atol=1e-8)
 
 
-def test_eigen_preconditioner_cuts_cg_iterations_on_digits():
+def test_eigen_preconditioner_cuts_cg_iterations_on_digits(digits):
     # Gaussian K of 400 digits, lam = 0: plain CG against the cg solver's default
     # preconditioner (300 directions), both through solve_stored.
-    X, Y, gamma = _digits(400)
+    X, Y, gamma = _digits(digits, 400)
     k = make_kernel("gaussian", gamma=gamma)
     its = {}
     for precond in ("none", "eigen"):
@@ -143,10 +142,10 @@ def test_eigen_preconditioner_of_a_low_rank_k_is_finite(rng):
 
 
 @pytest.mark.parametrize("solver", ["cg", "cg-matrix-free"])
-def test_cg_on_a_very_wide_bandwidth_with_lam_0_stays_finite_and_small(solver):
+def test_cg_on_a_very_wide_bandwidth_with_lam_0_stays_finite_and_small(solver, digits):
     # digits at 1e-4 x the default gamma: K is all but ones, numerically of low rank;
     # with lam = 0 nothing but the preconditioner's floor keeps mu > 0.
-    X, Y, gamma = _digits(400, scale=1e-4)
+    X, Y, gamma = _digits(digits, 400, scale=1e-4)
     k = make_kernel("gaussian", gamma=gamma)
     o = Options(dtype="float64", tol=1e-8, max_iter=300)
     with pytest.warns(AccuracyWarning):

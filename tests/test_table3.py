@@ -53,7 +53,8 @@ def test_fixed_settings_resume_and_tabulate(tmp_path, digits_rows):
     logs.clear()
     table3.reproduce(tmp_path, keys=["digits-raw"], n_train=250, n_test=200,
                      select_settings=False, log=logs.append)
-    assert "running" in logs[0]
+    assert logs[0] == "digits-raw: record was made with other settings (n_train); recomputing"
+    assert "running" in logs[1]
     md = table3.markdown(first)
     assert md.count("| digits-") == 2 and "| 2.0% |" in md and "sigma 10" in md
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.linalg as sl
+from conftest import backend_params
 
 from kernelfit import Options
 from kernelfit.errors import InputError, NotPositiveDefiniteError
@@ -11,20 +12,19 @@ from kernelfit.model import KernelInterpolant, KernelInterpolantClassifier
 
 torch = pytest.importorskip("torch")
 
-DEVICES = ["cpu"] + [pytest.param("cuda", marks=pytest.mark.gpu)] * torch.cuda.is_available()
+TORCH = backend_params("torch-cpu", "torch-cuda")
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend_case", TORCH, indirect=True)
 @pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "polynomial"])
-def test_alpha_matches_scipy_solve(rng, device, kernel):
+def test_alpha_matches_scipy_solve(rng, backend_case, kernel):
     X = rng.normal(size=(120, 7))
     Y = rng.normal(size=(120, 3))
     kern = make_kernel(kernel, sigma=3.0) if kernel != "polynomial" else make_kernel(
         kernel, gamma=0.1, degree=2)
     lam = 1e-3 if kernel == "polynomial" else 0.0      # degree-2 K on 120 points is singular
     m = KernelInterpolant(kernel, gamma=kern.gamma, degree=2, lam=lam,
-                          options=Options(backend="torch", device=device,
-                                          dtype="float64")).fit(X, Y)
+                          options=backend_case.options(dtype="float64")).fit(X, Y)
     K = kern.block(X, X)
     alpha = sl.solve(K + lam * np.eye(120), Y, assume_a="pos")
     np.testing.assert_allclose(m.dual_coef_, alpha, rtol=1e-6, atol=1e-8)
@@ -34,13 +34,11 @@ def test_alpha_matches_scipy_solve(rng, device, kernel):
     np.testing.assert_allclose(m.predict(Xt), kern.block(Xt, X) @ alpha, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_float32_classifier_agrees_with_numpy_backend(device):
-    from sklearn.datasets import load_digits
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
-    on_torch = KernelInterpolantClassifier(sigma=2.0, options=Options(
-        backend="torch", device=device, dtype="float32")).fit(X[:800], y[:800])
+@pytest.mark.parametrize("backend_case", TORCH, indirect=True)
+def test_float32_classifier_agrees_with_numpy_backend(backend_case, digits):
+    X, y, _ = digits
+    on_torch = KernelInterpolantClassifier(sigma=2.0, options=backend_case.options(
+        dtype="float32")).fit(X[:800], y[:800])
     on_numpy = KernelInterpolantClassifier(sigma=2.0, options=Options(dtype="float32")).fit(
         X[:800], y[:800])
     assert on_torch.train_error_ == 0.0
@@ -84,12 +82,11 @@ def test_all_zero_targets_and_accuracy_record(rng):
     assert m.relative_residual_ == 0.0 and m.converged_ and m.warnings_ == []
 
 
-def test_auto_jitter_rejects_an_inaccurate_factor_on_torch():
+def test_auto_jitter_rejects_an_inaccurate_factor_on_torch(digits):
     # exact duplicates with different targets: torch's potrf factors this K at jitter 0
     # (the old code accepted it: residual 2.8e-2); that solve must be rejected
-    from sklearn.datasets import load_digits
-    X, y = load_digits(return_X_y=True)
-    X, y = X[:60] / 16, y[:60].astype(float)
+    X, y, _ = digits
+    X, y = X[:60].copy(), y[:60].astype(float)
     X[40], y[40] = X[48], y[48] + 1
     m = KernelInterpolant(options=Options(backend="torch", device="cpu", dtype="float64",
                                           jitter="auto")).fit(X, y)

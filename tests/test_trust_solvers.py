@@ -10,7 +10,6 @@ import warnings
 import numpy as np
 import pytest
 import scipy.linalg as sl
-from sklearn.datasets import load_digits
 from sklearn.metrics.pairwise import rbf_kernel
 
 from kernelfit import KernelInterpolant, KernelInterpolantClassifier, Options
@@ -22,6 +21,7 @@ from kernelfit.errors import (
     NonFiniteError,
     NotPositiveDefiniteError,
     PlanError,
+    SingularKernelError,
 )
 from kernelfit.solvers.solve import residual_limit, solve_stored
 
@@ -33,17 +33,27 @@ def _wide(rng, n=120, d=6):
 
 # ---- A2: CG ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("solver", ["cg", "cg-matrix-free"])
-def test_cg_on_a_singular_k_is_finite_and_says_it_is_inexact(rng, solver):
+def test_cg_on_a_singular_stored_k_gives_k_plus_y(rng):
+    # (issue 16) CG's iterate drifts along a singular K's null space; the stored K is
+    # answered by K^+ y, as the Cholesky path answers it, with its rank.
     X, y = _wide(rng)
-    with pytest.warns(AccuracyWarning, match="relative residual"):
-        m = KernelInterpolantClassifier(sigma=1000.0, solver=solver).fit(X, y)
-    assert np.all(np.isfinite(m.dual_coef_)) and np.isfinite(m.norm_)
-    assert np.isfinite(m.relative_residual_) and m.solver_info_["preconditioner"]["mu"] > 0
-    assert m.converged_ is False and m.solver_info_["converged"] is False and m.warnings_
-    with pytest.raises(AccuracyError, match="strict=True"):
-        KernelInterpolantClassifier(sigma=1000.0, solver=solver,
+    with pytest.warns(AccuracyWarning, match=r"singular to working precision \(rank \d+ of 120"):
+        m = KernelInterpolantClassifier(sigma=1000.0, solver="cg").fit(X, y)
+    with pytest.warns(AccuracyWarning, match="singular to working precision"):
+        ref = KernelInterpolantClassifier(sigma=1000.0).fit(X, y)
+    assert m.solver_info_["rank"] == ref.solver_info_["rank"] < 120
+    np.testing.assert_allclose(m.dual_coef_, ref.dual_coef_, rtol=1e-10,
+                               atol=1e-10 * np.abs(ref.dual_coef_).max())
+    assert m.solver_info_["replaced"]["preconditioner"]["mu"] > 0 and m.warnings_
+    with pytest.raises(SingularKernelError, match=r"lam > 0"):      # strict: no K^+ y
+        KernelInterpolantClassifier(sigma=1000.0, solver="cg",
                                     options=Options(strict=True)).fit(X, y)
+
+
+def test_cg_on_a_singular_matrix_free_k_is_refused(rng):
+    X, y = _wide(rng)
+    with pytest.raises(SingularKernelError, match="cg-matrix-free.*solver='cholesky' gives"):
+        KernelInterpolantClassifier(sigma=1000.0, solver="cg-matrix-free").fit(X, y)
 
 
 def test_cg_that_stops_at_max_iter_warns_and_records(rng):
@@ -118,13 +128,13 @@ def test_rows_equal_only_in_float32_are_duplicates_there(rng):
         KernelInterpolant(gamma=1.0, options=Options(dtype="float64")).fit(X, y)  # but close
 
 
-def test_auto_jitter_rejects_an_inaccurate_factor():
+def test_auto_jitter_rejects_an_inaccurate_factor(digits):
     # Exact duplicates with different targets: no interpolant. Here K factors at
     # jitter 0 with a pivot of rounding size (the old code accepted it: norm 4e7,
     # residual 3e-2); the answer must be the ridge solution with the jitter it
     # reports (oracle: SciPy), and the rejected attempt recorded.
-    X, y = load_digits(return_X_y=True)
-    X, y = X[:30] / 16, y[:30].astype(float)
+    X, y, _ = digits
+    X, y = X[:30].copy(), y[:30].astype(float)
     X[23], y[23] = X[19], y[19] + 1
     m = KernelInterpolant(options=Options(jitter="auto")).fit(X, y)
     j = m.solver_info_["jitter"]
@@ -195,8 +205,8 @@ def test_residual_limit_per_dtype():
 
 
 def test_pinv_is_refused_when_too_large():
-    from kernelfit.plan import plan_pinv
-    from kernelfit.solvers.pinv import PINV_MAX_N
+    from kernelfit.sizes import PINV_MAX_N
+    from kernelfit.solvers.pinv import plan_pinv
     with pytest.raises(PlanError, match="lam > 0"):
         plan_pinv(PINV_MAX_N + 1)
     with pytest.raises(PlanError, match="MB"):

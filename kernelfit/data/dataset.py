@@ -189,7 +189,8 @@ def missing_classes(ds: Dataset) -> str | None:
 
 
 def load_split(name: str, *, n_train=None, n_test=None, seed: int = 0,
-               data_home=None, progress: bool = True) -> tuple[Dataset, Dataset]:
+               data_home=None, progress: bool = True,
+               warn_missing=("train", "test")) -> tuple[Dataset, Dataset]:
     """A (train, test) pair of stratified, seeded subsets.
 
     Parameters
@@ -203,6 +204,11 @@ def load_split(name: str, *, n_train=None, n_test=None, seed: int = 0,
         Cache root.
     progress : bool
         As for :func:`load_dataset`.
+    warn_missing : tuple of {"train", "test"}
+        The splits whose subset is warned about (``SubsetWarning``) when it
+        lacks some of the dataset's classes: those whose size the user asked
+        for, not one a caller loads for its own use (the one test image that
+        a selection never reads).
 
     Returns
     -------
@@ -218,7 +224,7 @@ def load_split(name: str, *, n_train=None, n_test=None, seed: int = 0,
             raise InputError(f"n_{split}={n}: {name} has {len(ds)} {split} images; ask for "
                              f"1 to {len(ds)} of them, or leave it out to take all")
         out.append(ds.subset(stratified_indices(ds.labels, n, seed)))
-        if problem := missing_classes(out[-1]):
+        if split in warn_missing and (problem := missing_classes(out[-1])):
             warnings.warn(problem, SubsetWarning, stacklevel=2)
     return out[0], out[1]
 

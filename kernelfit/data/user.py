@@ -6,7 +6,8 @@
   integer labels, any number of classes, any values.
 - ``idx:DIR``: the four IDX files with MNIST's names
   (``train-images-idx3-ubyte`` ...), gzipped or not, images of any size,
-  labels of any values (e.g. Fashion-MNIST, KMNIST, EMNIST subsets).
+  labels of any values (e.g. Fashion-MNIST, KMNIST, EMNIST subsets), in DIR
+  itself or in ``DIR/raw`` (torchvision's layout); no other folder is searched.
 
 Everything is checked once, with typed errors that say what to fix: finite
 values, one label per image, integer labels, the same image shape in both
@@ -25,14 +26,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from ..errors import DatasetFormatError, UserDataError, VerificationError
+from ..formats import human_bytes
 from . import cache, idx
 
 KINDS = ("npz", "idx")
@@ -40,6 +44,8 @@ NPZ_KEYS = ("X_train", "y_train", "X_test", "y_test")
 #: Subdirectory of the cache root holding user datasets.
 USER_DIR = "user"
 SPLITS = ("train", "test")
+#: The one subfolder of ``idx:DIR`` also read (torchvision keeps the files in ROOT/NAME/raw).
+IDX_SUBFOLDER = "raw"
 
 
 def is_user(name) -> bool:
@@ -80,47 +86,150 @@ def _read_npz(path: Path):
 
 
 def _decode_npz(blob: bytes, path: Path) -> dict:
+    origin = f"npz:{path}"
     try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-            missing = [k for k in NPZ_KEYS if k not in z.files]
+        with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+            members = {m.filename: m for m in zf.infolist()}
+            arrays = sorted(Path(m).stem for m in members if m.endswith(".npy"))
+            missing = [k for k in NPZ_KEYS if k + ".npy" not in members]
             if missing:
-                raise UserDataError(f"npz:{path}", f"it has the arrays {sorted(z.files)}; "
-                                    f"missing {', '.join(missing)} (save it with "
-                                    "numpy.savez(PATH, X_train=..., y_train=..., X_test=..., "
-                                    "y_test=...))")
+                raise UserDataError(origin, f"it has the arrays {arrays}; missing "
+                                    f"{', '.join(missing)} (save it with numpy.savez(PATH, "
+                                    "X_train=..., y_train=..., X_test=..., y_test=...))")
+            _check_npz_sizes({k: _npy_header(zf, members[k + ".npy"], origin)
+                              for k in NPZ_KEYS}, origin)
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             arrays = {k: z[k] for k in NPZ_KEYS}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise UserDataError(f"npz:{path}", f"not a readable .npz without pickled objects "
-                                           f"({err})") from err
+        if isinstance(err, UserDataError):
+            raise
+        raise UserDataError(origin, f"not a readable .npz without pickled objects "
+                                    f"({err})") from err
     return {"train": (arrays["X_train"], arrays["y_train"]),
             "test": (arrays["X_test"], arrays["y_test"])}
+
+
+def _npy_header(zf: zipfile.ZipFile, member: zipfile.ZipInfo, origin: str):
+    """(shape, dtype, data bytes held) of one ``.npy`` member, from its header alone.
+
+    ``np.load`` allocates whatever shape a header claims before reading a byte
+    of a zip member (a memory map does not work inside a zip), so a header
+    that lies about its shape is caught here, before any of it is allocated.
+    """
+    from numpy.lib import format as npy
+
+    name = member.filename
+    with zf.open(member) as f:
+        version = npy.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = npy.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = npy.read_array_header_2_0(f)
+        else:
+            raise UserDataError(origin, f"{name} is .npy format version {version}; save it "
+                                        "with numpy.savez (format 1.0 or 2.0, numeric arrays)")
+        held = member.file_size - f.tell()
+    if dtype.hasobject:
+        raise UserDataError(origin, f"{name} holds pickled Python objects ({dtype}), "
+                                    "which are never unpickled here (loading them could run "
+                                    "code): save numeric arrays, e.g. X.astype(np.float32)")
+    return shape, dtype, held
+
+
+def _check_npz_sizes(headers: dict, origin: str) -> None:
+    """Refuse a header whose shape its member's bytes cannot hold, or arrays that do not fit."""
+    total = 0
+    for key, (shape, dtype, held) in headers.items():
+        need = math.prod(shape) * dtype.itemsize      # Python ints: no overflow
+        if need != held:
+            raise UserDataError(origin, f"{key}.npy's header says shape {shape} of {dtype} "
+                                        f"({human_bytes(need)}), but the file holds "
+                                        f"{human_bytes(held)} of data for it: the file is "
+                                        "damaged or was not written by numpy; save the arrays "
+                                        "again with numpy.savez")
+        total += need
+    free = _available_memory()
+    if total > free:
+        raise UserDataError(origin, f"its arrays take {human_bytes(total)} once decompressed, "
+                                    f"but only {human_bytes(free)} of memory is available; "
+                                    "save a subset of the points (or free memory)")
+
+
+def _available_memory() -> int:
+    # The OS's figure, as kernelfit.plan.available_memory reads it: data/ imports
+    # nothing of the engine.
+    return int(psutil.virtual_memory().available)
 
 
 def _read_idx(path: Path):
     from .sources import SourceFiles
 
+    origin = f"idx:{path}"
     if not path.is_dir():
-        raise UserDataError(f"idx:{path}", "not a directory (idx:DIR takes the directory that "
-                                           "holds the four IDX files)")
-    with SourceFiles.open(path) as files:
+        raise UserDataError(origin, "not a directory (idx:DIR takes the directory that "
+                                    "holds the four IDX files)")
+    # DIR's own files, then torchvision's DIR/raw, never a search further down: a folder
+    # such as / would otherwise be walked, and another dataset's files found there used.
+    seen = {}
+    for folder in (path, path / IDX_SUBFOLDER):
+        if not folder.is_dir():
+            continue
+        files = SourceFiles.open(folder, depth=0)
         found = {split: [idx.find_file(files, b) for b in bases]
                  for split, bases in idx.MNIST_FILES.items()}
-        missing = [b for split, bases in idx.MNIST_FILES.items()
-                   for b, f in zip(bases, found[split], strict=True) if f is None]
-        if missing:
-            raise UserDataError(f"idx:{path}", "missing " + ", ".join(missing) +
-                                " (with or without .gz)")
-        decoded = {}
-        for split, (img, lab) in found.items():
-            try:
-                x = idx.parse_idx(files.read(img), files.where(img), magic=idx.IMAGES_MAGIC,
-                                  ndim=3)
-                y = idx.parse_idx(files.read(lab), files.where(lab), magic=idx.LABELS_MAGIC,
-                                  ndim=1)
-            except DatasetFormatError as err:
-                raise UserDataError(f"idx:{path}", f"{err.path}: {err.problem}") from err
-            decoded[split] = (x, y)
-        return (lambda: decoded), dict(files.read_log)
+        if all(f is not None for names in found.values() for f in names):
+            with files:
+                return _decode_idx(files, found, origin)
+        files.close()
+        seen[folder] = [b for split, bases in idx.MNIST_FILES.items()
+                        for b, f in zip(bases, found[split], strict=True) if f is None]
+    # name what the folder closest to complete lacks, and every place looked in
+    best = min(seen, key=lambda folder: len(seen[folder]))
+    raise UserDataError(origin, f"missing {', '.join(seen[best])} (with or without .gz) in "
+                                f"{best}. idx:DIR reads the four IDX files from DIR itself or "
+                                f"from DIR/{IDX_SUBFOLDER} (looked in "
+                                f"{', '.join(map(str, seen))}), never from other subfolders: "
+                                "name the folder that holds all four")
+
+
+def _decode_idx(files, found: dict, origin: str):
+    decoded = {}
+    for split, (img, lab) in found.items():
+        try:
+            x = idx.parse_idx(files.read(img), files.where(img), magic=idx.IMAGES_MAGIC,
+                              ndim=3)
+            y = idx.parse_idx(files.read(lab), files.where(lab), magic=idx.LABELS_MAGIC,
+                              ndim=1)
+        except DatasetFormatError as err:
+            raise UserDataError(origin, f"{err.path}: {err.problem}") from err
+        decoded[split] = (x, y)
+    return (lambda: decoded), dict(files.read_log)
+
+
+def source_files(name: str) -> tuple[Path, list[Path]]:
+    """(root, files): every file on disk that loading ``name`` may read, nothing read yet.
+
+    ``npz:PATH``: the file itself. ``idx:DIR``: every file the IDX search sees
+    under DIR (the four it picks and any others beside them, archives
+    included), so that a change to whichever of them a load reads is seen.
+
+    Raises
+    ------
+    UserDataError
+        The file or directory is missing.
+    """
+    from .sources import SourceFiles
+
+    kind, path = _parse(name)
+    if kind == "npz":
+        if not path.is_file():
+            raise UserDataError(name, "no such file")
+        return path.parent, [path]
+    if not path.is_dir():
+        raise UserDataError(name, "not a directory (idx:DIR takes the directory that holds "
+                                  "the four IDX files)")
+    with SourceFiles.open(path) as files:
+        return path, list(files.local_files)
 
 
 def _source_digest(read_log: dict) -> str:

@@ -31,9 +31,9 @@ Modules: :mod:`.cluster` (connect or start a cluster, its memory plan),
 """
 
 from .cluster import CONNECT_TIMEOUT_S, cluster_summary, connect, require_dask
-from .gram import DEFAULT_TILE, build_gram_dask, tiling
+from .gram import build_gram_dask, tiling
 from .solve import DASK_SOLVERS, DaskOperator, solve_distributed
 
-__all__ = ["CONNECT_TIMEOUT_S", "DASK_SOLVERS", "DEFAULT_TILE", "DaskOperator",
+__all__ = ["CONNECT_TIMEOUT_S", "DASK_SOLVERS", "DaskOperator",
            "build_gram_dask", "cluster_summary", "connect", "require_dask",
            "solve_distributed", "tiling"]

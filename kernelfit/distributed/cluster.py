@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import InputError, MissingDependencyError, PlanError
 from ..formats import human_bytes
 from ..options import Options
-from ..plan import available_memory
+from ..sizes import host_limit
 
 # Seconds to wait for a --scheduler ADDRESS to answer before giving up.
 CONNECT_TIMEOUT_S = 10
@@ -80,7 +80,7 @@ def plan_distributed(n: int, t: int, T: int, dtype, n_outputs: int, summary: dic
     need = 3 * N * N * item + summary["workers"] * 4 * t * t * 8 + 8 * N * n_outputs * 6
     limit = summary["memory_limit_bytes"]
     if local:
-        free = int(0.9 * available_memory())
+        free = host_limit(None)
         limit = min(limit, free) if limit else free
     if limit and need > limit:
         raise PlanError(

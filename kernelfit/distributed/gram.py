@@ -10,12 +10,8 @@ import numpy as np
 
 from ..gram import mirror_panel
 from ..kernels import Kernel, row_sq_norms
+from ..sizes import DASK_TILE
 
-# Tile width when Options.tile_size is not given: a 2,048^2 float64 tile is 32 MB,
-# a Cholesky task of ~3 GFLOP (a fraction of a second per core), so the scheduler's
-# per-task overhead (~1 ms) is noise, and n = 20,000 gives 10 x 10 tiles: enough
-# tasks to keep every worker of a small cluster busy.
-DEFAULT_TILE = 2048
 # Seconds to wait for a --scheduler ADDRESS to answer before giving up.
 CONNECT_TIMEOUT_S = 10
 
@@ -26,7 +22,7 @@ def tiling(n: int, tile_size: int | None = None) -> tuple[int, int]:
     t is the target width evened out over the T tiles (n = 20,000 with the
     target 2,048 gives 10 tiles of 2,000: no padding at all).
     """
-    target = int(tile_size or DEFAULT_TILE)
+    target = int(tile_size or DASK_TILE)
     T = max(1, math.ceil(n / target))
     t = math.ceil(n / T)
     return t, math.ceil(n / t)

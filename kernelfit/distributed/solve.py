@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import InputError, NotPositiveDefiniteError
 from ..kernels import Kernel, row_sq_norms
 from ..options import Options
+from ..sizes import working_dtype
 from ..solvers.cholesky import AUTO_JITTER
 from ..solvers.refine import refine
 from ..solvers.solution import Solution, check_solution, measure, numeric_jitter, residual_limit
@@ -103,7 +104,7 @@ def solve_distributed(kernel: Kernel, X, Y, *, lam: float = 0.0, solver: str = "
         with connect(opts.scheduler) as own:
             return solve_distributed(kernel, X, Y, lam=lam, solver=solver, options=opts,
                                      client=own)
-    dtype = np.dtype(opts.resolve_dtype(n))
+    dtype = np.dtype(working_dtype(opts.dtype, n))
     kernel.check_dtype(dtype)
     t, T = tiling(n, opts.tile_size)
     summary = cluster_summary(client)
@@ -182,7 +183,8 @@ def _solve_cholesky(client, K, k_diag, Y, n: int, t: int, lam: float, opts: Opti
         if opts.refine_steps:
             # Residuals where the tiles live, corrections from the cluster's factor.
             t0 = time.perf_counter()
-            alpha, info["refine_history"] = refine(solve, op, Y, alpha, opts.refine_steps)
+            alpha, info["refine_history"], info["refine_stop"] = refine(
+                solve, op, Y, alpha, opts.refine_steps)
             timings["refine"] = time.perf_counter() - t0
         del L, U, solve           # the factor leaves the workers before the residual
         return measure(op, alpha, Y, dict(timings=timings, info=info))

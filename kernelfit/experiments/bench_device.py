@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import platform
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,41 +80,14 @@ def probe(backend: str, device: str | None = None) -> Device:
 
 
 # -- the device's own matmul peak -------------------------------------------------------------
-def _best_seconds(fn, sync, reps: int) -> float:
-    fn()                 # warm-up: threads, pages, kernels picked
-    sync()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def matmul_peak(dev: Device, dtype: str, size: int | None = None, reps: int = PEAK_REPS) -> dict:
     """Best-of-``reps`` GFLOP/s of a size^3 matmul on ``dev`` in ``dtype`` (2 size^3 flops)."""
+    from ..backend import get_backend
+
     kind = "cuda" if dev.device.startswith("cuda") else "cpu"
     s = size or PEAK_SIZE[kind]
-    if dev.backend == "numpy":
-        rng = np.random.default_rng(0)
-        A = rng.standard_normal((s, s)).astype(dtype)
-        B = rng.standard_normal((s, s)).astype(dtype)
-        seconds = _best_seconds(lambda: A @ B, lambda: None, reps)
-    elif dev.backend == "cupy":   # pragma: no cover - needs a CUDA device
-        cp = importlib.import_module("cupy")
-        A = cp.random.default_rng(0).standard_normal((s, s), dtype=dtype)
-        B = cp.random.default_rng(1).standard_normal((s, s), dtype=dtype)
-        seconds = _best_seconds(lambda: A @ B, cp.cuda.get_current_stream().synchronize, reps)
-    else:
-        torch = importlib.import_module("torch")
-        tdev = torch.device(dev.device)
-        g = torch.Generator(device=tdev).manual_seed(0)
-        A = torch.randn(s, s, device=tdev, dtype=getattr(torch, dtype), generator=g)
-        B = torch.randn(s, s, device=tdev, dtype=getattr(torch, dtype), generator=g)
-        sync = (lambda: torch.cuda.synchronize(tdev)) if kind == "cuda" else (lambda: None)
-        seconds = _best_seconds(lambda: torch.matmul(A, B), sync, reps)
-    return {"gflops": 2 * s**3 / max(seconds, 1e-12) / 1e9, "size": s, "seconds": seconds}
+    gflops = get_backend(dev.backend, dev.device).matmul_gflops(dtype, s, reps)
+    return {"gflops": gflops, "size": s, "seconds": 2 * s**3 / (gflops * 1e9)}
 
 
 @contextmanager

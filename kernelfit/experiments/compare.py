@@ -10,13 +10,14 @@ side is a point in one :class:`ResultStore`, so a rerun reuses them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..errors import InputError
-from ..plots import pyplot, save_figure
-from .results import ResultStore, result_settings, settings_key
+from ..plots import log_ticks, plain_log_ticks, pyplot, save_figure
+from .results import ResultStore, result_settings, settings_key, with_data
 from .run import RunConfig, run
 from .sgd.nets import MODELS
 from .sgd.train import CROP, NetConfig, train_net
@@ -81,13 +82,15 @@ def compare(config: CompareConfig, out_dir) -> dict:
 
 
 def kernel_record(kconf: RunConfig, out_dir) -> dict:
-    """The interpolant's record, reused from the store when its settings match."""
+    """The interpolant's record, reused from the store when its settings and data match
+    (a stale record is recomputed with a line saying why, unless progress is off)."""
     store = ResultStore(out_dir)
-    settings = result_settings(kconf)
+    settings = with_data(result_settings(kconf), kconf.dataset, kconf.data_home)
     name = f"kernel-{kconf.dataset}-{settings_key(settings)}"
+    log = print if kconf.options.progress else (lambda *_: None)
     return store.load_or_compute(name, settings,
                                  lambda: {"kind": "kernel", **run(kconf).to_dict()},
-                                 log=lambda _: None)
+                                 log=log, progress=False)
 
 
 def kernel_row(r: dict) -> dict:
@@ -125,24 +128,58 @@ def markdown(rows) -> str:
     return head + "\n".join(lines)
 
 
-def draw(rows, path) -> Path:
-    """Train and test error per method (bars), time per method (log scale)."""
+def figure(rows):
+    """Train and test error per method (bars, in %), time to fit per method (points, log).
+
+    Times span decades (seconds for the interpolant, hours for a network), so
+    they are points on a log axis with plain labels (bars on a log axis have
+    no baseline to be read against).
+    """
     plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     names = [r["method"] for r in rows]
-    xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [100 * r["train_error"] for r in rows], 0.4, label="train")
-    ax.bar([x + 0.2 for x in xs], [100 * (r["test_error"] or 0) for r in rows], 0.4,
-           label="test")
-    ax.set_xticks(list(xs), names, rotation=20, ha="right", fontsize=8)
+    xs = list(range(len(rows)))
+    for shift, key in ((-0.2, "train"), (0.2, "test")):
+        # no test error (none measured) is no bar, not a bar at 0
+        values = [float("nan") if r[f"{key}_error"] is None else 100 * r[f"{key}_error"]
+                  for r in rows]
+        bars = ax.bar([x + shift for x in xs], values, 0.4, label=f"{key} error")
+        ax.bar_label(bars, [f"{v:.1f}" for v in values], fontsize=7)   # NaN: no label
+        for x, v in zip(xs, values, strict=True):
+            if math.isnan(v):
+                ax.annotate("n/a", (x + shift, 0), textcoords="offset points", xytext=(0, 2),
+                            ha="center", va="bottom", fontsize=7, annotation_clip=False)
+    ax.set_xticks(xs, names, rotation=20, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)      # room for a missing (NaN) bar's label too
     ax.set_ylabel("error (%)")
-    ax.set_title(f"{rows[0]['dataset']}, n = {rows[0]['n_train']:,}, "
-                 f"{rows[0]['randomization']}")
-    ax.legend()
-    bx.bar(list(xs), [max(r["seconds"], 1e-3) for r in rows], color="C2")
+    first = rows[0]
+    rand = first["randomization"]
+    ax.set_title(f"{first['dataset']}: {first['n_train']:,} train / {first['n_test']:,} test "
+                 f"images; randomization: {'none (true labels)' if rand == 'none' else rand}",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    seconds = [max(r["seconds"], 1e-3) for r in rows]
+    for x, s in zip(xs, seconds, strict=True):
+        bx.plot([x], [s], "o", ms=8, color=f"C{x}")
+        bx.annotate(_seconds(s), (x, s), textcoords="offset points", xytext=(9, -3),
+                    fontsize=8)
     bx.set_yscale("log")
-    bx.set_xticks(list(xs), names, rotation=20, ha="right", fontsize=8)
-    bx.set_ylabel("time (s)")
-    bx.set_title("time to fit")
+    ticks = log_ticks(min(seconds), max(seconds))
+    plain_log_ticks(bx.yaxis, "{:g} s", ticks=ticks)
+    bx.set_ylim(ticks[0] / 1.2, ticks[-1] * 1.2)
+    bx.set_xticks(xs, names, rotation=20, ha="right", fontsize=8)
+    bx.set_xlim(-0.5, len(rows) - 0.5)
+    bx.set_ylabel("time to fit (s, log scale)")
+    bx.set_title("time to fit", fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def _seconds(s: float) -> str:
+    """A time as it is read: 0.34 s, 35 s, 4,100 s (not 4.1e+03 s)."""
+    return f"{s:.3g} s" if s < 1000 else f"{s:,.0f} s"
+
+
+def draw(rows, path) -> Path:
+    """:func:`figure` saved as a PNG at ``path``."""
+    return save_figure(figure(rows), path)

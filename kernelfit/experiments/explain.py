@@ -9,11 +9,10 @@ each estimate; an estimate, never a promise).
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 
 from ..formats import human_bytes
+from ..solvers.refine import refine_flops
 
 # The engine's measured share of the GEMM rate (benchmarks/bench_solve.py on 2 CPU
 # cores: the factor at 93% at n = 10,000; benchmarks/results/h200-2026-11-30 on an
@@ -34,37 +33,38 @@ def explain(config) -> dict:
     Raises PlanError, with the ways out, when the run cannot fit anywhere.
     """
     from ..features import make_features
-    from .run import _resolve_backend, prepare, should_stream
+    from .run import prepare, should_stream
     from .run_plan import plan_run
 
     data = prepare(config)
     n, m = len(data.train_labels), len(data.test_labels)
-    opts = config.options.replace(dtype=config.options.resolve_dtype(n))
-    opts, device, notes = _resolve_backend(opts, lambda message: None)
     fmap = make_features(config.features, seed=config.seed, **config.feature_params)
-    # the plan needs the feature dimension only, which the image shape decides: no fit
-    shape = types.SimpleNamespace(dim=fmap.dim_for(data.train_images.shape[1:]),
-                                  features_per_unit=fmap.features_per_unit, name=fmap.name)
-    if hasattr(fmap, "transform_columns"):
-        shape.transform_columns = fmap.transform_columns
-    streamed = should_stream(config, shape, n + m)
+    # the plan needs the image shape only (feature dimension, the front end's working
+    # memory): no fit
+    shape = data.train_images.shape[1:]
+    dim = fmap.dim_for(shape)
+    streamed = should_stream(config, fmap, n + m, dim)
     n_classes = len(np.unique(data.train_labels))
-    plan = plan_run(shape, n, m, n_classes, solver=config.solver, options=opts,
-                    streamed=streamed)
+    # the very Plan `kernelfit run` resolves for this config
+    plan = plan_run(fmap, n, m, n_classes, solver=config.solver, options=config.options,
+                    streamed=streamed, image_shape=shape)
+    opts = plan.options
+    notes = list(plan.notes)
     where = WHERE.get(plan.storage, plan.storage)
     if opts.scheduler is not None:
         cluster = ("a LocalCluster on this machine" if opts.scheduler == "local"
                    else opts.scheduler)
         where = f"Dask workers ({cluster}): K in tiles on the workers, Dask's blocked Cholesky"
     out = {"dataset": config.dataset, "n_train": n, "n_test": m, "features": fmap.name,
-           "feature_dim": shape.dim, "streamed": streamed, "solver": config.solver,
+           "feature_dim": dim, "streamed": streamed, "solver": config.solver,
+           "front_end_bytes": fmap.working_bytes(max(n, m), shape),
            "plan": plan.as_dict(), "where": where, "notes": notes}
-    out["estimate"] = _estimate(plan, shape.dim, opts)
+    out["estimate"] = _estimate(plan, dim, n_classes, opts, streamed)
     return out
 
 
-def _estimate(plan, d: int, opts) -> dict:
-    """Seconds of the Gram and the factor from the GEMM rate measured now."""
+def _estimate(plan, d: int, n_classes: int, opts, streamed: bool) -> dict:
+    """Seconds of the Gram, the factor and the refinement from the GEMM rate measured now."""
     if plan.solver != "cholesky":
         return {"note": "iterative solvers: time depends on the iterations; not estimated"}
     rate, where = _rate(plan, opts)
@@ -72,8 +72,17 @@ def _estimate(plan, d: int, opts) -> dict:
     n = plan.n
     gram = 2 * n * n * max(d, 1) / 2 / (gram_eff * rate * 1e9)
     factor = n**3 / 3 / (factor_eff * rate * 1e9)
-    return {"gemm_gflops": rate, "measured_on": where, "gram_s": gram, "factor_s": factor,
-            "efficiency": {"gram": gram_eff, "factor": factor_eff}}
+    out = {"gemm_gflops": rate, "measured_on": where, "gram_s": gram, "factor_s": factor,
+           "efficiency": {"gram": gram_eff, "factor": factor_eff}}
+    if opts.refine_steps:
+        # residual products and triangular solves are memory-bound: the Gram's share
+        # of the float64 rate (half the float32 one where K is float32)
+        exact = plan.refine_against == "exact"
+        rate64 = rate / (2 if plan.dtype == "float32" else 1)
+        work = refine_flops(n, 0 if streamed else d, n_classes, opts.refine_steps, exact=exact)
+        out["refine_s"] = work / (gram_eff * rate64 * 1e9)
+        out["refine_steps"] = opts.refine_steps
+    return out
 
 
 def _rate(plan, opts) -> tuple[float, str]:
@@ -98,6 +107,8 @@ def render(info: dict) -> str:
     if p["storage"] in ("device", "host tiles"):
         lines.append(f"device       {human_bytes(p['device_bytes'])} of "
                      f"{human_bytes(p['device_limit_bytes'])} available")
+    lines.append(f"front end    {info['features']}: {human_bytes(info['front_end_bytes'])} "
+                 "working memory (its fit, fitted state and per-batch temporaries)")
     in_ram = p["gram_bytes"] + p["work_bytes"] + p["extra_bytes"]
     k_part = f" (K: {human_bytes(p['gram_bytes'])})" if p["storage"] == "host" else ""
     lines.append(f"host memory  {human_bytes(in_ram)} of {human_bytes(p['limit_bytes'])} "
@@ -107,8 +118,10 @@ def render(info: dict) -> str:
                      f"{p['scratch_dir']}")
     est = info["estimate"]
     if "gram_s" in est:
+        refine = (f", refinement {_secs(est['refine_s'])} for {est['refine_steps']} steps at "
+                  "most" if "refine_s" in est else "")
         lines.append(f"expected     Gram {_secs(est['gram_s'])}, factor {_secs(est['factor_s'])}"
-                     f"  (GEMM {est['gemm_gflops']:,.0f} GFLOP/s measured now on "
+                     f"{refine}  (GEMM {est['gemm_gflops']:,.0f} GFLOP/s measured now on "
                      f"{est['measured_on']}, at the engine's measured "
                      f"{est['efficiency']['gram']:.0%} / {est['efficiency']['factor']:.0%} of it)")
     else:

@@ -40,7 +40,7 @@ from scipy.linalg import solve_triangular
 from ..errors import AccuracyWarning, InputError, PlanError
 from ..params import one_of, real, whole
 from ..validation import check_no_duplicates
-from .results import ResultStore, result_settings, settings_key
+from .results import ResultStore, result_settings, settings_key, with_data
 
 DATASETS = ("synthetic", "digits", "mnist", "cifar10")
 LABELS = ("random", "true")
@@ -69,9 +69,12 @@ class ExpressivityConfig:
     data_home: str | None = None
 
     def settings(self) -> dict:
-        """The settings that change the result (the record's key), validated."""
+        """The settings that change the result (the record's key, with the data's
+        fingerprint for image datasets), validated."""
         validate(self)
-        return result_settings(self)
+        if self.dataset == "synthetic":         # drawn from the seed: no data to fingerprint
+            return result_settings(self)
+        return with_data(result_settings(self), self.dataset, self.data_home)
 
     def name(self) -> str:
         return f"{self.dataset}-n{self.n}-d{self.d or 'auto'}-{settings_key(self.settings())}"
@@ -183,9 +186,11 @@ def _points(c: ExpressivityConfig):
         return Z, y, {"points": "standard normal", "labels": "random classes 0..9"}
     from .run import RunConfig, prepare
 
+    # n_test=1: prepare() always loads a test split; the construction never reads it.
     data = prepare(RunConfig(dataset=c.dataset, n_train=c.n, n_test=1, seed=c.seed,
                              preprocessing="scale,flatten", data_home=c.data_home,
-                             randomize="random-labels" if c.labels == "random" else "none"))
+                             randomize="random-labels" if c.labels == "random" else "none"),
+                   asked=("train",))
     Z = np.asarray(data.train_images, dtype=np.float64)
     if c.d is not None and c.d != Z.shape[1]:
         raise InputError(f"{c.dataset} images have d = {Z.shape[1]}; drop --d or pass "
@@ -250,8 +255,15 @@ def summary(r: dict) -> str:
 
 
 def plot(r: dict, path, window: int = 30) -> Path:
+    """:func:`figure` saved as a PNG at ``path``."""
+    from ..plots import save_figure
+
+    return save_figure(figure(r, window), path)
+
+
+def figure(r: dict, window: int = 30):
     """The network along its projection over ``window`` consecutive points, and every residual."""
-    from ..plots import pyplot, save_figure
+    from ..plots import pyplot
 
     plt = pyplot()
     b, w = np.asarray(r["network"]["b"]), np.asarray(r["network"]["w"])
@@ -263,15 +275,17 @@ def plot(r: dict, path, window: int = 30) -> Path:
     ax1.plot(t, np.maximum(t[:, None] - b[None, :], 0.0) @ w, lw=1, label="network f")
     ax1.plot(xs[lo:hi], ys[lo:hi], "o", ms=4, label="labels y_i")
     ax1.set_xlabel("projection <a, z>")
+    ax1.set_ylabel("label y, output f(z) (class index)")
     ax1.set_title(f"f along a: points {lo + 1}..{hi} of {len(xs):,} (sorted)", fontsize=10)
     ax1.legend(fontsize=8)
     res = np.asarray(r["residual_sorted"])
     ax2.semilogy(np.arange(1, len(res) + 1), np.maximum(res, 1e-20), ".", ms=2)
     ax2.axhline(r["config"]["tol"], color="k", ls=":", lw=1, label=f"tol {r['config']['tol']:g}")
     ax2.set_xlabel("point, in projection order")
+    ax2.set_ylabel("|f(z_i) - y_i| (class index)")
     ax2.set_title(f"|f(z_i) - y_i| (0 drawn at 1e-20); max {r['max_residual']:.2g}", fontsize=10)
     ax2.legend(fontsize=8)
     fig.suptitle(f"Theorem 1: a depth-2 ReLU network with {r['n_weights']:,} = 2n + d weights "
                  f"fits {r['n']:,} points (d = {r['d']}, labels: {r['labels']})", fontsize=11)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig

@@ -17,19 +17,22 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..errors import AccuracyError, AccuracyWarning, InputError
-from ..kernels import make_kernel
+from ..kernels import check_scale, make_kernel
 from ..model import KernelInterpolantClassifier
 from ..options import Options
 from ..report import RunRecord, peak_rss_bytes, stage
-from .run_plan import STREAM_CHUNK_UNITS, plan_run, plan_selection
+from ..sizes import STREAM_ABOVE_BYTES, STREAM_CHUNK_UNITS
+from .run_plan import plan_run, plan_selection
 
-# Stream when the train + test feature matrices would take more than this.
-STREAM_ABOVE_BYTES = 2 * 2**30
+#: Why a run that saves its model cannot stream K.
+STREAMED_REFUSAL = ("--save-model needs the training features to predict new images, and a "
+                    "streamed K never holds them; add --no-stream (the features are then kept "
+                    "in memory) or drop --save-model")
 
 
 @dataclass
@@ -96,8 +99,14 @@ class FittedRun:
     streamed: bool = False
 
 
-def prepare(config: RunConfig) -> Prepared:
-    """Load the split, apply the randomization test, then the preprocessing steps."""
+def prepare(config: RunConfig, *, asked=("train", "test")) -> Prepared:
+    """Load the split, apply the randomization test, then the preprocessing steps.
+
+    ``asked`` names the splits whose size the user asked for: a subset of
+    those that lacks some classes is warned about and noted in the run. A
+    subset a caller takes for its own use (``n_test=1`` where the test split
+    is never read) is not: the user asked for no such subset.
+    """
     from ..data import load_split
     from ..data.dataset import missing_classes
     from ..data.preprocess import Preprocessing
@@ -108,8 +117,9 @@ def prepare(config: RunConfig) -> Prepared:
     pre = Preprocessing.parse(config.preprocessing)
     train, test = load_split(config.dataset, n_train=config.n_train, n_test=config.n_test,
                              seed=config.seed, data_home=config.data_home,
-                             progress=config.options.progress)
-    notes = [p for p in map(missing_classes, (train, test)) if p]
+                             progress=config.options.progress, warn_missing=asked)
+    notes = [p for split, ds in (("train", train), ("test", test)) if split in asked
+             and (p := missing_classes(ds))]
     train, test = rand.apply(train, test, seed=config.seed)
     return Prepared(pre.apply(train.images, train.max_value), train.labels,
                     pre.apply(test.images, test.max_value), test.labels,
@@ -117,13 +127,18 @@ def prepare(config: RunConfig) -> Prepared:
                     "none" if rand.kind == "labels" else rand.describe(), notes)
 
 
-def should_stream(config: RunConfig, fmap, n: int) -> bool:
-    """Whether K comes from the front end's column chunks (``config.stream``, or by size)."""
+def should_stream(config: RunConfig, fmap, n: int, dim: int | None = None) -> bool:
+    """Whether K comes from the front end's column chunks (``config.stream``, or by size).
+
+    ``dim``: the feature dimension, for a map not fitted yet (default ``fmap.dim``).
+    """
     if config.stream is not None:
-        if config.stream and not hasattr(fmap, "transform_columns"):
-            raise InputError(f"the {fmap.name} front end cannot be streamed; drop --stream")
+        if config.stream and not fmap.streamable:
+            raise InputError(f"the {fmap.name} front end cannot be streamed (its features do "
+                             "not come in column chunks; randconv's do): drop --stream")
         return config.stream
-    return hasattr(fmap, "transform_columns") and n * fmap.dim * 4 > STREAM_ABOVE_BYTES
+    dim = fmap.dim if dim is None else dim
+    return fmap.streamable and n * dim * 4 > STREAM_ABOVE_BYTES
 
 
 def featurize(config: RunConfig, fmap, data: Prepared) -> tuple[np.ndarray, np.ndarray]:
@@ -134,8 +149,10 @@ def featurize(config: RunConfig, fmap, data: Prepared) -> tuple[np.ndarray, np.n
     if not config.feature_cache or fmap.name == "raw":
         return (fmap.transform(data.train_images, progress=progress),
                 fmap.transform(data.test_images, progress=progress))
+    from ..data.fingerprint import data_fingerprint
     from ..features.cache import cached_transform
-    key = dict(dataset=config.dataset, seed=config.seed, preprocessing=data.preprocessing,
+    key = dict(dataset=config.dataset, data=data_fingerprint(config.dataset, config.data_home),
+               seed=config.seed, preprocessing=data.preprocessing,
                randomization=data.image_randomization, data_home=config.data_home)
     return (cached_transform(fmap, data.train_images, key={**key, "split": "train"},
                              progress=progress),
@@ -144,12 +161,10 @@ def featurize(config: RunConfig, fmap, data: Prepared) -> tuple[np.ndarray, np.n
 
 
 def _stream_kernel(config: RunConfig, fmap):
-    if config.gamma is None and config.sigma is None and config.kernel != "linear":
-        # The "scale" rule 1 / (d Var X) on standardized features (Var = 1).
-        return make_kernel(config.kernel, gamma=1.0 / fmap.dim, degree=config.degree,
-                           coef0=config.coef0)
+    # The default scale of standardized features (variance 1): the feature matrix is
+    # never held, so the rule takes its dimension.
     return make_kernel(config.kernel, gamma=config.gamma, sigma=config.sigma,
-                       degree=config.degree, coef0=config.coef0)
+                       degree=config.degree, coef0=config.coef0, dim=fmap.dim)
 
 
 def _streamed_gram(config: RunConfig, fmap, data: Prepared, kernel, options: Options):
@@ -163,18 +178,6 @@ def _streamed_gram(config: RunConfig, fmap, data: Prepared, kernel, options: Opt
                                dtype=options.dtype)
 
 
-def _resolve_backend(opts: Options, log) -> tuple[Options, str, list]:
-    """The backend and device a run will actually use, with a notice for torch on the CPU."""
-    from ..backend import resolve_backend
-    be = resolve_backend(opts)
-    notes = []
-    if opts.backend == "torch" and opts.device is None and not be.on_gpu:
-        notes.append("--backend torch: PyTorch sees no CUDA device, so K is built and factored "
-                     "on the CPU with PyTorch (same engine as --backend numpy, usually slower)")
-        log(f"notice: {notes[-1]}")
-    return opts.replace(backend=be.name, device=be.device_name), be.device_name, notes
-
-
 def auto_grid(config: RunConfig, X) -> dict:
     """The grid of every "auto" hyper-parameter; the fixed ones as single values."""
     from .select_grid import default_grid
@@ -182,8 +185,7 @@ def auto_grid(config: RunConfig, X) -> dict:
     if config.sigma == "auto" and config.kernel not in ("gaussian", "laplacian"):
         raise InputError(f"the {config.kernel} kernel has no bandwidth to choose; drop "
                          "--sigma auto (use --lam auto to choose the ridge)")
-    if config.sigma == "auto" and config.gamma is not None:
-        raise InputError("give the kernel scale as --sigma or as --gamma, not both")
+    check_scale(config.gamma, config.sigma)
     scale = "auto" if config.sigma == "auto" else (config.sigma or 1.0)
     grid = default_grid(X, kernel=config.kernel, sigma=scale, lam=config.lam, seed=config.seed)
     if config.sigma is None:
@@ -210,11 +212,11 @@ def _select(config: RunConfig, X, y, opts: Options, log) -> dict:
     return {"grid": grid, **sel.as_dict()}
 
 
-def _fit_checked(clf, X, y, opts: Options) -> list[str]:
-    """Fit, collecting the solver's accuracy warnings for the record instead of stderr."""
+def _fit_checked(clf, X, y, plan) -> list[str]:
+    """Fit with the run's plan, collecting the solver's accuracy warnings for the record."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AccuracyWarning)
-        clf.fit(X, y)
+        clf.fit_planned(X, y, plan)
     found = list(getattr(clf, "warnings_", []))
     for w in caught:
         if issubclass(w.category, AccuracyWarning):
@@ -230,7 +232,7 @@ def _fit_checked(clf, X, y, opts: Options) -> list[str]:
                             + "try --solver cholesky, --dtype float64, --lam > 0"
                             + (", or a smaller --sigma" if clf.kernel in ("gaussian", "laplacian")
                                else ""))
-    if found and opts.strict:
+    if found and plan.options.strict:
         raise AccuracyError("; ".join(found))
     return found
 
@@ -262,27 +264,32 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
     auto = config.sigma == "auto" or config.lam == "auto"
     data = prepare(config)
     n, m = len(data.train_labels), len(data.test_labels)
-    opts = config.options.replace(dtype=config.options.resolve_dtype(n))
-    opts, device, notes = _resolve_backend(opts, log)
-    notes = data.notes + notes
+    notes = list(data.notes)
     timings = {"load": data.seconds}
 
-    t = time.perf_counter()
     fmap = make_features(config.features, seed=config.seed, **config.feature_params)
-    fmap.fit(data.train_images)
-    timings["fit_features"] = time.perf_counter() - t
-    streamed = should_stream(config, fmap, n + m)
+    # Planned from the image shape before the map is fitted: a front end whose own
+    # fit (randconv's filter bank) does not fit is refused before it allocates.
+    shape = data.train_images.shape[1:]
+    streamed = should_stream(config, fmap, n + m, fmap.dim_for(shape))
     if streamed and refuse_streamed:
-        from .saved_model import STREAMED_REFUSAL
         raise InputError(STREAMED_REFUSAL)
     if streamed and auto:
         raise InputError("--sigma auto / --lam auto select on the training features, which a "
                          "streamed K never holds; add --no-stream or give the values")
     n_classes = len(np.unique(data.train_labels))
-    plan = plan_run(fmap, n, m, n_classes, solver=config.solver, options=opts,
-                    streamed=streamed)
+    # The run's one resolution: what runs below is what this Plan says.
+    plan = plan_run(fmap, n, m, n_classes, solver=config.solver, options=config.options,
+                    streamed=streamed, image_shape=shape)
+    opts = plan.options
+    for note in plan.notes:
+        log(f"notice: {note}")
+    notes += plan.notes
     if auto:
-        plan_selection(fmap, n, m, n_classes, options=opts)
+        plan_selection(fmap, n, m, n_classes, options=config.options, image_shape=shape)
+    t = time.perf_counter()
+    fmap.fit(data.train_images)
+    timings["fit_features"] = time.perf_counter() - t
 
     t = time.perf_counter()
     selection = None
@@ -290,12 +297,14 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         kernel = _stream_kernel(config, fmap)
         K, X_test = _streamed_gram(config, fmap, data, kernel, opts)
         timings["features+gram"] = time.perf_counter() - t
+        # K was built for this fit alone: factored in place, no copy.
+        plan = replace(plan, options=opts.replace(overwrite_gram=True))
         clf = KernelInterpolantClassifier(kernel="precomputed", lam=config.lam,
                                           solver=config.solver,
-                                          options=opts.replace(overwrite_gram=True))
-        with stage("fit", flops=_fit_flops(n, 0, n_classes, config.solver), dtype=opts.dtype,
-                   enabled=opts.progress):
-            found = _fit_checked(clf, K, data.train_labels, opts)
+                                          options=config.options.replace(overwrite_gram=True))
+        with stage("fit", flops=_fit_flops(n, 0, n_classes, config.solver, opts),
+                   dtype=opts.dtype, enabled=opts.progress):
+            found = _fit_checked(clf, K, data.train_labels, plan)
         del K
         solver = f"{config.solver} (streamed K)"
     else:
@@ -304,7 +313,9 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         params = dict(gamma=config.gamma, sigma=config.sigma, lam=config.lam)
         if auto:
             t = time.perf_counter()
-            selection = _select(config, X_train, data.train_labels, opts, log)
+            # the selection's own fits (smaller, precomputed inner products) plan themselves
+            selection = _select(config, X_train, data.train_labels,
+                                config.options.replace(dtype=plan.dtype), log)
             timings["select"] = time.perf_counter() - t
             params = {**{k: v for k, v in params.items() if v != "auto"},
                       **selection["params"]}
@@ -315,16 +326,19 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
                              "selects on clean labels)")
         clf = KernelInterpolantClassifier(kernel=config.kernel, degree=config.degree,
                                           coef0=config.coef0, solver=config.solver,
-                                          options=opts, **params)
-        with stage("fit", flops=_fit_flops(n, fmap.dim, n_classes, config.solver),
+                                          options=config.options, **params)
+        with stage("fit", flops=_fit_flops(n, fmap.dim, n_classes, config.solver, opts),
                    dtype=opts.dtype, enabled=opts.progress):
-            found = _fit_checked(clf, X_train, data.train_labels, opts)
+            found = _fit_checked(clf, X_train, data.train_labels, plan)
         kernel, solver = clf.kernel_, config.solver
         if opts.scheduler is not None:
             solver += f" (dask, {clf.solver_info_['dask']['workers']} workers)"
             notes.append("K was built and solved in the Dask workers' memory: the peak "
                          "memory here is this process's only")
     timings.update(clf.timings_)
+    stop = clf.solver_info_.get("refine_stop", "")
+    if stop and not stop.startswith("all"):
+        notes.append(f"iterative refinement {stop}")
 
     if config.kernel == "linear" and 0.5 < fmap.dim / n < 2:
         notes.append(f"linear kernel with feature dim {fmap.dim} close to n = {n}: the "
@@ -345,14 +359,15 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         train_error=clf.train_error_, test_error=test_error, norm=clf.norm_,
         relative_residual=clf.relative_residual_, features=fmap.name,
         residual_against=clf.solver_info_.get("residual_against"),
+        cond_estimate=clf.solver_info_.get("cond_estimate"),
         refine_history=list(clf.solver_info_.get("refine_history", [])),
         feature_params=fmap.params, feature_dim=fmap.dim,
         preprocessing=data.preprocessing + list(fmap.preprocessing),
-        randomization=data.randomization, backend=opts.backend, device=device,
+        randomization=data.randomization, backend=plan.backend, device=plan.device,
         jitter=clf.solver_info_.get("jitter", 0.0), iterations=clf.n_iter_,
         converged=bool(getattr(clf, "converged_", True)) and not found, warnings=found,
         selection=selection, timings=timings, gflops=gflops,
-        memory_plan_bytes=plan.total_bytes,
+        memory_plan_bytes=plan.total_bytes, plan=_plan_record(clf.plan_),
         peak_rss_bytes=peak_rss_bytes(), seed=config.seed, notes=notes,
         convergence=_convergence(clf.solver_info_))
     return FittedRun(record, clf, fmap, config, streamed)
@@ -361,6 +376,14 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
 def run(config: RunConfig, *, log=None) -> RunRecord:
     """Fit the interpolant the config describes and return its record."""
     return fit_run(config, log=log).record
+
+
+def _plan_record(plan) -> dict:
+    """The Plan that ran, for the record: its decisions and bytes (the options are there
+    already as the run's settings)."""
+    out = plan.as_dict()
+    out.pop("options")
+    return out
 
 
 def _convergence(info: dict) -> dict | None:
@@ -372,8 +395,14 @@ def _convergence(info: dict) -> dict | None:
     return {k: info[k] for k in keys if k in info}
 
 
-def _fit_flops(n: int, d: int, c: int, solver: str) -> float | None:
-    """Floating-point work of the exact solve: Gram (upper triangle), Cholesky, solves."""
+def _fit_flops(n: int, d: int, c: int, solver: str, opts: Options) -> float | None:
+    """Floating-point work of the exact solve: Gram (upper triangle), Cholesky, solves,
+    and every refinement step asked for."""
     if solver != "cholesky":
         return None     # CG: as many passes over K as iterations, not known in advance
-    return n * n * d + n**3 / 3 + 4.0 * n * n * c
+    from ..solvers.refine import refine_flops
+    # opts: the Plan's, its refinement reference resolved
+    refine = refine_flops(n, d, c, opts.refine_steps, exact=opts.refine_against == "exact")
+    # refinement works in float64, at about half the float32 GEMM rate the stage assumes
+    return n * n * d + n**3 / 3 + 4.0 * n * n * c + refine * (2 if opts.dtype == "float32"
+                                                               else 1)

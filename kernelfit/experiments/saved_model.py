@@ -1,20 +1,25 @@
 """A fitted run saved to one file, and loaded back to predict new images.
 
-The file holds what prediction needs: the fitted estimator (training points
-and dual coefficients), the fitted feature map, and the data settings
-(preprocessing, randomization, seed) that turned images into its inputs.
-Layout::
+The file (:mod:`.model_file`: a JSON header and ``.npy`` arrays in one ZIP,
+nothing pickled) holds what prediction needs, as numbers and text:
 
-    KERNELFIT-MODEL\\n
-    {"format": 1, "kernelfit": "0.1.0", "bytes": N, "sha256": "..."}\\n
-    N bytes of pickle
+- the estimator: its parameters and :class:`~kernelfit.options.Options`, the
+  resolved kernel (name, gamma, degree, coef0), the fit's backend, its
+  summary (norm, training error, residual), and the arrays ``estimator.X_fit``
+  (training points), ``estimator.dual_coef`` and ``estimator.classes``;
+- the feature map: its name, parameters (seed included) and the image shape
+  ``fit`` saw, and what ``fit`` learned as ``features.NAME`` arrays
+  (:meth:`~kernelfit.features.FeatureMap.state_arrays`; randconv's whitening
+  and filters; none for raw, gabor and scattering, whose filters follow
+  from the parameters);
+- the data settings (dataset, n_train, seed, preprocessing, randomization)
+  and the training run's record.
 
-It is written atomically (a reader never sees half a file). On load the
-marker, the format version, the size and the sha256 of the payload are
-checked before anything is unpickled, so a truncated, damaged or edited file
-is refused with :class:`~kernelfit.errors.ModelFileError`. The digest cannot
-stop a forger who rewrites the header too, and unpickling runs code: load
-only files you made or trust.
+:func:`load_model` rebuilds the estimator and the feature map from these,
+checking every field's type and range and that the parts agree (shapes, the
+feature dimension, n_train); anything else is a
+:class:`~kernelfit.errors.ModelFileError`. Files of format 1 (a pickle) are
+refused unread.
 
 A run whose K was streamed from feature chunks (randconv at scale) keeps
 neither the training features nor a way to rebuild k(new, train) without
@@ -23,27 +28,22 @@ recomputing all of them, so it is refused before the fit, not after.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_bytes_atomic
-from ..errors import InputError, ModelFileError
-from ..options import Options
+from ..errors import BackendError, InputError, ModelFileError
+from ..options import BACKENDS, Options
+from ..params import real, whole
 from ..report import stage
+from . import model_file as mf
+from .run import STREAMED_REFUSAL
 
-MAGIC = b"KERNELFIT-MODEL\n"
-FORMAT_VERSION = 1
-# The header line is short JSON; anything longer is not a header.
-_MAX_HEADER = 4096
-
-STREAMED_REFUSAL = ("--save-model needs the training features to predict new images, and a "
-                    "streamed K never holds them; add --no-stream (the features are then kept "
-                    "in memory) or drop --save-model")
+_ESTIMATOR = "KernelInterpolantClassifier"
+_PARAMS = ("kernel", "gamma", "sigma", "degree", "coef0", "lam", "solver")
+_SETTINGS = {"dataset": str, "n_train": int, "seed": int, "preprocessing": str,
+             "randomization": str, "features": str, "feature_params": dict}
 
 
 @dataclass
@@ -57,7 +57,8 @@ class SavedModel:
     feature_map : FeatureMap
         Fitted; turns preprocessed images into the estimator's inputs.
     settings : dict
-        dataset, n_train, seed, preprocessing, randomization of the training run.
+        dataset, n_train, seed, preprocessing, randomization, features and
+        feature_params of the training run.
     record : dict
         The training run's record (:meth:`RunRecord.to_dict`).
     """
@@ -78,69 +79,175 @@ def save_model(path, fitted) -> Path:
     OutputPathError, OSError
         ``path`` cannot be written; nothing is left half-written.
     """
-    if fitted.streamed:
+    if fitted.streamed or fitted.estimator.kernel == "precomputed":
         raise InputError(STREAMED_REFUSAL)
-    c = fitted.config
+    c, clf, fmap = fitted.config, fitted.estimator, fitted.feature_map
     settings = {"dataset": c.dataset, "n_train": fitted.record.n_train, "seed": c.seed,
                 "preprocessing": c.preprocessing, "randomization": c.randomize,
                 "features": c.features, "feature_params": dict(c.feature_params)}
-    model = SavedModel(fitted.estimator, fitted.feature_map, settings, fitted.record.to_dict())
-    try:
-        payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, TypeError, AttributeError) as err:
-        raise InputError(f"the fitted {c.features} model cannot be saved: part of it does not "
-                         f"pickle ({err})") from err
-    from .. import __version__
-    header = {"format": FORMAT_VERSION, "kernelfit": __version__, "bytes": len(payload),
-              "sha256": hashlib.sha256(payload).hexdigest()}
-    return write_bytes_atomic(path, MAGIC + json.dumps(header).encode() + b"\n" + payload)
+    backend, device = getattr(clf, "_backend_spec", ("numpy", "cpu"))
+    header = {
+        "estimator": {
+            "class": type(clf).__name__,
+            "params": {k: getattr(clf, k) for k in _PARAMS},
+            "options": (clf.options or Options()).as_dict(),
+            "kernel": clf.kernel_.as_dict(),
+            "backend": {"name": backend, "device": device},
+            "fitted": {"norm_": clf.norm_, "train_error_": clf.train_error_,
+                       "relative_residual_": clf.relative_residual_,
+                       "n_iter_": int(clf.n_iter_), "converged_": bool(clf.converged_),
+                       "warnings_": list(clf.warnings_)}},
+        "features": {"name": fmap.name, "params": fmap.params,
+                     "input_shape": list(fmap.input_shape_)},
+        "settings": settings,
+        "record": fitted.record.to_dict(),
+    }
+    arrays = {"estimator.X_fit": clf.X_fit_, "estimator.dual_coef": clf.dual_coef_,
+              "estimator.classes": clf.classes_,
+              **{f"features.{k}": v for k, v in fmap.state_arrays().items()}}
+    from ..formats import jsonable
+    return mf.write_model_file(path, jsonable(header), arrays)
 
 
 def load_model(path) -> SavedModel:
-    """Read a model written by :func:`save_model`, checking it before unpickling.
-
-    Unpickling runs code: load only files you made or trust.
+    """Read a model written by :func:`save_model`; nothing in the file is ever executed.
 
     Raises
     ------
     ModelFileError
-        Not a kernelfit model file, another format version, truncated, or
-        its payload does not match the recorded sha256.
-    FileNotFoundError
-        No file at ``path`` (as :class:`~kernelfit.errors.InputError`).
+        Not a kernelfit model file, format 1 (pickle, refused unread) or
+        another format version, a header field of the wrong type or range,
+        parts that disagree, or a truncated or damaged file.
+    InputError
+        No file at ``path``.
     """
     path = Path(path).expanduser()
+    header, arrays = mf.read_model_file(path)
+    fmap = _feature_map(path, header, arrays)
+    clf = _estimator(path, header, arrays, fmap)
+    settings = _settings(path, header, fmap, len(clf.X_fit_))
+    record = mf.field(path, header, "record", dict)
+    return SavedModel(clf, fmap, settings, record)
+
+
+def _invalid(path, part: str, err: Exception) -> ModelFileError:
+    return ModelFileError(path, f"its {part} cannot be rebuilt: {err}")
+
+
+def _feature_map(path, header: dict, arrays: dict):
+    from ..features import make_features
+
+    spec = mf.field(path, header, "features", dict)
+    name = mf.text(path, spec, "name", "features")
+    params = mf.field(path, spec, "params", dict, "features")
+    shape = mf.field(path, spec, "input_shape", list, "features")
+    state = {k[len("features."):]: v for k, v in arrays.items() if k.startswith("features.")}
     try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"no model file at {path}; write one with `kernelfit run "
-                         "--save-model PATH`") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a directory; give the model file inside it") from None
-    if not blob.startswith(MAGIC):
-        raise ModelFileError(path, "is not a kernelfit model file (it does not start with "
-                                   "the KERNELFIT-MODEL marker)")
-    end = blob.find(b"\n", len(MAGIC), len(MAGIC) + _MAX_HEADER)
+        fmap = make_features(name, **params)
+        if fmap.params != params:
+            # the constructors convert (int("3"), float): a value of another type or one
+            # they round would rebuild another map than the one that was fitted
+            raise InputError(f"the parameters {params} rebuild a map whose parameters are "
+                             f"{fmap.params}; each must be given as its own type and value")
+        return fmap.set_state(shape, state)
+    except (ValueError, TypeError, BackendError) as err:
+        # BackendError: a scattering map saved with kymatio's torch frontend, and no torch here
+        raise _invalid(path, "feature map", err) from None
+
+
+def _estimator(path, header: dict, arrays: dict, fmap):
+    from ..kernels import Kernel, row_sq_norms
+    from ..model import KernelInterpolantClassifier
+
+    spec = mf.field(path, header, "estimator", dict)
+    where = "estimator"
+    if mf.text(path, spec, "class", where) != _ESTIMATOR:
+        raise ModelFileError(path, f"holds a {spec['class']!r}; kernelfit saves and loads "
+                                   f"{_ESTIMATOR} models")
+    params = mf.field(path, spec, "params", dict, where)
+    if set(params) != set(_PARAMS):
+        raise ModelFileError(path, f"header field estimator.params must hold exactly "
+                                   f"{', '.join(_PARAMS)}")
     try:
-        header = json.loads(blob[len(MAGIC):end]) if end > 0 else None
-    except ValueError:
-        header = None
-    if not isinstance(header, dict) or not {"format", "bytes", "sha256"} <= set(header):
-        raise ModelFileError(path, "has a damaged header")
-    if header["format"] != FORMAT_VERSION:
-        raise ModelFileError(path, f"has model format {header['format']!r}, but this kernelfit "
-                                   f"reads format {FORMAT_VERSION}")
-    payload = blob[end + 1:]
-    if len(payload) != header["bytes"]:
-        raise ModelFileError(path, f"holds {len(payload):,} bytes of model where its header "
-                                   f"says {header['bytes']:,} (truncated or appended to)")
-    if hashlib.sha256(payload).hexdigest() != header["sha256"]:
-        raise ModelFileError(path, "does not match its recorded sha256 (damaged or modified); "
-                                   "do not load it")
-    model = pickle.loads(payload)
-    if not isinstance(model, SavedModel):
-        raise ModelFileError(path, f"holds a {type(model).__name__}, not a kernelfit model")
-    return model
+        options = Options(**mf.field(path, spec, "options", dict, where))
+        clf = KernelInterpolantClassifier(**params, options=options)
+        clf._check_params()
+        clf.kernel_ = Kernel(**mf.field(path, spec, "kernel", dict, where))
+    except (InputError, TypeError) as err:
+        raise _invalid(path, "estimator", err) from None
+    if (clf.kernel_.name, clf.kernel_.degree, clf.kernel_.coef0) != \
+            (clf.kernel, clf.degree, clf.coef0) or clf.kernel == "precomputed":
+        raise ModelFileError(path, f"its fitted kernel {clf.kernel_.as_dict()} is not the "
+                                   f"estimator's kernel {clf.kernel!r} (degree {clf.degree}, "
+                                   f"coef0 {clf.coef0})")
+    X, alpha, classes = (arrays.get(f"estimator.{k}") for k in ("X_fit", "dual_coef", "classes"))
+    n = None if X is None or X.ndim != 2 else len(X)
+    want = options.dtype if options.dtype != "auto" else X.dtype.name if n else "float64"
+    if n is None or X.dtype.name != want or want not in ("float32", "float64") \
+            or X.shape[1] != fmap.dim or alpha is None or alpha.dtype != np.float64 \
+            or classes is None or classes.ndim != 1 or not len(classes) \
+            or alpha.shape != (n, len(classes)):
+        raise ModelFileError(path, "its arrays do not agree: estimator.X_fit must be "
+                                   f"{want} (n, {fmap.dim}) (the feature dimension), "
+                                   "estimator.dual_coef float64 (n, classes) and "
+                                   "estimator.classes one value per class; got "
+                                   + ", ".join(f"{k} {a.dtype} {a.shape}" for k, a in
+                                               arrays.items() if k.startswith("estimator.")))
+    fitted = mf.field(path, spec, "fitted", dict, where)
+    f = f"{where}.fitted"
+    clf.X_fit_, clf.dual_coef_, clf.classes_ = X, alpha, classes
+    clf.n_features_in_ = X.shape[1]
+    clf._sq_fit = row_sq_norms(X)
+    clf.norm_ = mf.number(path, f"{f}.norm_", fitted.get("norm_"), real, 0)
+    clf.train_error_ = mf.number(path, f"{f}.train_error_", fitted.get("train_error_"),
+                                 real, 0, 1)
+    clf.relative_residual_ = mf.number(path, f"{f}.relative_residual_",
+                                       fitted.get("relative_residual_"), real, 0)
+    clf.n_iter_ = mf.number(path, f"{f}.n_iter_", fitted.get("n_iter_"), whole, 0)
+    clf.converged_ = mf.field(path, fitted, "converged_", bool, f)
+    clf.warnings_ = mf.field(path, fitted, "warnings_", list, f)
+    if not all(isinstance(w, str) for w in clf.warnings_):
+        raise ModelFileError(path, f"header field {f}.warnings_ must be a list of text")
+    clf._backend_spec = _backend(path, mf.field(path, spec, "backend", dict, where))
+    return clf
+
+
+def _backend(path, spec: dict) -> tuple[str, str]:
+    """The fit's backend predicts too; one not usable here falls back to NumPy (the
+    same numbers up to rounding in the last bits)."""
+    from ..backend import get_backend
+
+    name = mf.text(path, spec, "name", "estimator.backend")
+    device = mf.text(path, spec, "device", "estimator.backend")
+    if name not in BACKENDS or name == "auto":
+        raise ModelFileError(path, f"header field estimator.backend.name must be one of "
+                                   f"{', '.join(b for b in BACKENDS if b != 'auto')}, got "
+                                   f"{name!r}")
+    try:
+        get_backend(name, device)
+    except (BackendError, InputError):
+        return "numpy", "cpu"
+    return name, device
+
+
+def _settings(path, header: dict, fmap, n: int) -> dict:
+    from ..data.preprocess import Preprocessing
+    from ..data.randomize import parse_randomization
+
+    spec = mf.field(path, header, "settings", dict)
+    settings = {k: mf.field(path, spec, k, kind, "settings") for k, kind in _SETTINGS.items()}
+    mf.number(path, "settings.n_train", settings["n_train"], whole, 1)
+    mf.number(path, "settings.seed", settings["seed"], whole, 0)
+    try:
+        Preprocessing.parse(settings["preprocessing"])
+        parse_randomization(settings["randomization"])
+    except InputError as err:
+        raise _invalid(path, "data settings", err) from None
+    if settings["n_train"] != n or settings["features"] != fmap.name:
+        raise ModelFileError(path, f"its settings (n_train {settings['n_train']}, features "
+                                   f"{settings['features']}) do not match its arrays ({n} "
+                                   f"training points, {fmap.name} features)")
+    return settings
 
 
 def predict_dataset(model: SavedModel, dataset: str, *, n_test=None, data_home=None,

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..plots import plain_log_ticks
 from ..report import pct
 
 if TYPE_CHECKING:
@@ -197,18 +198,11 @@ def _plot_norm_vs_n(ax, points, axes) -> bool:
         ax.plot([x for x, _ in pts], [r["norm"] for _, r in pts], "o-", label=label)
     ax.set(xscale="log", yscale="log", xlabel="training points n", ylabel="RKHS norm of the "
            "interpolant", title=_title(points, "Interpolant norm vs n, per corruption level"))
-    _plain_log_ticks(ax, sorted({x for pts in lines.values() for x, _ in pts}))
+    # ticks at the grid's n; plain numbers on both log axes (not 3 x 10^2)
+    plain_log_ticks(ax.xaxis, "{:,.0f}", ticks=sorted({x for pts in lines.values()
+                                                      for x, _ in pts}))
+    plain_log_ticks(ax.yaxis)
     return bool(lines)
-
-
-def _plain_log_ticks(ax, xs) -> None:
-    """Ticks at the grid's n and plain numbers on log axes (not 3 x 10^2)."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-    ax.set_xticks(xs)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    for which in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-        which(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def _plot_norm_vs_error(ax, points, axes) -> bool:

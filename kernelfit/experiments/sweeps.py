@@ -34,7 +34,13 @@ from ..atomic import write_text_atomic
 from ..errors import InputError, KernelfitError
 from ..options import Options
 from ..report import pct
-from .results import NOT_RESULT_SETTINGS, ResultStore, result_settings, settings_key
+from .results import (
+    NOT_RESULT_SETTINGS,
+    ResultStore,
+    result_settings,
+    settings_key,
+    with_data,
+)
 from .run import RunConfig, run
 from .sweep_report import draw_plots, markdown, to_csv
 
@@ -222,10 +228,12 @@ def select_once(config: RunConfig, *, sigma_grid=None, val_fraction: float = 0.2
     from .select import select
 
     clean = replace(config, randomize="none")
-    settings = {"on": result_settings(clean), "sigma_grid": sigma_grid,
-                "val_fraction": val_fraction, "split": "training set only"}
+    settings = with_data({"on": result_settings(clean), "sigma_grid": sigma_grid,
+                          "val_fraction": val_fraction, "split": "training set only"},
+                         clean.dataset, clean.data_home)
     name = f"select-{clean.dataset}-{clean.features}-{settings_key(settings)}"
-    if store is not None and (saved := store.load(name, settings)):
+    if store is not None and (saved := store.load(name, settings, log=log,
+                                                  label="selection")):
         log(f"selection: reusing {store.path(name)}: {saved['summary']}")
         return {k: v for k, v in saved.items() if k != "settings"}
     data = prepare(clean)
@@ -297,6 +305,7 @@ def run_sweep(base: RunConfig, axes: list[Axis], out_dir, *, sigma_grid=None,
     combos = grid(base, axes)
     result = SweepResult(axes=list(axes), points=[])
     selections: dict[str, dict | Exception] = {}
+    fingerprints: dict[tuple, dict | Exception] = {}   # (dataset, data_home) -> key entry
     stop = False
     for i, (labels, config) in enumerate(combos, 1):
         tag = f"[{i}/{len(combos)}] " + " ".join(f"{k}={v}" for k, v in labels.items())
@@ -328,11 +337,20 @@ def run_sweep(base: RunConfig, axes: list[Axis], out_dir, *, sigma_grid=None,
         if stop:
             point.status, point.error = "not-run", "not run: an earlier point failed (--fail-fast)"
             continue
+        where = (config.dataset, config.data_home)
+        if where not in fingerprints:
+            fingerprints[where] = _keyed_by_data(config)
+        data = fingerprints[where]
+        if isinstance(data, dict):
+            point.settings = settings = {**settings, **data}
         if isinstance(selection, Exception):
             point.status = "failed"
             point.error = f"selection failed: {type(selection).__name__}: {selection}"
+        elif isinstance(data, Exception):
+            point.status = "failed"
+            point.error = f"its data cannot be read: {type(data).__name__}: {data}"
         else:
-            saved = store.load(point.name, settings)
+            saved = store.load(point.name, settings, log=log, label=tag)
             if saved and saved.get("status") == "ok":
                 point.status, point.reused, point.record = "ok", True, saved["record"]
                 point.warnings = saved.get("warnings", [])
@@ -361,6 +379,15 @@ def run_sweep(base: RunConfig, axes: list[Axis], out_dir, *, sigma_grid=None,
         drawn, result.skipped_plots = draw_plots(result.points, axes, out_dir)
         result.files.update(drawn)
     return result
+
+
+def _keyed_by_data(config: RunConfig) -> dict | Exception:
+    """The data fingerprint entry of a point's key, or the error that stops reading the data."""
+    try:
+        settings = with_data({}, config.dataset, config.data_home)
+    except KernelfitError as err:
+        return err
+    return settings
 
 
 def _run_point(point: Point) -> None:

@@ -5,8 +5,9 @@ chosen first on a validation split carved from the training set
 (:mod:`kernelfit.experiments.select`; the test set is never looked at before
 the final fit). A row's record goes through
 :class:`~kernelfit.experiments.results.ResultStore` the moment it finishes,
-keyed by the settings that change its numbers only, so an interrupted
-reproduction resumes where it stopped and ``--quiet`` reuses finished rows.
+keyed by the settings that change its numbers (and the data's fingerprint and
+kernelfit's version) only, so an interrupted reproduction resumes where it
+stopped and ``--quiet`` reuses finished rows.
 
 What is selected, per row (all on a stratified 20% hold-out of a training
 subset of at most ``n_select`` images, seed = the run's seed; a choice at the
@@ -35,7 +36,7 @@ import numpy as np
 from ..errors import InputError, SubsetWarning
 from ..options import Options
 from ..params import whole
-from .results import ResultStore, result_settings
+from .results import ResultStore, result_settings, with_data
 from .run import RunConfig, prepare, run
 from .select import Selection, select
 from .select_grid import LAM_FACTORS, SIGMA_FACTORS, default_grid
@@ -103,8 +104,9 @@ def _selection_features(config: RunConfig, n: int):
     """Training features and labels of a stratified n-image training subset (no test data)."""
     from ..features import make_features
 
-    # n_test=1: prepare() always loads a test split; the selection never reads it.
-    data = prepare(replace(config, n_train=n, n_test=1))
+    # n_test=1: prepare() always loads a test split; the selection never reads it. No
+    # subset notice: the user's own subsets are checked once, with the row (reproduce).
+    data = prepare(replace(config, n_train=n, n_test=1), asked=())
     fmap = make_features(config.features, seed=config.seed, **config.feature_params)
     fmap.fit(data.train_images)
     X = fmap.transform(data.train_images, progress=config.options.progress)
@@ -213,10 +215,11 @@ def reproduce(out_dir, *, keys=None, n_train=None, n_test=None, filters=4096, la
     for row in table:
         config = replace(row.config, n_train=n_train, n_test=n_test, data_home=data_home,
                          options=options or Options())
-        settings = {**result_settings(config),
-                    "selection": _selection_spec(row, config, select_settings, n_select,
-                                                 val_fraction)}
-        saved = store.load(row.key, settings)
+        settings = with_data({**result_settings(config),
+                              "selection": _selection_spec(row, config, select_settings,
+                                                           n_select, val_fraction)},
+                             config.dataset, config.data_home)
+        saved = store.load(row.key, settings, log=log)
         if saved is not None:
             log(f"{row.key}: reusing {store.path(row.key)} (same settings)")
             results.append(saved)
@@ -240,7 +243,7 @@ def reproduce(out_dir, *, keys=None, n_train=None, n_test=None, filters=4096, la
         log(f"{row.key}: test error {100 * record.test_error:.2f}% (paper "
             f"{100 * row.paper_error:.1f}%), record {path}"
             if record.test_error is not None else f"{row.key}: record {path}")
-        results.append({"settings": settings, **payload})
+        results.append({"settings": store.key(settings), **payload})
     return results
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .scaling import column_scale, scaled_norm
+
 
 def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None, callback=None):
     """Solve op X = Y for every column of Y by (preconditioned) conjugate gradient.
@@ -43,7 +45,12 @@ def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None, callback=
     Y = np.asarray(Y, dtype=np.float64)
     one_d = Y.ndim == 1
     Y = Y.reshape(len(Y), -1)
-    X = np.zeros_like(Y) if X0 is None else np.array(X0, dtype=np.float64).reshape(Y.shape)
+    # CG is linear in each column: it solves for Y / s, s a power of two per column (exact),
+    # so that targets near 1e300 do not overflow r^T z, nor a float32 operator's copy of P.
+    s = column_scale(Y)
+    unscaled = bool(np.all(s == 1.0))
+    Y = Y / s
+    X = np.zeros_like(Y) if X0 is None else np.array(X0, dtype=np.float64).reshape(Y.shape) / s
     ynorm = np.linalg.norm(Y, axis=0)
     ynorm[ynorm == 0] = 1.0
     R = Y - op @ X if X0 is not None else Y.copy()
@@ -54,7 +61,7 @@ def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None, callback=
     iterations = 0
     broke = np.zeros(Y.shape[1], dtype=bool)
     stopped = False
-    rel = np.linalg.norm(R, axis=0) / ynorm
+    rel = scaled_norm(R, axis=0) / ynorm
     active = rel > tol                        # a zero column of Y is solved by X = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - read after the loop
         if not active.any():
@@ -71,12 +78,13 @@ def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None, callback=
         a = np.where(active, rz / np.where(pq > 0, pq, 1.0), 0.0)
         X += a * P
         R -= a * Q
-        rel = np.linalg.norm(R, axis=0) / ynorm
+        rel = scaled_norm(R, axis=0) / ynorm
         history.append(float(rel.max()))
         active &= rel > tol
         # The callback sees every iterate, the last one included; its stop only
         # counts while some column is still short of tol.
-        if callback is not None and callback(iterations, X, rel) and active.any():
+        if (callback is not None and callback(iterations, X if unscaled else X * s, rel)
+                and active.any()):
             stopped = True
             break
         if not active.any():
@@ -89,4 +97,5 @@ def block_cg(op, Y, *, tol=1e-6, max_iter=1000, precond=None, X0=None, callback=
     info = {"iterations": iterations, "converged": bool(not active.any() and not broke.any()),
             "breakdown": bool(broke.any()), "residuals": rel.tolist(), "history": history,
             "stopped_by_callback": stopped}
+    X *= s
     return (X[:, 0] if one_d else X), info

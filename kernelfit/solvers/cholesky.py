@@ -33,14 +33,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import InputError, NotPositiveDefiniteError
-from ..plan import LARGE_TILE, SOLVE_TILE, max_tile
+from ..sizes import SOLVE_TILE
+from .scaling import column_scale
 from .tiles import ResidentStore, as_store
 
 # jitter="auto": diagonal jitter tried in turn, relative to the mean of K's diagonal.
 AUTO_JITTER = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 
-__all__ = ["AUTO_JITTER", "Factor", "LARGE_TILE", "SOLVE_TILE", "cholesky_solve",
-           "choose_tile", "factor", "max_tile", "restore_lower", "tiled_cholesky"]
+__all__ = ["AUTO_JITTER", "Factor", "cholesky_solve", "factor", "restore_lower", "tiled_cholesky"]
 
 
 @dataclass
@@ -58,6 +58,9 @@ class Factor:
     tile : int
     info : dict
         GFLOP count, seconds, GFLOP/s, jitter attempts.
+    l_diag : ndarray (n,)
+        L's diagonal, read as each diagonal tile is factored (for
+        :mod:`kernelfit.solvers.condition`).
     """
 
     store: object
@@ -65,6 +68,7 @@ class Factor:
     shift: float
     tile: int
     info: dict = field(default_factory=dict)
+    l_diag: np.ndarray | None = None   # L's diagonal (NaN for panels a resumed factor kept)
 
     @property
     def A(self):
@@ -78,19 +82,6 @@ class Factor:
     def solve(self, Y) -> np.ndarray:
         """Solve (K + shift I) X = Y with the stored factor; float64 host result."""
         return cholesky_solve(self.store, Y)
-
-
-def choose_tile(n: int, tile_size: int | None = None) -> int:
-    """The tile width to factor an n x n K in host memory with.
-
-    ``None`` (auto): the whole matrix in one in-place LAPACK call whenever that
-    call stays below 2**31 elements (n <= 46,340; LAPACK's own blocked potrf is
-    the fastest route there), else :data:`LARGE_TILE`. A given width is clipped
-    to what keeps every call below 2**31 elements.
-    """
-    if tile_size is None:
-        tile_size = n if n * n < 2**31 else LARGE_TILE
-    return int(max(1, min(tile_size, max_tile(n))))
 
 
 def tiled_cholesky(A, *, tile: int = 4096, shift: float = 0.0, progress: bool = False,
@@ -128,6 +119,7 @@ def tiled_cholesky(A, *, tile: int = 4096, shift: float = 0.0, progress: bool = 
                disable=not progress, delay=1.0)
     be.synchronize()
     t_start = time.perf_counter()
+    l_diag = np.full(n, np.nan)
     for J in range(first, store.n_tiles):
         j0, j1 = store.bounds(J)
         tj = j1 - j0
@@ -143,6 +135,7 @@ def tiled_cholesky(A, *, tile: int = 4096, shift: float = 0.0, progress: bool = 
             store.abandon()
             raise NotPositiveDefiniteError(pivot=j0 + info - 1, n=n, dtype=store.dtype,
                                            detail=f" (shift {shift:g} on the diagonal)")
+        l_diag[j0:j1] = be.get_diagonal(P[:tj, :])     # tj numbers: the condition estimate's
         # 3. the panel below it: P[r] <- P[r] L_JJ^{-T}
         if P.shape[0] > tj:
             be.trsm_(P[:tj, :], P[tj:, :])
@@ -156,7 +149,7 @@ def tiled_cholesky(A, *, tile: int = 4096, shift: float = 0.0, progress: bool = 
     # left-looking, column j costs 2 (n - j) j flops: from column a on, n^3/3 - n a^2 + 2a^3/3
     a0 = min(first * T, n)
     gflop = (n**3 / 3 - n * a0**2 + 2 * a0**3 / 3) / 1e9
-    return Factor(store=store, k_diag=k_diag, shift=float(shift), tile=T,
+    return Factor(store=store, k_diag=k_diag, shift=float(shift), tile=T, l_diag=l_diag,
                   info={"gflop": gflop, "seconds": seconds, "resumed_at_panel": first,
                         "gflops": gflop / seconds if seconds > 0 else float("nan"),
                         "storage": store.kind, "backend": be.describe()})
@@ -188,9 +181,13 @@ def cholesky_solve(A, Y, *, tile: int = SOLVE_TILE) -> np.ndarray:
     """
     store = as_store(A, tile) if _is_array(A) else A
     be, n = store.backend, store.n
-    Yh = np.asarray(Y)
+    Yh = np.asarray(Y, dtype=np.float64)
     one_d = Yh.ndim == 1
-    Z = be.asarray(np.array(Yh.reshape(n, -1), dtype=store.dtype))   # a copy: solved in place
+    Yh = Yh.reshape(n, -1)
+    # Each column solved for Y / s, s a power of two (exact; :mod:`.scaling`): targets
+    # near 1e300 stay finite through the substitutions, and through a float32 factor.
+    s = column_scale(Yh)
+    Z = be.asarray(np.array(Yh / s, dtype=store.dtype))   # a copy: solved in place
     for J, P in store.solve_panels():               # forward: L Z = Y
         j0, j1 = store.solve_bounds(J)
         tj = j1 - j0
@@ -203,7 +200,7 @@ def cholesky_solve(A, Y, *, tile: int = SOLVE_TILE) -> np.ndarray:
         if j1 < n:
             Z[j0:j1, :] -= be.matmul(be.xp.matrix_transpose(P[tj:, :]), Z[j1:, :])
         Z[j0:j1, :] = be.solve_lower(P[:tj, :], Z[j0:j1, :], trans=True)
-    out = be.to_host(Z).astype(np.float64, copy=False)
+    out = be.to_host(Z).astype(np.float64) * s
     return out[:, 0] if one_d else out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..backend import backend_of, get_backend
 from ..gram import cross_gram_matvec
 from ..kernels import Kernel, row_sq_norms
-from ..plan import STORED_PRODUCT_ROWS
+from ..sizes import STORED_PRODUCT_ROWS
 
 
 class StoredOperator:

@@ -61,18 +61,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..options import Options
+from ..sizes import PCG_PANEL_ROWS, SKETCH_SHARE, host_limit
 from .cg import block_cg
 from .precond import JacobiPreconditioner, TopEigenPreconditioner, choose_sketch, sketch_bytes
-
-# Rows per panel of the product: the panel is a view of K (no copy); its rows
-# only size the c-column float32 result, so any panel of a few MB of output is
-# as fast as one call. Panels keep the float64 accumulation of the result
-# bounded and let a memory-mapped K stream.
-PANEL_ROWS = 4096
-
-# Share of the memory left besides K that the preconditioner's sketch may take
-# (the rest: the CG blocks, prediction, other processes' growth).
-SKETCH_SHARE = 0.4
 
 
 def sketch_budget(n: int, itemsize: int, opts: Options, *, gram_allocated: bool) -> float:
@@ -81,11 +72,8 @@ def sketch_budget(n: int, itemsize: int, opts: Options, *, gram_allocated: bool)
     ``gram_allocated``: K already exists (at solve time), so what is available
     now is already net of it.
     """
-    from ..plan import available_memory
-    if opts.memory_limit is not None:
-        free = opts.memory_limit - n * n * itemsize
-    else:
-        free = 0.9 * available_memory() - (0 if gram_allocated else n * n * itemsize)
+    allocated = gram_allocated and opts.memory_limit is None
+    free = host_limit(opts.memory_limit) - (0 if allocated else n * n * itemsize)
     return max(SKETCH_SHARE * free, 0.0)
 
 
@@ -98,7 +86,7 @@ class PanelOperator:
     every row, which costs the held-out fraction of a pass, no copy of K.
     """
 
-    def __init__(self, K, shift: float = 0.0, rows=None, panel_rows: int = PANEL_ROWS):
+    def __init__(self, K, shift: float = 0.0, rows=None, panel_rows: int = PCG_PANEL_ROWS):
         if K.ndim != 2 or K.shape[0] != K.shape[1]:
             raise InputError(f"K must be a square matrix, got shape {K.shape}")
         self.K = K

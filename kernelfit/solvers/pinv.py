@@ -17,7 +17,7 @@ them makes alpha depend on rounding: with a cutoff of n eps max K_ii instead,
 two LAPACK eigensolvers disagreed by 25% on alpha (80 points, sigma = 1000).
 Cost: two n x n float64 arrays
 (the copy LAPACK overwrites, and the eigenvectors) and ~9 n^3 flops, which is
-why :func:`kernelfit.plan.plan_pinv` caps n (:data:`PINV_MAX_N`).
+why :func:`plan_pinv` caps n (:data:`kernelfit.sizes.PINV_MAX_N`).
 """
 
 from __future__ import annotations
@@ -25,16 +25,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import eigh
 
-from ..errors import NotPositiveDefiniteError
-
-# Largest n the rank-revealing path takes on: eigh with eigenvectors is ~9 n^3
-# flops, about 90 s at n = 8,000 on 2 cores (~50 GFLOP/s float64), and four
-# times the Cholesky's memory in float64. Beyond it the singular K is reported
-# (NotPositiveDefiniteError / AccuracyWarning) with its remedies instead.
-PINV_MAX_N = 8_000
-
-# Rows per chunk when copying the stored upper triangle into the float64 work array.
-_COPY_ROWS = 1024
+from ..errors import NotPositiveDefiniteError, PlanError
+from ..formats import human_bytes
+from ..options import Options
+from ..sizes import COPY_ROWS, PINV_MAX_N, host_limit
 
 
 def pinv_bytes(n: int) -> int:
@@ -72,8 +66,8 @@ def pinv_solve(A, k_diag, Y, *, stored_dtype=None):
     n = A.shape[0]
     eps = np.finfo(np.dtype(stored_dtype or A.dtype)).eps
     M = np.empty((n, n))
-    for r0 in range(0, n, _COPY_ROWS):          # the upper triangle only; no n^2 temporary
-        r1 = min(r0 + _COPY_ROWS, n)
+    for r0 in range(0, n, COPY_ROWS):          # the upper triangle only; no n^2 temporary
+        r1 = min(r0 + COPY_ROWS, n)
         M[r0:r1, r0:] = A[r0:r1, r0:]
     M[np.diag_indices(n)] = k_diag
     # M.T is Fortran-ordered (no copy by f2py) and its lower triangle is M's upper one.
@@ -96,3 +90,31 @@ def pinv_solve(A, k_diag, Y, *, stored_dtype=None):
     info = {"rank": int(keep.sum()), "cutoff": float(cutoff), "eigenvalue_max": float(w[-1]),
             "eigenvalue_min": float(w[0])}
     return alpha, info
+
+
+def plan_pinv(n: int, options: Options | None = None, *, in_use: int = 0) -> int:
+    """Check that the rank-revealing solve K^+ Y of n points fits; return its bytes.
+
+    It runs when K already sits in memory (and failed to factor), so it is
+    planned against what is available now (and ``memory_limit`` less
+    ``in_use``, the bytes of that K). Refused when n is above
+    :data:`kernelfit.sizes.PINV_MAX_N` (the eigendecomposition's ~9 n^3
+    flops take too long) or its two float64 n x n arrays do not fit.
+    """
+    opts = options or Options()
+    need = pinv_bytes(n)
+    if n > PINV_MAX_N:
+        raise PlanError(f"the minimum-norm solve K^+ y of n={n:,} needs an eigendecomposition "
+                        f"of ~{9 * n**3 / 1e12:.0f} TFLOP and {human_bytes(need)}; it is done "
+                        f"for n <= {PINV_MAX_N:,} only. Pass lam > 0 or jitter='auto', or "
+                        "fewer points.")
+    # in_use: what the fit holds already (K): counted against memory_limit, while
+    # the available memory has paid for it.
+    limit = host_limit(None)
+    if opts.memory_limit is not None:
+        limit = min(limit, opts.memory_limit - int(in_use))
+    if need > limit:
+        raise PlanError(f"the minimum-norm solve K^+ y of n={n:,} needs {human_bytes(need)} "
+                        f"(two float64 n x n arrays) besides K, but only {human_bytes(limit)} "
+                        "is available. Pass lam > 0 or jitter='auto', or free memory.")
+    return need

@@ -28,20 +28,7 @@ import numpy as np
 from scipy.linalg import eigh
 
 from ..errors import InputError, NonFiniteError
-
-# Largest sketch: s columns cost n s (float32) + 2 n q (float64) bytes and
-# s^3 (eigh of K[S, S]) + 2 n s q + 4 n q^2 flops to turn into eigenvectors,
-# q <= s / 2 (a sketch estimates about its top half of eigenpairs well). At
-# n = 60,000, s = 2,400 that is ~1.5 GB and a few seconds, next to a 14.4 GB K
-# whose single pass takes ~2 s. (s = 4,000 with randomized subspace iteration
-# measured no better on MNIST at n = 60,000 and cost twice the time.)
-MAX_SKETCH = 2400
-
-# Most eigenvectors sought in the sketch. On MNIST (Gaussian, sigma 5) the
-# rounding floor of a float32 K (see TopEigenPreconditioner) keeps ~740 of them
-# at n = 10,000 and fewer at larger n (the floor grows as n^2, the eigenvalues
-# as n); seeking more only costs subspace-iteration time.
-MAX_RANK = 1200
+from ..sizes import MAX_RANK, MAX_SKETCH
 
 
 def sketch_bytes(n: int, s: int, q: int) -> int:
@@ -154,8 +141,13 @@ class TopEigenPreconditioner:
         self.lam = sig2
         self.mu = _mu(shift, sig2, noise)
         self.rank = len(sig2)
+        # The sketch's numerical rank, at what a float64 eigensolver resolves of the stored
+        # K[S, S]. Below s it proves K singular to working precision (interlacing: lambda_min(K)
+        # <= lambda_min(K[S, S])), and equals K's rank when S spans K's range (a low-rank K).
+        self.sketch_rank = int(np.count_nonzero(
+            np.abs(lw) > len(lw) * np.finfo(np.float64).eps * np.max(np.abs(lw))))
         self.info = {"preconditioner": "eigen", "sketch": int(sketch), "rank": self.rank,
-                     "rank_limit": int(rank), "mu": self.mu,
+                     "sketch_rank": self.sketch_rank, "rank_limit": int(rank), "mu": self.mu,
                      "top_eigenvalue": float(sig2[0]) if q else 0.0,
                      "rank_eigenvalue": float(sig2[-1]) if q else 0.0}
 

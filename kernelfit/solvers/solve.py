@@ -26,32 +26,22 @@ import numpy as np
 
 from ..backend import backend_of
 from ..errors import (
-    BANDWIDTH_REMEDY,
     InputError,
     NonFiniteError,
     NotPositiveDefiniteError,
-    PlanError,
 )
 from ..options import Options
-from ..plan import choose_tile, device_tile
+from ..sizes import CG_MIN_RANK, PINV_MAX_N, device_tile, host_tile, working_dtype
 from .cg import block_cg
 from .cholesky import factor, restore_lower
+from .condition import judge_condition
+from .minimum_norm import minimum_norm_if_singular, pinv_allowed, singular_evidence, solve_pinv
 from .operators import KernelOperator, StoredOperator
-from .pinv import PINV_MAX_N, pinv_solve
 from .precond import choose_sketch, sketch_bytes
 from .refine import refine
 from .solution import Solution, check_solution, measure, numeric_jitter, residual_limit
 from .tiles import HostTileStore
 
-# Fewest eigenvectors the cg solvers' preconditioner keeps by default (the rank
-# of their former Nyström preconditioner). choose_sketch's automatic sketch,
-# n / 4 columns sized for pcg's cheap float32 passes, keeps fewer below
-# n = 2,400, and a cg iteration costs more (a float64 upcast of the stored K, or
-# K recomputed). Measured on digits, n = 400, float64, lam = 0, tol 1e-8: 19
-# iterations with 300 directions against 95 with the automatic 50; at a very
-# wide bandwidth (1e-4 x the default gamma) a relative residual of 8e-6 after
-# 28 iterations against 9.9 after 300.
-CG_MIN_RANK = 300
 
 def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
                  options: Options | None = None, singular: bool = False,
@@ -94,7 +84,7 @@ def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
                              "solver='cholesky' on a device")
         k_diag = _diagonal(K)
         op = StoredOperator(K, k_diag, lam + numeric_jitter(opts.jitter))
-        sol = _cg(op, Y, opts, {})
+        sol = minimum_norm_if_singular(_cg(op, Y, opts, {}), K, k_diag, Y, lam, opts)
         limit = max(2 * opts.tol, residual_limit(dtype, n))
     elif solver == "pcg":
         if isinstance(K, HostTileStore) or backend_of(K).name != "numpy":
@@ -102,7 +92,8 @@ def solve_stored(K, Y, *, lam: float = 0.0, solver: str = "cholesky",
                              "(backend='numpy'); use solver='cholesky' for a device or a "
                              "streamed K")
         k_diag = _diagonal(K)
-        sol = _pcg(K, Y, lam + numeric_jitter(opts.jitter), opts)
+        sol = minimum_norm_if_singular(_pcg(K, Y, lam + numeric_jitter(opts.jitter), opts),
+                                        K, k_diag, Y, lam, opts)
         limit = max(2 * opts.tol, residual_limit(dtype, n))
     else:
         raise InputError(f"solver must be 'cholesky', 'cg' or 'pcg' for a stored K, "
@@ -115,11 +106,6 @@ def _diagonal(K) -> np.ndarray:
     return K.diagonal() if isinstance(K, HostTileStore) else backend_of(K).get_diagonal(K)
 
 
-def _pinv_allowed(n: int, lam: float, opts: Options) -> bool:
-    """Whether a singular K is answered by K^+ Y rather than reported."""
-    return lam == 0 and opts.jitter is None and not opts.strict and n <= PINV_MAX_N
-
-
 def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool,
                     operator, tile: int) -> Solution:
     tiled = isinstance(K, HostTileStore)
@@ -128,8 +114,8 @@ def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool,
     limit = residual_limit(K.dtype if tiled else backend_of(K).dtype_name(K), n)
     if not np.all(np.isfinite(k_diag)):                # O(n): an overflowed kernel, caught early
         _raise_if_nonfinite_stored(K, k_diag)
-    if singular and _pinv_allowed(n, lam, opts) and not tiled:
-        return _solve_pinv(K, k_diag, Y, opts, timings, reason="duplicate points")
+    if singular and pinv_allowed(n, lam, opts) and not tiled:
+        return solve_pinv(K, k_diag, Y, opts, timings, reason="duplicate points")
     op = operator if operator is not None else StoredOperator(K, k_diag, 0.0)
     measured = {}
 
@@ -143,7 +129,8 @@ def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool,
         op.shift = f.shift
         if opts.refine_steps:
             t = time.perf_counter()
-            alpha, info["refine_history"] = refine(f.solve, op, Y, alpha, opts.refine_steps)
+            alpha, info["refine_history"], info["refine_stop"] = refine(
+                f.solve, op, Y, alpha, opts.refine_steps)
             timings["refine"] = time.perf_counter() - t
         sol = measure(op, alpha, Y, dict(timings=timings, info=info))
         measured["sol"] = sol
@@ -154,18 +141,19 @@ def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool,
                    progress=opts.progress, accept=accept)
     except NotPositiveDefiniteError as err:
         _raise_if_nonfinite_stored(K, k_diag)
-        if not _pinv_allowed(n, lam, opts) or tiled:
+        if not pinv_allowed(n, lam, opts) or tiled:
             if lam == 0 and opts.jitter is None and not opts.strict:
                 err.args = (err.args[0] + f" (n={n:,} is above {PINV_MAX_N:,}, the largest n "
                             "whose minimum-norm solution K^+ y is computed here)",)
             raise
         restore_lower(K, k_diag)
-        return _solve_pinv(K, k_diag, Y, opts, timings,
+        return solve_pinv(K, k_diag, Y, opts, timings,
                            reason=f"Cholesky met pivot {err.pivot} <= 0")
     info.update(f.info)
     sol = measured["sol"]
+    judge_condition(f, sol, opts, op)
     if (info["accepted"] or not np.all(np.isfinite(sol.alpha))
-            or not _pinv_allowed(n, lam, opts) or tiled):
+            or not pinv_allowed(n, lam, opts) or tiled):
         return sol
     # The factor succeeded but its solve missed the limit: K is nearly singular. Whichever
     # of it and K^+ y leaves the smaller residual is returned. Measured: digits, sigma =
@@ -173,7 +161,7 @@ def _solve_cholesky(K, k_diag, Y, lam: float, opts: Options, singular: bool,
     # Cholesky 2.3 (worse than alpha = 0), K^+ y interpolates.
     restore_lower(K, k_diag)
     try:
-        alt = _solve_pinv(K, k_diag, Y, opts, dict(timings),
+        alt = solve_pinv(K, k_diag, Y, opts, dict(timings),
                           reason=f"the Cholesky solve left relative residual "
                                  f"{sol.relative_residual:.2e}")
     except NotPositiveDefiniteError:      # no room for the eigendecomposition: keep Cholesky
@@ -189,41 +177,8 @@ def _tile(K, n: int, opts: Options) -> int:
     if isinstance(K, HostTileStore):
         return K.tile
     if backend_of(K).name == "numpy":
-        return choose_tile(n, opts.tile_size, np.dtype(backend_of(K).dtype_name(K)).itemsize)
-    return device_tile(n, opts)
-
-
-def _solve_pinv(K, k_diag, Y, opts: Options, timings: dict, *, reason: str) -> Solution:
-    """K^+ Y, measured, with the warning that says what happened.
-
-    The eigendecomposition runs on the host; a device K (n <= PINV_MAX_N, at
-    most half a GB) is copied there first.
-    """
-    from ..plan import plan_pinv
-    K = backend_of(K).to_host(K)
-    n = len(K)
-    try:
-        plan_pinv(n, opts, in_use=K.nbytes)
-    except PlanError as err:
-        raise NotPositiveDefiniteError(
-            pivot=None, n=n, dtype=K.dtype,
-            detail=f" (n={n:,}); K is singular to working precision ({reason}) and its "
-                   f"minimum-norm solution does not fit: {err}") from err
-    t = time.perf_counter()
-    alpha, pinfo = pinv_solve(K, k_diag, Y, stored_dtype=K.dtype)
-    timings["pinv"] = time.perf_counter() - t
-    info = {"jitter": 0.0, "jitter_attempts": [], **pinfo, "pinv_reason": reason,
-            "residual_against": f"the stored K ({K.dtype.name})"}
-    sol = measure(StoredOperator(K, k_diag, 0.0), alpha, Y, dict(timings=timings, info=info))
-    what = (f"K is singular to working precision (rank {pinfo['rank']} of {n}; {reason}): "
-            "returned the minimum-norm least-squares solution K^+ y" if pinfo["rank"] < n else
-            f"K is not positive definite to the Cholesky factorization ({reason}) but has full "
-            f"rank {n} in a float64 eigendecomposition: returned K^-1 y from it")
-    sol.warnings.append(
-        what + ". For a unique interpolant remove duplicate points, or pass --lam / lam > 0"
-        + (", or use --dtype float64 / dtype='float64' (K may have full rank there)"
-           if K.dtype == np.float32 else "") + "; " + BANDWIDTH_REMEDY + ".")
-    return sol
+        return host_tile(n, opts.tile_size, np.dtype(backend_of(K).dtype_name(K)).itemsize)
+    return device_tile(n, opts.tile_size)
 
 
 def solve_matrix_free(kernel, X, Y, *, lam: float = 0.0,
@@ -231,10 +186,12 @@ def solve_matrix_free(kernel, X, Y, *, lam: float = 0.0,
     """Nyström-preconditioned block CG with K's blocks recomputed every iteration."""
     opts = options or Options()
     Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
-    dtype = opts.resolve_dtype(len(X))
+    dtype = working_dtype(opts.dtype, len(X))
     op = KernelOperator(kernel, X, shift=lam + numeric_jitter(opts.jitter), dtype=dtype,
                         block_size=opts.block_size)
     sol = _cg(op, Y, opts, {})
+    if sol.info.get("singular"):
+        sol.info["singular"]["solver"] = "solver='cg-matrix-free' (K is never stored)"
     return check_solution(sol, limit=max(2 * opts.tol, residual_limit(dtype, len(X))),
                           options=opts, dtype=dtype,
                           explain_nonfinite=lambda: "the kernel of X overflowed or X is not "
@@ -264,6 +221,9 @@ def _cg(op, Y, opts: Options, timings: dict) -> Solution:
     info = {"jitter": numeric_jitter(opts.jitter), **info,
             "preconditioner": pre.info if pre is not None else {"preconditioner": "none"}}
     sol = measure(op, alpha, Y, dict(timings=timings, info=info, iterations=info["iterations"]))
+    singular = singular_evidence(info, op.shift, "CG")
+    if singular:
+        info["singular"] = singular
     if not info["converged"]:
         its = info["iterations"]
         why = (f"stopped after {its} iteration{'s' * (its != 1)} (max_iter) at relative "
@@ -302,6 +262,10 @@ def _pcg(K, Y, shift: float, opts: Options) -> Solution:
     # rounding (~eps32 ||K|| ||alpha|| / ||Y||) is far below what PCG is asked to reach.
     sol = measure(PanelOperator(K, shift), alpha, Y,
                    dict(timings=timings, info=info, iterations=info["iterations"]))
+    # Validation stopping returns an early-stopped iterate on purpose: no singular rule.
+    singular = None if "val_size" in info else singular_evidence(info, shift, "PCG")
+    if singular:
+        info["singular"] = singular
     if not info["converged"]:
         its = info["iterations"]
         if "val_size" in info:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..backend import backend_of
 from ..errors import InputError
-from ..plan import SOLVE_TILE, max_tile
+from ..sizes import SOLVE_TILE, max_tile
 
 
 def as_store(A, tile: int):

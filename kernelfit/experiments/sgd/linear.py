@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ...errors import InputError
 from ...params import one_of, real, whole
-from ..results import ResultStore, result_settings, settings_key
+from ..results import ResultStore, result_settings, settings_key, with_data
 from .linear_record import _Meter, _record
 from .linear_spectrum import _step_rule, top_eigenpairs, top_eigenvalue_bound
 
@@ -59,7 +59,8 @@ class SGDLinearConfig:
     def settings(self) -> dict:
         """The settings that change the result (the record's key), validated."""
         validate(self)
-        return result_settings({**asdict(self), "split_rank": self.rank})
+        return with_data(result_settings({**asdict(self), "split_rank": self.rank}),
+                         self.dataset, self.data_home)
 
     def name(self) -> str:
         k = f"k{self.precondition_rank}" if self.precondition_rank else "plain"

@@ -43,26 +43,41 @@ def summary_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Each panel: title, and its y-axis label (with the unit, where the quantity has one).
+PANELS = (
+    ("train (solid) / test (dashed) error", "error (%)"),
+    ("training loss (MSE)", "squared error per point"),
+    ("||theta_t - theta_lim|| / ||theta_lim||", "relative distance (ratio)"),
+    ("RKHS distance ||theta_t - theta_lim||_K", "RKHS distance (RKHS norm)"),
+    ("norm of the iterate (dotted: minimum norm)", "norm of theta_t (RKHS norm)"),
+    ("RKHS error: top-k eigen-directions (solid) / rest (dashed)", "RKHS error (RKHS norm)"),
+)
+
+
 def plot_runs(records: list[dict], path) -> Path:
-    """Per-epoch curves of one or more runs on the same axes, saved as a PNG."""
-    from ...plots import pyplot, save_figure
+    """Per-epoch curves of one or more runs on the same axes (:func:`figure`), saved as a PNG."""
+    from ...plots import save_figure
+
+    return save_figure(figure(records), path)
+
+
+def figure(records: list[dict]):
+    """Per-epoch curves of one or more runs on the same axes; errors in %, as in the tables."""
+    from ...plots import pyplot
 
     plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
-    titles = ["train (solid) / test (dashed) error", "training loss (MSE)",
-              "||theta_t - theta_lim|| / ||theta_lim||", "RKHS distance ||theta_t - theta_lim||_K",
-              "norm of the iterate (dotted: minimum norm)",
-              "RKHS error: top-k eigen-directions (solid) / rest (dashed)"]
-    for ax, title in zip(axes.flat, titles, strict=True):
+    for ax, (title, ylabel) in zip(axes.flat, PANELS, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
     for i, r in enumerate(records):
         h, col = r["history"], f"C{i}"
         ep = [m["epoch"] for m in h]
         ax = axes.flat
-        ax[0].plot(ep, [m["train_error"] for m in h], color=col, label=label(r))
-        ax[0].plot(ep, [m["test_error"] for m in h], color=col, ls="--")
-        ax[0].axhline(r["test_error_exact"], color="k", ls=":", lw=1)
+        ax[0].plot(ep, [100 * m["train_error"] for m in h], color=col, label=label(r))
+        ax[0].plot(ep, [100 * m["test_error"] for m in h], color=col, ls="--")
+        ax[0].axhline(100 * r["test_error_exact"], color="k", ls=":", lw=1)
         for j, key in ((1, "loss"), (2, "rel_dist"), (3, "rkhs_dist")):
             ax[j].semilogy(ep, [max(m[key], 1e-300) for m in h], color=col)
         ax[4].plot(ep, [m["norm"] for m in h], color=col)
@@ -76,12 +91,12 @@ def plot_runs(records: list[dict], path) -> Path:
         axes.flat[5].text(0.5, 0.5, "no split: run with --precondition-rank K", ha="center",
                           transform=axes.flat[5].transAxes)
         axes.flat[5].set_axis_off()
-    worst = max(r["test_error_exact"] for r in records)
-    axes.flat[0].set_ylim(-0.005, min(1.0, max(0.15, 2.5 * worst)))   # the start is off-scale
+    worst = 100 * max(r["test_error_exact"] for r in records)
+    axes.flat[0].set_ylim(-0.5, min(100.0, max(15.0, 2.5 * worst)))   # the start is off-scale
     axes.flat[0].legend(fontsize=8)
     c = records[0]["config"]
     fig.suptitle(f"SGD on the linear model ({c['form']} form, {c['dataset']}, "
                  f"n = {records[0]['n_train']}, {records[0]['kernel']['name']} kernel) "
                  f"vs the exact minimum-norm interpolant (dotted: exact)", fontsize=11)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig

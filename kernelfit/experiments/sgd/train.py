@@ -11,9 +11,11 @@ setting. Optimizer: SGD with momentum 0.9, learning rate 0.1 (Inception) or
 Training stops at 100% training accuracy (measured on the whole training set
 in eval mode after each epoch) or at ``max_epochs``. Every epoch appends
 loss, train and test error, learning rate, steps and seconds to the record's
-history and writes a checkpoint, so a killed run resumes at its last epoch;
-the finished run is one JSON record in a :class:`ResultStore` and is not
-rerun with the same result-changing settings.
+history and writes a checkpoint (:mod:`.checkpoint`: tensors and plain values
+only, keyed like the record, read with ``weights_only=True``), so a killed run
+resumes at its last epoch; the finished run is one JSON record in a
+:class:`ResultStore` and is not rerun with the same result-changing settings,
+data and kernelfit version.
 
 Same seed, same bits on the CPU: torch's generator is seeded before the
 model is built, and every epoch's batch order and augmentation come from a
@@ -30,12 +32,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...atomic import atomic_path
 from ...data.preprocess import Preprocessing, per_image_whiten
 from ...errors import BackendError, InputError
 from ...params import one_of, real, whole
 from ...report import pct
-from ..results import ResultStore, result_settings, settings_key
+from ..results import ResultStore, result_settings, settings_key, with_data
+from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .nets import MODELS, PAPER_PARAMS, build_model, count_parameters, default_lr, import_torch
 
 CROP = 28                 # appendix A: centre crop 32 -> 28
@@ -80,9 +82,9 @@ class NetConfig:
         return out
 
     def settings(self) -> dict:
-        """The settings that change the result: the record's key."""
+        """The settings that change the result and the data's fingerprint: the record's key."""
         d = {k: v for k, v in asdict(self.resolved()).items() if k not in _NOT_KEY}
-        return result_settings(d)
+        return with_data(result_settings(d), self.dataset, self.data_home)
 
     def name(self) -> str:
         """The record's file name in the store."""
@@ -195,15 +197,31 @@ def _error(torch, model, x: np.ndarray, y: np.ndarray, device) -> float | None:
     return wrong / len(y)
 
 
-def _load_checkpoint(torch, path, settings):
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError):
-        return None
-    return state if isinstance(state, dict) and state.get("settings") == settings else None
+def _build(torch, config: NetConfig, data: NetData, device):
+    """The freshly initialized model (torch seeded first: same seed, same weights) and its SGD."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.train.shape[1:], data.n_classes).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay)
+    return model, opt
 
 
-def train_net(config: NetConfig, out_dir, *, force: bool = False) -> tuple[dict, bool]:
+def _resume(torch, ckpt, key: dict, model, opt, say) -> dict | None:
+    """The checkpoint's state loaded into ``model`` and ``opt``, or None (said why)."""
+    state, why = load_checkpoint(torch, ckpt, key)
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            state, why = None, f"does not fit this model ({err})"
+    if why is not None:
+        say(f"checkpoint {ckpt}: {why}; training from the first epoch")
+    return state
+
+
+def train_net(config: NetConfig, out_dir, *, force: bool = False,
+              log=None) -> tuple[dict, bool]:
     """Train (or reuse) the run ``config`` describes; its record lives in ``out_dir``.
 
     Parameters
@@ -213,6 +231,9 @@ def train_net(config: NetConfig, out_dir, *, force: bool = False) -> tuple[dict,
         The :class:`ResultStore` directory (records and per-epoch checkpoints).
     force : bool
         Retrain even when a record with the same settings exists.
+    log : callable, optional
+        Receives the line saying why a stored record or checkpoint is not
+        reused (default: ``print``, nothing with ``config.quiet``).
 
     Returns
     -------
@@ -224,8 +245,10 @@ def train_net(config: NetConfig, out_dir, *, force: bool = False) -> tuple[dict,
     config = config.resolved()
     settings, name = config.settings(), config.name()
     store = ResultStore(out_dir)
+    if log is None:
+        log = (lambda *_: None) if config.quiet else print
     if not force:
-        saved = store.load(name, settings)
+        saved = store.load(name, settings, log=log)
         if saved is not None:
             return saved, True
     torch = import_torch()
@@ -234,18 +257,19 @@ def train_net(config: NetConfig, out_dir, *, force: bool = False) -> tuple[dict,
         torch.set_num_threads(config.threads)
     data = prepare_net_data(config)
     n = len(data.train_labels)
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, data.train.shape[1:], data.n_classes).to(device)
+    model, opt = _build(torch, config, data, device)
     n_params = count_parameters(model)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
     loss_fn = torch.nn.CrossEntropyLoss()
     history, steps, start_epoch, notes = [], 0, 0, []
     ckpt = store.path(name).with_suffix(".ckpt")
-    state = _load_checkpoint(torch, ckpt, settings) if not force else None
+    key = store.key(settings)             # the checkpoint's key is the record's
+    state = None
+    if not force:
+        state = _resume(torch, ckpt, key, model, opt, lambda line: (notes.append(line),
+                                                                    log(line)))
+        if state is None and ckpt.exists():   # refused, perhaps after a partial load
+            model, opt = _build(torch, config, data, device)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
         history, steps, start_epoch = state["history"], state["steps"], state["epoch"]
         notes.append(f"resumed from the checkpoint of epoch {start_epoch}")
     y_train = torch.from_numpy(data.train_labels).to(device)
@@ -302,10 +326,8 @@ def train_net(config: NetConfig, out_dir, *, force: bool = False) -> tuple[dict,
             bar.set_postfix(loss=f"{history[-1]['loss']:.3g}", train_err=f"{train_error:.4f}",
                             test_err=f"{test_error:.4f}" if test_error is not None else "-")
         if not fitted and epoch + 1 < config.max_epochs:
-            with atomic_path(ckpt) as tmp:
-                torch.save({"settings": settings, "model": model.state_dict(),
-                            "optimizer": opt.state_dict(), "history": history,
-                            "steps": steps, "epoch": epoch + 1}, tmp)
+            save_checkpoint(torch, ckpt, key, model, opt, history=history, steps=steps,
+                            epoch=epoch + 1)
     if bar is not None:
         bar.close()
     if not fitted and not any("diverged" in s for s in notes):
@@ -331,7 +353,7 @@ def train_net(config: NetConfig, out_dir, *, force: bool = False) -> tuple[dict,
         "torch": torch.__version__, "seed": config.seed, "notes": notes,
     }
     store.save(name, settings, record)
-    ckpt.unlink(missing_ok=True)
+    remove_checkpoint(ckpt)
     return store.load(name, settings), False
 
 
