@@ -11,7 +11,7 @@ import numpy as np
 
 def gemm_peak(n: int = 4096, dtype="float32", reps: int = 3) -> float:
     """Best-of-reps GFLOP/s of an n x n x n GEMM: the physical limit ratios refer to."""
-    from kernelfit.backend import get_backend
+    from kernelfit.engine.backend import get_backend
     return get_backend("numpy").matmul_gflops(dtype, n, reps)
 
 

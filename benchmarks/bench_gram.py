@@ -28,8 +28,8 @@ from _common import gemm_peak  # noqa: E402
 
 from kernelfit import Options  # noqa: E402
 from kernelfit.atomic import write_json_atomic  # noqa: E402
-from kernelfit.gram import build_gram  # noqa: E402
-from kernelfit.kernels import make_kernel  # noqa: E402
+from kernelfit.engine.gram.panels import build_gram  # noqa: E402
+from kernelfit.engine.kernels import make_kernel  # noqa: E402
 
 
 def best_of(fn, reps: int) -> float:

@@ -82,10 +82,10 @@ def _data(n: int, n_test: int | None):
 def worker_pass(n: int | None, reps: int, iters: int) -> dict:
     """Plain float32 K @ P against PCG iterations on the same stored K."""
     from kernelfit import Options
-    from kernelfit.gram import build_gram
-    from kernelfit.kernels import make_kernel
-    from kernelfit.report import peak_rss_bytes
-    from kernelfit.solvers.pcg import PanelOperator, pcg_solve
+    from kernelfit.engine.gram.panels import build_gram
+    from kernelfit.engine.kernels import make_kernel
+    from kernelfit.engine.solvers.pcg import PanelOperator, pcg_solve
+    from kernelfit.pipeline.report import peak_rss_bytes
 
     Xtr, ytr, _, _ = _data(n, None)
     n = len(Xtr)
@@ -121,7 +121,7 @@ def worker_run(n: int | None, val_fraction: float, patience: int, max_iter: int,
                out_dir: str) -> dict:
     """The whole `kernelfit run ... --solver pcg`, as the command runs it."""
     from kernelfit import Options
-    from kernelfit.experiments.run import RunConfig, fit_run
+    from kernelfit.pipeline.run import RunConfig, fit_run
 
     config = RunConfig(dataset="mnist", n_train=n, sigma=SIGMA, solver="pcg",
                        options=Options(dtype="float32", val_fraction=val_fraction,
@@ -134,7 +134,7 @@ def worker_run(n: int | None, val_fraction: float, patience: int, max_iter: int,
     rec.write_json(path / "pcg_run_record.json")
     plot = None
     try:
-        from kernelfit.experiments.convergence import plot_convergence
+        from kernelfit.pipeline.convergence import plot_convergence
         plot = str(plot_convergence(rec.convergence, path / "pcg_convergence.png",
                                     title=f"PCG, MNIST n={rec.n_train:,}, sigma {SIGMA:g}"))
     except ImportError as err:                      # the plots extra is missing
@@ -162,10 +162,10 @@ def worker_trace(n: int | None, target: float, max_iter: int) -> dict:
     stopping rule a user could apply (it reads test labels).
     """
     from kernelfit import Options
-    from kernelfit.gram import build_gram, cross_gram_matvec
-    from kernelfit.kernels import make_kernel, row_sq_norms
-    from kernelfit.report import peak_rss_bytes
-    from kernelfit.solvers.pcg import PanelOperator, pcg_solve
+    from kernelfit.engine.gram.panels import build_gram, cross_gram_matvec
+    from kernelfit.engine.kernels import make_kernel, row_sq_norms
+    from kernelfit.engine.solvers.pcg import PanelOperator, pcg_solve
+    from kernelfit.pipeline.report import peak_rss_bytes
 
     t = time.perf_counter()
     Xtr, ytr, Xte, yte = _data(n, None)

@@ -51,8 +51,8 @@ VARIANTS = {
 
 def exact_residual(clf, X, Y) -> float:
     """||K alpha - Y|| / ||Y|| with K recomputed in float64 from X (one matrix-free pass)."""
-    from kernelfit.solvers.operators import KernelOperator
-    from kernelfit.solvers.refine import relative_residual
+    from kernelfit.engine.solvers.refine import relative_residual
+    from kernelfit.engine.storage.operators import KernelOperator
     op = KernelOperator(clf.kernel_, np.asarray(X, np.float64), dtype="float64",
                         block_size=1024)
     return relative_residual(op, clf.dual_coef_, Y)
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from kernelfit import KernelInterpolantClassifier, Options
-    from kernelfit.report import peak_rss_bytes
+    from kernelfit.pipeline.report import peak_rss_bytes
 
     m = machine()
     Xtr, ytr, Xte, yte = _data(args.n, None)

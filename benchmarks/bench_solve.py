@@ -55,7 +55,7 @@ def torch_gemm_peak(n: int = 8192, reps: int = 5) -> float:
 
 
 def worker(kind: str, n: int, n_test: int, pred_path: str) -> dict:
-    from kernelfit.report import peak_rss_bytes
+    from kernelfit.pipeline.report import peak_rss_bytes
     Xtr, ytr, Xte, yte, source = mnist_like(n, n_test)
     base_rss = peak_rss_bytes()
     Y = np.eye(10)[ytr]

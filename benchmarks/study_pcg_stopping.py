@@ -39,10 +39,10 @@ def measure(n: int | None, seeds: list[int], val_fraction: float, max_iter: int,
     """The curves; ``lean`` (full MNIST in 24 GB): a float32 test kernel, built only
     after the validation runs, whose held-out models and warm refits go untraced."""
     from kernelfit import Options
-    from kernelfit.gram import build_gram
-    from kernelfit.kernels import make_kernel, row_sq_norms
-    from kernelfit.solvers.cg import block_cg
-    from kernelfit.solvers.pcg import (
+    from kernelfit.engine.gram.panels import build_gram
+    from kernelfit.engine.kernels import make_kernel, row_sq_norms
+    from kernelfit.engine.solvers.cg import block_cg
+    from kernelfit.engine.solvers.pcg import (
         PanelOperator,
         _split,
         make_preconditioner,
@@ -50,7 +50,7 @@ def measure(n: int | None, seeds: list[int], val_fraction: float, max_iter: int,
         sketch_budget,
         validation_run,
     )
-    from kernelfit.solvers.solve import solve_stored
+    from kernelfit.engine.solvers.solve import solve_stored
 
     Xtr, ytr, Xte, yte = _data(n, None)
     n = len(Xtr)
@@ -141,7 +141,7 @@ def measure(n: int | None, seeds: list[int], val_fraction: float, max_iter: int,
 
 
 # Stopping rules replayed on the recorded validation curves: the one pcg_solve
-# runs (kernelfit.solvers.pcg.ValidationStop: first strict minimum, fixed
+# runs (kernelfit.engine.solvers.pcg.ValidationStop: first strict minimum, fixed
 # patience, a minimum of iterations) and the alternatives it was measured against.
 RULES = {
     "first minimum, patience 5, at least 10 iterations (pcg_solve)": dict(patience=5,
@@ -171,7 +171,7 @@ def replay(val_errors, patience: int, ties_later=False, relative=0.0, min_iter=0
 def rules(doc: dict) -> list[dict]:
     """Each rule on each split: t*, its stop, and the test error of the refit at t*
     (the full run's iterate t*) and, when traced, of the held-out model at t*."""
-    from kernelfit.solvers.pcg import ValidationStop
+    from kernelfit.engine.solvers.pcg import ValidationStop
 
     full = doc["full"]["test_error"]
     out = []

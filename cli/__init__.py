@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..errors import AccuracyWarning, KernelfitError
+from kernelfit.errors import AccuracyWarning, KernelfitError
 
 _PYTHON_SHOW = warnings.showwarning
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kernelfit", description=DESCRIPTION, epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    from .. import __version__
+    from kernelfit import __version__
     parser.add_argument("--version", action="version", version=f"kernelfit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         # A figure asked for (--plot) or always drawn (draws=True) needs the plots
         # extra: say so before the work, not after an hour of it.
         if getattr(args, "plot", False) or getattr(args, "draws", False):
-            from ..plots import pyplot
+            from kernelfit.plots import pyplot
             pyplot()
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..experiments.bench import BACKENDS, D_MNIST, DTYPES, BenchConfig, markdown, run_bench
+from kernelfit.studies.bench import BACKENDS, D_MNIST, DTYPES, BenchConfig, markdown, run_bench
 
 EXAMPLES = """\
 examples:
@@ -35,7 +35,7 @@ examples:
 
 
 def register(sub) -> None:
-    from . import HelpFormatter
+    from kernelfit.cli import HelpFormatter
 
     p = sub.add_parser("bench", help="benchmarks of kernelfit on this machine",
                        description="Benchmarks of kernelfit's own code paths on this machine.",
@@ -78,7 +78,7 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from ..outputs import check_outputs
+    from kernelfit.pipeline.outputs import check_outputs
 
     cfg = BenchConfig(sizes=args.n, backends=args.backend, dtypes=args.dtype, d=args.d,
                       repeat=args.repeat, seed=args.seed, device=args.device,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..experiments.sgd.nets import MODELS
-from .settings import OPTION_SETTINGS, add_settings, run_config
-from .sgd_net_cmd import add_training_args, config_from_args
+from kernelfit.cli.settings import OPTION_SETTINGS, add_settings, run_config
+from kernelfit.cli.sgd_net_cmd import add_training_args, config_from_args
+from kernelfit.studies.sgd.nets import MODELS
 
 EPILOG = """\
 examples:
@@ -50,8 +50,8 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from ..experiments.compare import CompareConfig, compare
-    from ..outputs import check_outputs
+    from kernelfit.pipeline.outputs import check_outputs
+    from kernelfit.studies.compare import CompareConfig, compare
 
     check_outputs(dirs={"--out": args.out}, datasets=[args.dataset], data_home=args.data_home)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..data.cache import FETCH_SPECS, fetch
-from ..data.dataset import dataset_info
-from ..formats import human_bytes as _size
+from kernelfit.data.cache import FETCH_SPECS, fetch
+from kernelfit.data.dataset import dataset_info
+from kernelfit.formats import human_bytes as _size
 
 EXAMPLES = """\
 examples:
@@ -58,7 +58,7 @@ examples:
 
 def register(sub) -> None:
     """Add ``data fetch|info|list|clear`` to the top-level subparsers."""
-    from . import HelpFormatter
+    from kernelfit.cli import HelpFormatter
 
     p = sub.add_parser("data", help="fetch, describe, list and clear cached data",
                        description="Fetch a dataset into kernelfit's cache, describe one, list "
@@ -145,8 +145,8 @@ def info_main(args) -> int:
 
 
 def list_main(args) -> int:
-    from ..data.cache import data_home
-    from ..experiments.cache_report import cache_entries
+    from kernelfit.data.cache import data_home
+    from kernelfit.pipeline.cache_report import cache_entries
 
     root = data_home(args.data_home)
     rows = cache_entries(args.data_home)
@@ -163,7 +163,7 @@ def list_main(args) -> int:
 
 
 def clear_main(args) -> int:
-    from ..data.manage import clear
+    from kernelfit.data.manage import clear
 
     done = clear(args.name, data_home=args.data_home)
     if not done:

@@ -50,8 +50,8 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from ..experiments.expressivity import ExpressivityConfig, expressivity, plot, summary
-    from ..outputs import check_outputs
+    from kernelfit.pipeline.outputs import check_outputs
+    from kernelfit.studies.expressivity import ExpressivityConfig, expressivity, plot, summary
 
     check_outputs(dirs={"--out": args.out}, datasets=[args.dataset], data_home=args.data_home)
     config = ExpressivityConfig(n=args.n, d=args.d, dataset=args.dataset, labels=args.labels,

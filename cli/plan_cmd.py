@@ -13,8 +13,8 @@ EXAMPLES = """examples:
 
 
 def register(sub) -> None:
-    from . import HelpFormatter
-    from .settings import RUN_SETTINGS, add_settings
+    from kernelfit.cli import HelpFormatter
+    from kernelfit.cli.settings import RUN_SETTINGS, add_settings
 
     p = sub.add_parser(
         "plan", help="say what a run will do (where K lives, bytes, expected time) without "
@@ -31,10 +31,10 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from ..atomic import write_text_atomic
-    from ..experiments.explain import explain, render
-    from ..outputs import check_outputs
-    from .settings import run_config
+    from kernelfit.atomic import write_text_atomic
+    from kernelfit.cli.settings import run_config
+    from kernelfit.pipeline.explain import explain, render
+    from kernelfit.pipeline.outputs import check_outputs
 
     check_outputs({"--json": args.json}, datasets=[args.dataset], data_home=args.data_home)
     info = explain(run_config(args))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..outputs import check_outputs
-from .run_cmd import write_outputs
-from .settings import add_settings
+from kernelfit.cli.run_cmd import write_outputs
+from kernelfit.cli.settings import add_settings
+from kernelfit.pipeline.outputs import check_outputs
 
 EXAMPLES = """\
 examples:
@@ -15,7 +15,7 @@ examples:
 
 
 def register(sub) -> None:
-    from . import HelpFormatter
+    from kernelfit.cli import HelpFormatter
 
     p = sub.add_parser(
         "predict", help="test error of a model saved by `kernelfit run --save-model`",
@@ -36,8 +36,8 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from ..atomic import write_json_atomic
-    from ..experiments.saved_model import load_model, predict_dataset
+    from kernelfit.atomic import write_json_atomic
+    from kernelfit.pipeline.saved_model import load_model, predict_dataset
 
     model = load_model(args.model)
     dataset = args.dataset or model.settings["dataset"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import InputError, KernelfitError
-from ..experiments.run import fit_run
-from ..outputs import check_outputs
-from .settings import RUN_SETTINGS, add_settings, run_config
+from kernelfit.cli.settings import RUN_SETTINGS, add_settings, run_config
+from kernelfit.errors import InputError, KernelfitError
+from kernelfit.pipeline.outputs import check_outputs
+from kernelfit.pipeline.run import fit_run
 
 EXAMPLES = """\
 examples:
@@ -23,7 +23,7 @@ examples:
 
 
 def register(sub) -> None:
-    from . import HelpFormatter
+    from kernelfit.cli import HelpFormatter
 
     p = sub.add_parser(
         "run", help="fit one kernel interpolant and print its report",
@@ -64,8 +64,8 @@ def write_outputs(writers) -> int:
 
 
 def main(args) -> int:
-    from ..experiments.run import STREAMED_REFUSAL
-    from ..experiments.saved_model import save_model
+    from kernelfit.pipeline.run import STREAMED_REFUSAL
+    from kernelfit.pipeline.saved_model import save_model
 
     if args.save_model and args.stream:
         raise InputError(STREAMED_REFUSAL)

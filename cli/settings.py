@@ -19,20 +19,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field, fields
 
-from ..errors import InputError
-from ..experiments.run import RunConfig
-from ..kernels import KERNELS
-from ..options import (
-    BACKENDS,
-    DTYPES,
-    MAX_REFINE_STEPS,
-    PRECONDITIONERS,
-    REFINE_AGAINST,
-    STORAGE_CHOICES,
-    Options,
-)
-from ..plan import SOLVERS
-from .argtypes import (
+from kernelfit.cli.argtypes import (
     bounded_int,
     byte_size,
     fraction,
@@ -43,6 +30,19 @@ from .argtypes import (
     positive_float,
     positive_int,
 )
+from kernelfit.engine.kernels import KERNELS
+from kernelfit.engine.plan import SOLVERS
+from kernelfit.errors import InputError
+from kernelfit.options import (
+    BACKENDS,
+    DTYPES,
+    MAX_REFINE_STEPS,
+    PRECONDITIONERS,
+    REFINE_AGAINST,
+    STORAGE_CHOICES,
+    Options,
+)
+from kernelfit.pipeline.run import RunConfig
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Setting:
 
 
 def _features():
-    from ..features import FEATURES
+    from kernelfit.features import FEATURES
     return FEATURES
 
 
@@ -272,7 +272,7 @@ def options(args, **fixed) -> Options:
     if "quiet" in vars(args):         # every command's --quiet turns progress off
         given["progress"] = not args.quiet
     if "memory_limit" in given:
-        from ..experiments.run_plan import check_memory_limit
+        from kernelfit.pipeline.run_plan import check_memory_limit
         check_memory_limit(given["memory_limit"], force=args.force)
     return Options(**{**given, **fixed})
 

@@ -6,9 +6,9 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import InputError
-from ..kernels import KERNELS
-from ..outputs import check_outputs
+from kernelfit.engine.kernels import KERNELS
+from kernelfit.errors import InputError
+from kernelfit.pipeline.outputs import check_outputs
 
 EPILOG = """\
 examples:
@@ -95,9 +95,9 @@ def _lr(text: str):
 
 
 def main(args) -> int:
-    from ..experiments.results import settings_key
-    from ..experiments.sgd.linear import SGDLinearConfig, sgd_linear
-    from ..experiments.sgd.linear_report import plot_runs, summary_table
+    from kernelfit.pipeline.results import settings_key
+    from kernelfit.studies.sgd.linear import SGDLinearConfig, sgd_linear
+    from kernelfit.studies.sgd.linear_report import plot_runs, summary_table
 
     if args.device != "cpu":
         raise InputError(f"--device {args.device!r}: `sgd linear` runs in NumPy on the CPU "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..experiments.sgd.nets import MODELS
-from ..outputs import check_outputs
+from kernelfit.pipeline.outputs import check_outputs
+from kernelfit.studies.sgd.nets import MODELS
 
 NET_EPILOG = """\
 examples:
@@ -74,7 +74,7 @@ def add_training_args(p, *, model=True) -> None:
 
 
 def config_from_args(args, **overrides):
-    from ..experiments.sgd.train import NetConfig
+    from kernelfit.studies.sgd.train import NetConfig
 
     fields = dict(model=getattr(args, "model", "mlp1x512"), dataset=args.dataset,
                   n_train=args.n_train, n_test=args.n_test, seed=args.seed,
@@ -117,8 +117,8 @@ def register(group) -> None:
 
 
 def main(args) -> int:
-    from ..atomic import write_json_atomic
-    from ..experiments.sgd.train import summary, train_net
+    from kernelfit.atomic import write_json_atomic
+    from kernelfit.studies.sgd.train import summary, train_net
 
     config = config_from_args(args)
     check_outputs({"--json": args.json}, dirs={"--out": args.out}, datasets=[args.dataset],
@@ -133,7 +133,7 @@ def main(args) -> int:
 
 
 def figure1_main(args) -> int:
-    from ..experiments.figure1 import draw_figure1, parse_levels, run_figure1
+    from kernelfit.studies.figure1 import draw_figure1, parse_levels, run_figure1
 
     levels = parse_levels(args.levels)
     base = config_from_args(args)

@@ -7,12 +7,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..errors import InputError
-from ..experiments.run import RunConfig
-from ..experiments.sweeps import AXES, parse_axis, parse_value, run_sweep
-from ..outputs import check_outputs
-from .argtypes import fraction, or_auto, positive_float
-from .settings import RUN_SETTINGS, add_settings, options, run_config
+from kernelfit.cli.argtypes import fraction, or_auto, positive_float
+from kernelfit.cli.settings import RUN_SETTINGS, add_settings, options, run_config
+from kernelfit.errors import InputError
+from kernelfit.pipeline.outputs import check_outputs
+from kernelfit.pipeline.run import RunConfig
+from kernelfit.studies.sweeps import AXES, parse_axis, parse_value, run_sweep
 
 EXAMPLES = """\
 examples:
@@ -49,7 +49,7 @@ failures: a point that raises (out of memory, not positive definite, ...) is rec
 
 
 def register(sub) -> None:
-    from . import HelpFormatter
+    from kernelfit.cli import HelpFormatter
 
     p = sub.add_parser(
         "sweep", help="a grid of runs (norm vs error studies): records, CSV, table, plots",
@@ -108,7 +108,7 @@ def main(args) -> int:
                        val_fraction=args.sigma_val_fraction, fail_fast=args.fail_fast,
                        plot=args.plot, log=log)
     if args.json:
-        from ..atomic import write_json_atomic
+        from kernelfit.atomic import write_json_atomic
         write_json_atomic(args.json, [{"name": p.name, "settings": p.settings,
                                        "status": p.status, "record": p.record,
                                        "error": p.error} for p in result.points])

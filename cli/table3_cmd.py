@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..atomic import write_text_atomic
-from ..experiments.table3 import N_SELECT, VAL_FRACTION, markdown, plot, reproduce, rows
-from ..outputs import check_outputs
-from .argtypes import fraction, nonnegative_float, positive_int
-from .settings import OPTION_SETTINGS, add_settings, options
+from kernelfit.atomic import write_text_atomic
+from kernelfit.cli.argtypes import fraction, nonnegative_float, positive_int
+from kernelfit.cli.settings import OPTION_SETTINGS, add_settings, options
+from kernelfit.pipeline.outputs import check_outputs
+from kernelfit.studies.table3 import N_SELECT, VAL_FRACTION, markdown, plot, reproduce, rows
 
 EXAMPLES = """\
 examples:

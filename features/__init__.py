@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import inspect
 
-from ..errors import InputError
-from .base import FeatureMap
-from .cache import cached_transform
-from .gabor import GaborBank
-from .randconv import RandomConvFeatures
-from .raw import RawPixels
-from .scattering import ScatteringFeatures
+from kernelfit.errors import InputError
+from kernelfit.features.base import FeatureMap
+from kernelfit.features.cache import cached_transform
+from kernelfit.features.gabor import GaborBank
+from kernelfit.features.randconv import RandomConvFeatures
+from kernelfit.features.raw import RawPixels
+from kernelfit.features.scattering import ScatteringFeatures
 
 FEATURES = ("raw", "gabor", "scattering", "randconv")
 

@@ -23,8 +23,8 @@ import hashlib
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import InputError
-from ..formats import jsonable
+from kernelfit.errors import InputError
+from kernelfit.formats import jsonable
 
 # Rows per transform chunk when a map does not choose its own.
 DEFAULT_BATCH = 1024
@@ -311,7 +311,7 @@ class ColumnChunked:
 
     Subclasses provide ``n_units``, ``features_per_unit`` and
     ``_transform_units(images, u0, u1, progress)``; :func:`iter_column_chunks`
-    feeds :func:`kernelfit.gram_stream.build_gram_streamed`.
+    feeds :func:`kernelfit.engine.gram.stream.build_gram_streamed`.
     """
 
     streamable = True
@@ -354,7 +354,7 @@ class ColumnChunked:
     def iter_column_chunks(self, train_images, test_images, chunk_filters: int,
                            progress: bool = False):
         """Yield ``(Phi_train_c, Phi_test_c)`` for every chunk: the input of
-        :func:`kernelfit.gram_stream.build_gram_streamed`."""
+        :func:`kernelfit.engine.gram.stream.build_gram_streamed`."""
         n_chunks = self.n_column_chunks(chunk_filters)
         bar = tqdm(total=n_chunks, desc=f"{self.name} chunks", unit="chunk",
                    disable=not progress, delay=2)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..formats import human_bytes
-from ..sidecar import read_with_sidecar, write_with_sidecar
-from .base import FeatureMap, as_images
+from kernelfit import __version__
+from kernelfit.features.base import FeatureMap, as_images
+from kernelfit.formats import human_bytes
+from kernelfit.sidecar import read_with_sidecar, write_with_sidecar
 
 #: Sidecar of each cached ``.npy``: its sha256 and size, written after it (the commit marker).
 META_SUFFIX = ".json"
@@ -34,8 +34,8 @@ def default_cache_dir() -> Path:
     One root for datasets and features, so ``kernelfit data list`` / ``clear``
     see both.
     """
-    from ..data.cache import data_home
-    from ..data.manage import FEATURES
+    from kernelfit.data.cache import data_home
+    from kernelfit.data.manage import FEATURES
     return data_home() / FEATURES
 
 

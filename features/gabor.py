@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
-from ..errors import BackendError, InputError
-from .base import FeatureMap, channels_first, pool_matrix
+from kernelfit.errors import BackendError, InputError
+from kernelfit.features.base import FeatureMap, channels_first, pool_matrix
 
 # Centre frequencies in cycles per pixel: half-octave steps from a 4-pixel to an
 # 11-pixel wavelength, the range of MNIST stroke widths and stroke spacings.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import scipy.special
 
-from ..errors import BackendError
+from kernelfit.errors import BackendError
 
 
 def sph_harm(m, n, theta, phi):

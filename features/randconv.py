@@ -29,8 +29,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from ..errors import InputError
-from .base import ColumnChunked, FeatureMap
+from kernelfit.errors import InputError
+from kernelfit.features.base import ColumnChunked, FeatureMap
 
 FILTER_SOURCES = ("gaussian", "patches")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.preprocess import per_image_whiten
-from .base import FeatureMap
+from kernelfit.data.preprocess import per_image_whiten
+from kernelfit.features.base import FeatureMap
 
 
 class RawPixels(FeatureMap):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BackendError, InputError
-from .base import FeatureMap, channels_first
-from .kymatio_compat import import_scattering2d, torch_available
+from kernelfit.errors import BackendError, InputError
+from kernelfit.features.base import FeatureMap, channels_first
+from kernelfit.features.kymatio_compat import import_scattering2d, torch_available
 
 
 class ScatteringFeatures(FeatureMap):

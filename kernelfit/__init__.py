@@ -7,7 +7,7 @@ The estimators are imported on first use (module ``__getattr__``), so that
 
 __version__ = "0.1.0"
 
-from .options import Options  # noqa: E402
+from kernelfit.options import Options  # noqa: E402
 
 _LAZY = {"KernelInterpolant": "model", "KernelInterpolantClassifier": "model"}
 

@@ -29,8 +29,8 @@ import stat
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputPathError
-from .formats import jsonable
+from kernelfit.errors import OutputPathError
+from kernelfit.formats import jsonable
 
 #: Suffix of the temporary files; the name before it is ``.TARGET.PID.TOKEN``.
 TMP_SUFFIX = ".part"

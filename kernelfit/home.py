@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .params import folder
+from kernelfit.params import folder
 
 #: Folder of the cache root where K's tile files go by default (``Options.scratch_dir``).
 SCRATCH = "scratch"

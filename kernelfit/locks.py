@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import FileInUseError
+from kernelfit.errors import FileInUseError
 
 try:
     import fcntl

@@ -17,19 +17,19 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from . import errors
-from .backend import get_backend
-from .errors import InputError
-from .gram import cross_gram_matvec
-from .gram_store import stored_for_fit
-from .kernels import KERNELS, check_scale, make_kernel, row_sq_norms
-from .options import Options
-from .plan import SOLVERS, plan_fit
-from .sizes import predict_rows, residual_rows
-from .solvers.minimum_norm import pinv_allowed
-from .solvers.operators import KernelOperator
-from .solvers.solve import solve_matrix_free, solve_stored
-from .validation import (
+from kernelfit import errors
+from kernelfit.engine.backend import get_backend
+from kernelfit.engine.gram.panels import cross_gram_matvec
+from kernelfit.engine.kernels import KERNELS, check_scale, make_kernel, row_sq_norms
+from kernelfit.engine.plan import SOLVERS, plan_fit
+from kernelfit.engine.sizes import predict_rows, residual_rows
+from kernelfit.engine.solvers.minimum_norm import pinv_allowed
+from kernelfit.engine.solvers.solve import solve_matrix_free, solve_stored
+from kernelfit.engine.storage.build import stored_for_fit
+from kernelfit.engine.storage.operators import KernelOperator
+from kernelfit.errors import InputError
+from kernelfit.options import Options
+from kernelfit.validation import (
     check_duplicates,
     check_fit_data,
     check_kernel_range,
@@ -84,7 +84,7 @@ class _KernelInterpolantBase(BaseEstimator):
         check_scale(self.gamma, self.sigma)
 
     def fit_planned(self, X, y, plan):
-        """``fit`` with the Plan its caller resolved (:func:`kernelfit.plan.plan_fit`).
+        """``fit`` with the Plan its caller resolved (:func:`kernelfit.engine.plan.plan_fit`).
 
         A run plans the whole of itself (K, k(test, train), the features) before
         computing anything, and hands the fit that one Plan instead of letting it
@@ -94,7 +94,7 @@ class _KernelInterpolantBase(BaseEstimator):
         return self._fit(X, y, plan)
 
     def _plan(self, n: int, d: int, n_outputs: int):
-        """This fit's one Plan (:func:`kernelfit.plan.plan_fit`): every setting resolved."""
+        """This fit's one Plan (:func:`kernelfit.engine.plan.plan_fit`): every setting resolved."""
         precomputed = self.kernel == "precomputed"
         opts = self.options or Options()
         return plan_fit(n, 0 if precomputed else d, n_outputs, solver=self.solver,
@@ -137,7 +137,7 @@ class _KernelInterpolantBase(BaseEstimator):
         self.kernel_.check_dtype(plan.dtype)
         be = get_backend(plan.backend, plan.device)
         if opts.scheduler is not None:
-            from .distributed import solve_distributed  # only now: Dask is imported here
+            from kernelfit.distributed import solve_distributed  # only now: Dask is imported here
             sol = solve_distributed(self.kernel_, X, Y, lam=self.lam, solver=self.solver,
                                     options=opts)
         else:
@@ -280,7 +280,7 @@ class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):
         (the absolute residual when Y is all zeros).
     converged_ : bool
         False when the solve is less exact than its dtype allows (relative
-        residual above :func:`kernelfit.solvers.solve.residual_limit`: 1e-8
+        residual above :func:`kernelfit.engine.solvers.solve.residual_limit`: 1e-8
         sqrt(n) in float64, 1e-4 sqrt(n) in float32) or CG stopped short of
         ``tol``.
     warnings_ : list of str
@@ -304,7 +304,7 @@ class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):
         its "cond_estimate_method").
     timings_ : dict
         Seconds per stage (gram, factor, solve, refine, residual).
-    kernel_ : kernelfit.kernels.Kernel
+    kernel_ : kernelfit.engine.kernels.Kernel
         The kernel with its resolved scale.
     """
 

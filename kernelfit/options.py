@@ -5,19 +5,19 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, replace
 
-from .errors import InputError
-from .params import one_of, real, whole
+from kernelfit.errors import InputError
+from kernelfit.params import one_of, real, whole
 
 DTYPES = ("auto", "float32", "float64")
 STORAGE_CHOICES = ("auto", "memory", "disk")
-# Kept in step with kernelfit.backend.BACKEND_CHOICES (imported lazily there).
+# Kept in step with kernelfit.engine.backend.BACKEND_CHOICES (imported lazily there).
 BACKENDS = ("auto", "numpy", "torch", "cupy")
 # Devices a run may name: the CPU, the current CUDA device, or CUDA device N.
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 # A running Dask scheduler: tcp://host:port (host a name, an IPv4 or a bracketed IPv6 address).
 _SCHEDULER = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
                         r":(\d{1,5})$")
-# Preconditioners of the CG solvers (kernelfit.solvers.precond)
+# Preconditioners of the CG solvers (kernelfit.engine.solvers.precond)
 PRECONDITIONERS = ("eigen", "jacobi", "none")
 REFINE_AGAINST = ("auto", "stored", "exact")
 # Most refinement steps a solve may ask for. Each converging step cuts the residual by
@@ -45,14 +45,14 @@ class Options:
         60,000 x 60,000 K is 14.4 GB in float32, 28.8 GB in float64) and runs
         twice as fast, but an interpolation kernel matrix is ill-conditioned,
         so float64 is the safe choice when it is cheap. "auto" takes float64 up
-        to n = kernelfit.sizes.AUTO_FLOAT64_MAX_N points (K of 3.2 GB) and float32 above.
+        to n = kernelfit.engine.sizes.AUTO_FLOAT64_MAX_N points (K of 3.2 GB) and float32 above.
     block_size : int
         Rows per Gram-builder block. Each block is one GEMM of
         ``block_size x n_cols x d`` plus an element-wise kernel map.
     tile_size : int or None
         Tile width of the in-place tiled Cholesky. None (auto): one in-place
-        LAPACK call on the whole K up to 1 GiB (kernelfit.sizes.SINGLE_CALL_BYTES),
-        6,144-wide tiles above (on a GPU: kernelfit.sizes.DEVICE_TILE).
+        LAPACK call on the whole K up to 1 GiB (kernelfit.engine.sizes.SINGLE_CALL_BYTES),
+        6,144-wide tiles above (on a GPU: kernelfit.engine.sizes.DEVICE_TILE).
         Every LAPACK/BLAS call touches at most ``n * tile_size`` elements, which
         must stay < 2**31
         (SciPy's LAPACK is LP64).
@@ -89,15 +89,15 @@ class Options:
         Stopping rule of the conjugate-gradient solvers (relative residual).
     precond : {"eigen", "jacobi", "none"}
         The CG solvers ("cg", "cg-matrix-free", "pcg"): EigenPro-style top
-        eigenvectors of a Nyström sketch of K (:mod:`kernelfit.solvers.precond`;
+        eigenvectors of a Nyström sketch of K (:mod:`kernelfit.engine.solvers.precond`;
         matrix-free, the sketch's columns are recomputed kernel blocks), the
         diagonal, or none.
     precond_rank : int or None
         precond="eigen": eigenvectors kept (from a sketch of twice as many
         columns); None chooses them from memory and the sketched spectrum's
-        decay (:func:`kernelfit.solvers.precond.choose_sketch`), and for
+        decay (:func:`kernelfit.engine.solvers.precond.choose_sketch`), and for
         "cg" / "cg-matrix-free" at least 300 while their sketch fits
-        (``kernelfit.sizes.CG_MIN_RANK``).
+        (``kernelfit.engine.sizes.CG_MIN_RANK``).
     val_fraction : float
         solver="pcg": 0 stops on ``tol``; > 0 holds out this fraction of the
         training points (never test data), finds the iteration t* with the
@@ -141,7 +141,7 @@ class Options:
         Show progress bars on long builds and factorizations.
     backend : {"auto", "numpy", "torch", "cupy"}
         Where K is built and factored; every backend runs the same engine (the
-        in-place tiled Cholesky, :mod:`kernelfit.backend`). "numpy": host
+        in-place tiled Cholesky, :mod:`kernelfit.engine.backend`). "numpy": host
         memory. "torch": one PyTorch device (CUDA if present, else the CPU).
         "cupy": one CUDA device through CuPy. "auto": a GPU when one is
         present (PyTorch, else CuPy), else NumPy.

@@ -15,7 +15,7 @@ import numbers
 import os
 from pathlib import Path
 
-from .errors import InputError
+from kernelfit.errors import InputError
 
 
 def is_whole(v) -> bool:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .atomic import atomic_path
-from .errors import InputError, MissingDependencyError
+from kernelfit.atomic import atomic_path
+from kernelfit.errors import InputError, MissingDependencyError
 
 
 def pyplot():

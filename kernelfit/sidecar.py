@@ -13,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .atomic import write_bytes_atomic, write_json_atomic
+from kernelfit.atomic import write_bytes_atomic, write_json_atomic
 
 
 def write_with_sidecar(path, blob: bytes, meta_path, record: dict) -> Path:

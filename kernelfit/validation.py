@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import validate_data
 
-from .errors import DuplicatePointsError, InputError
+from kernelfit.errors import DuplicatePointsError, InputError
 
 
 def check_fit_data(estimator, X, y, *, y_numeric: bool):

@@ -35,7 +35,7 @@ class BackendCase:
     to_xp: object              # host array -> a copy on this backend
 
     def backend(self):
-        from kernelfit.backend import backend_of, get_backend
+        from kernelfit.engine.backend import backend_of, get_backend
         if self.name:
             return get_backend(self.name, self.device)
         return backend_of(self.to_xp(np.zeros(1)))

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from kernelfit.cli import main
+from kernelfit.engine.backend import device as bench_device
+from kernelfit.engine.solvers import solution as solution_mod
 from kernelfit.errors import AccuracyWarning, InputError
-from kernelfit.experiments import bench, bench_device
-from kernelfit.solvers import solution as solution_mod
+from kernelfit.studies import bench
 
 # A small peak matmul keeps each test to a few seconds.
 FAST = ["--peak-size", "256", "--quiet"]

@@ -3,9 +3,9 @@ import pytest
 import scipy.linalg as sl
 from conftest import random_spd
 
+from kernelfit.engine.sizes import max_tile
+from kernelfit.engine.solvers.cholesky import cholesky_solve, factor, restore_lower, tiled_cholesky
 from kernelfit.errors import InputError, NotPositiveDefiniteError
-from kernelfit.sizes import max_tile
-from kernelfit.solvers.cholesky import cholesky_solve, factor, restore_lower, tiled_cholesky
 
 
 @pytest.mark.parametrize("n,tile", [(1, 1), (64, 64), (100, 7), (100, 33), (257, 64), (300, 1000)])

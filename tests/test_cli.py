@@ -9,7 +9,7 @@ import time
 import pytest
 
 from kernelfit.cli import build_parser, main
-from kernelfit.report import stage
+from kernelfit.pipeline.report import stage
 
 SMALL = ["--n-train", "300", "--n-test", "100"]
 
@@ -45,9 +45,9 @@ def test_quiet_hides_progress_but_keeps_the_table(capsys):
 
 def test_progress_reaches_the_feature_cache(monkeypatch):
     import kernelfit.features.cache as cache
-    from kernelfit.experiments.run import RunConfig, featurize, prepare
     from kernelfit.features import make_features
     from kernelfit.options import Options
+    from kernelfit.pipeline.run import RunConfig, featurize, prepare
 
     seen = []
 
@@ -79,7 +79,7 @@ def test_stage_spinner_shows_elapsed_and_expected_time():
 
 
 def test_stage_expects_flops_over_the_measured_gemm_rate(monkeypatch):
-    import kernelfit.report as report
+    import kernelfit.pipeline.report as report
 
     monkeypatch.setattr(report, "gemm_gflops", lambda dtype="float64": 10.0)
     buf = io.StringIO()
@@ -144,7 +144,7 @@ def test_memory_limit_option_reaches_the_planner(capsys):
 
 # -- output paths ------------------------------------------------------------------------
 def test_json_to_a_directory_fails_before_the_fit(tmp_path, monkeypatch, capsys):
-    import kernelfit.experiments.run as runmod
+    import kernelfit.pipeline.run as runmod
 
     def no_fit(*a, **k):
         raise AssertionError("the fit ran before the output path was checked")
@@ -156,7 +156,7 @@ def test_json_to_a_directory_fails_before_the_fit(tmp_path, monkeypatch, capsys)
 
 
 def test_json_write_failure_after_the_fit_keeps_the_table(tmp_path, monkeypatch, capsys):
-    from kernelfit.report import RunRecord
+    from kernelfit.pipeline.report import RunRecord
 
     def disk_full(self, path):
         raise OSError(28, "No space left on device")

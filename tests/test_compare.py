@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from kernelfit.errors import InputError
-from kernelfit.experiments.sgd.train import NetConfig, prepare_net_data
+from kernelfit.studies.sgd.train import NetConfig, prepare_net_data
 
 pytest.importorskip("torch", reason="the networks of `compare` need the torch extra")
 pytest.importorskip("matplotlib", reason="`compare` draws its figure with the plots extra")
 
-from kernelfit.experiments.compare import CompareConfig, compare  # noqa: E402
+from kernelfit.studies.compare import CompareConfig, compare  # noqa: E402
 
 NET = NetConfig(batch_size=8, max_epochs=30, threads=1, quiet=True)
 

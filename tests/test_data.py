@@ -723,7 +723,8 @@ def sigint_default():
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "pidfd_open"), reason="Linux pidfd")
-def test_signal_while_npm_starts_is_held_until_npm_can_be_ended(tmp_path, monkeypatch, sigint_default):
+def test_signal_while_npm_starts_is_held_until_npm_can_be_ended(tmp_path, monkeypatch,
+                                                               sigint_default):
     """A SIGINT inside Popen (after the fork, before the object exists) used to leave npm
     running with nobody to end it: now it is raised once npm can be ended, and it is."""
     import os
@@ -790,7 +791,7 @@ def test_a_signal_whose_interrupt_was_swallowed_still_ends_the_fetch(
 def test_a_subset_missing_classes_is_warned_about_and_noted_in_the_run():
     from kernelfit.data import load_split
     from kernelfit.errors import SubsetWarning
-    from kernelfit.experiments.run import RunConfig, prepare
+    from kernelfit.pipeline.run import RunConfig, prepare
 
     with pytest.warns(SubsetWarning, match="holds 5 of its 10 classes"):
         train, _ = load_split("digits", n_train=5)
@@ -810,9 +811,9 @@ def test_no_subset_notice_about_a_subset_the_user_did_not_ask_for():
     import warnings
 
     from kernelfit.errors import SubsetWarning
-    from kernelfit.experiments import table3
-    from kernelfit.experiments.expressivity import ExpressivityConfig, run_expressivity
-    from kernelfit.experiments.run import RunConfig, prepare
+    from kernelfit.pipeline.run import RunConfig, prepare
+    from kernelfit.studies import table3
+    from kernelfit.studies.expressivity import ExpressivityConfig, run_expressivity
 
     row = table3.Row("digits-raw", 0.02, "none", RunConfig(dataset="digits"))
     with warnings.catch_warnings():

@@ -18,9 +18,9 @@ from sklearn.metrics.pairwise import rbf_kernel
 
 from kernelfit import KernelInterpolant, KernelInterpolantClassifier, Options
 from kernelfit.cli import main
+from kernelfit.engine.solvers.condition import COND_EPS_LIMIT, pivot_bound
+from kernelfit.engine.solvers.solve import residual_limit, solve_stored
 from kernelfit.errors import AccuracyError, AccuracyWarning, SingularKernelError
-from kernelfit.solvers.condition import COND_EPS_LIMIT, pivot_bound
-from kernelfit.solvers.solve import residual_limit, solve_stored
 
 SMALL = ["--quiet", "--n-train", "300", "--n-test", "100"]
 

@@ -22,8 +22,8 @@ from kernelfit.distributed import (
     solve_distributed,
     tiling,
 )
+from kernelfit.engine.kernels import make_kernel
 from kernelfit.errors import InputError, NotPositiveDefiniteError
-from kernelfit.kernels import make_kernel
 
 # n = 301 with 128-wide target tiles: 3 tiles of 101, so K is padded by 2 rows
 # (the identity block) and every solve crosses tile boundaries.

@@ -12,14 +12,14 @@ import pytest
 import scipy.linalg as sl
 from conftest import GPU_CASES, backend_params
 
-from kernelfit.backend import backend_of, get_backend
+from kernelfit.engine.backend import backend_of, get_backend
+from kernelfit.engine.gram.panels import build_gram
+from kernelfit.engine.kernels import make_kernel
+from kernelfit.engine.solvers.cholesky import cholesky_solve, factor, restore_lower, tiled_cholesky
+from kernelfit.engine.solvers.solve import solve_stored
+from kernelfit.engine.storage.operators import KernelOperator, StoredOperator
+from kernelfit.engine.storage.tiles import HostTileStore
 from kernelfit.errors import InputError, NotPositiveDefiniteError
-from kernelfit.gram import build_gram
-from kernelfit.kernels import make_kernel
-from kernelfit.solvers.cholesky import cholesky_solve, factor, restore_lower, tiled_cholesky
-from kernelfit.solvers.operators import KernelOperator, StoredOperator
-from kernelfit.solvers.solve import solve_stored
-from kernelfit.solvers.tiles import HostTileStore
 
 
 def host(a) -> np.ndarray:
@@ -91,7 +91,7 @@ def _opts(**kw):
 @pytest.mark.parametrize("n,tile", [(50, 16), (64, 16), (33, 64)])
 def test_host_tile_store_streams_the_same_factor(rng, backend_case, n, tile):
     """K's lower tiles in host memory, panels gathered into buffers: the same answer."""
-    from kernelfit.gram import build_gram_tiles
+    from kernelfit.engine.gram.panels import build_gram_tiles
     be = backend_case.backend()
     X = rng.standard_normal((n, 3))
     kern = make_kernel("gaussian", sigma=1.0)
@@ -112,7 +112,7 @@ def test_host_tile_store_refuses_a_residual_without_the_data(rng):
 
 
 def test_auto_backend_is_numpy_without_a_gpu(monkeypatch):
-    import kernelfit.backend as bmod
+    import kernelfit.engine.backend as bmod
     monkeypatch.setattr(bmod, "_NVIDIA_NODE", "/nonexistent/nvidiactl")
     bmod.get_backend.cache_clear()
     try:
@@ -140,8 +140,8 @@ class _FakeGPU:
 
 def test_device_planner_in_memory_streamed_or_refused():
     from kernelfit import Options
+    from kernelfit.engine.plan import plan_fit
     from kernelfit.errors import PlanError
-    from kernelfit.plan import plan_fit
     opts = Options(dtype="float32", memory_limit=10**12)
     fits = plan_fit(60_000, 784, 10, options=opts, backend=_FakeGPU("torch", 139e9))
     assert fits.storage == "device" and fits.device_bytes < 139e9
@@ -228,8 +228,8 @@ def test_gpu_past_device_memory_under_a_forced_cap(rng):
 
 def test_planner_spills_to_disk_when_k_does_not_fit(tmp_path):
     from kernelfit import Options
+    from kernelfit.engine.plan import plan_fit
     from kernelfit.errors import PlanError
-    from kernelfit.plan import plan_fit
     opts = Options(dtype="float32", memory_limit=int(3e9), scratch_dir=str(tmp_path))
     fits = plan_fit(20_000, 784, 10, options=opts)                 # K: 1.6 GB
     assert fits.storage == "host"
@@ -310,8 +310,8 @@ def test_a_killed_disk_run_resumes_to_the_same_bytes(tmp_path, kill):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("outputs", [1, 10])
 def test_disk_tile_store_agrees_with_scipy(rng, tmp_path, dtype, outputs):
-    from kernelfit.gram import build_gram_tiles
-    from kernelfit.solvers.disk_tiles import DiskTileStore
+    from kernelfit.engine.gram.panels import build_gram_tiles
+    from kernelfit.engine.storage.disk_tiles import DiskTileStore
     X = rng.standard_normal((300, 5))
     kern = make_kernel("gaussian", sigma=1.0)
     store = DiskTileStore(tmp_path / "K.tiles.npy", 300, 64, dtype, get_backend("numpy"),
@@ -331,7 +331,7 @@ def test_disk_tile_store_agrees_with_scipy(rng, tmp_path, dtype, outputs):
 
 def test_one_lapack_call_only_up_to_a_gib():
     """OpenBLAS's dpotrf segfaulted in one call on 16,000^2 float64: above 1 GiB, tiles."""
-    from kernelfit.sizes import LARGE_TILE, host_tile
+    from kernelfit.engine.sizes import LARGE_TILE, host_tile
     assert host_tile(10_000, itemsize=4) == 10_000          # 0.4 GB: one call
     assert host_tile(16_000, itemsize=8) == LARGE_TILE      # 2.0 GB: tiles
     assert host_tile(16_000, itemsize=4) == 16_000          # 1.0 GB (< 1 GiB): one call

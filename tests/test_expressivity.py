@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from kernelfit import experiments
+from kernelfit import studies
 from kernelfit.cli import main
 from kernelfit.errors import DuplicatePointsError, InputError, PlanError
-from kernelfit.experiments import expressivity as ex
-from kernelfit.experiments.expressivity import ExpressivityConfig, fit_relu_net
+from kernelfit.studies import expressivity as ex
+from kernelfit.studies.expressivity import ExpressivityConfig, fit_relu_net
 
 
 def _forward_by_hand(net, z):
@@ -83,7 +83,7 @@ def test_cli_writes_record_and_png_and_reuses(tmp_path, monkeypatch, capsys):
     def refuse(*a, **k):
         raise AssertionError("rerun with the same settings must reuse the record")
 
-    monkeypatch.setattr(experiments.expressivity, "run_expressivity", refuse)
+    monkeypatch.setattr(studies.expressivity, "run_expressivity", refuse)
     assert main(args) == 0
 
 

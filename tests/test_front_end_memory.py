@@ -27,11 +27,11 @@ import pytest
 from kernelfit import Options
 from kernelfit.cli import main
 from kernelfit.errors import PlanError
-from kernelfit.experiments import run_plan
-from kernelfit.experiments.explain import explain
-from kernelfit.experiments.run import RunConfig, run
 from kernelfit.features import make_features
 from kernelfit.features.randconv import RandomConvFeatures
+from kernelfit.pipeline import run_plan
+from kernelfit.pipeline.explain import explain
+from kernelfit.pipeline.run import RunConfig, run
 
 FACTOR = 4
 

@@ -40,8 +40,8 @@ def write_fake_cifar(folder: Path, seed=0):
 
 def numpy_test_error(mod, data_dir, sigma, seed=0, filters=64):
     """The exact row through the host pipeline: NumPy features, float64 K, scipy's solve."""
+    from kernelfit.engine.gram.stream import standardize_chunk
     from kernelfit.features import make_features
-    from kernelfit.gram_stream import standardize_chunk
     x_tr, y_tr, x_te, y_te = mod.load_cifar_npy(data_dir, 600, 200, seed)
     order, _ = mod.fit_first_order(y_tr, 60, seed)
     x_tr, y_tr = x_tr[order], y_tr[order]
@@ -82,7 +82,7 @@ def test_tiny_run(tmp_path, device):
         assert r["finite"] and r["relative_residual"] < 1e-5
         assert r["sigma"] in tried and 0 <= r["test_error"] <= 1 and r["norm"] > 0
         assert r["seconds"]["factor+solve"] > 0 and r["seconds"]["predict"] > 0
-        assert r["solver"] == "kernelfit.solvers.solve_stored" and r["converged"]
+        assert r["solver"] == "kernelfit.engine.solvers.solve_stored" and r["converged"]
     exact = rows["cifar10-randconv"]
     assert exact["train_error"] == 0                  # an interpolant fits its labels
     ref = numpy_test_error(mod, tmp_path, exact["sigma"])

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from sklearn.metrics.pairwise import rbf_kernel
 
-from kernelfit.gram import build_gram, cross_gram_matvec
-from kernelfit.kernels import make_kernel
+from kernelfit.engine.gram.panels import build_gram, cross_gram_matvec
+from kernelfit.engine.kernels import make_kernel
 from kernelfit.options import Options
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from kernelfit.engine.gram.stream import build_gram_streamed
+from kernelfit.engine.kernels import make_kernel
 from kernelfit.errors import InputError
-from kernelfit.gram_stream import build_gram_streamed
-from kernelfit.kernels import make_kernel
 from kernelfit.options import Options
 
 
@@ -72,7 +72,7 @@ def test_errors():
 
 
 def test_accumulate_keeps_inner_products_and_norms():
-    from kernelfit.gram_stream import accumulate_streamed, finish_streamed
+    from kernelfit.engine.gram.stream import accumulate_streamed, finish_streamed
     rng = np.random.default_rng(3)
     Phi, Phi_te = rng.standard_normal((23, 30)), rng.standard_normal((6, 30))
     acc = accumulate_streamed(split(Phi, Phi_te, [10, 20]), 23, 6, standardize=False,
@@ -100,7 +100,7 @@ def _torch_devices():
 def test_torch_chunks_equal_numpy(monkeypatch, device, kernel, standardize, dtype):
     """Tensor chunks accumulate on their device (torch CPU; CUDA when present) to NumPy's K."""
     torch = pytest.importorskip("torch")
-    import kernelfit.gram_stream as gs
+    import kernelfit.engine.gram.stream as gs
     monkeypatch.setattr(gs, "DEVICE_STREAM_TILE", 8)         # several device tiles at this size
     rng = np.random.default_rng(1)
     n, m = 37, 11
@@ -128,7 +128,7 @@ def test_torch_chunks_equal_numpy(monkeypatch, device, kernel, standardize, dtyp
 
 def test_torch_standardize_equals_numpy():
     torch = pytest.importorskip("torch")
-    from kernelfit.gram_stream import standardize_chunk
+    from kernelfit.engine.gram.stream import standardize_chunk
     rng = np.random.default_rng(2)
     A, B = rng.random((50, 9)).astype(np.float32), rng.random((7, 9)).astype(np.float32)
     A[:, 2] = 1.5

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics.pairwise import polynomial_kernel, rbf_kernel
 
+from kernelfit.engine.kernels import Kernel, make_kernel, row_sq_norms
 from kernelfit.errors import InputError
-from kernelfit.kernels import Kernel, make_kernel, row_sq_norms
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])

@@ -229,7 +229,7 @@ def test_precomputed_rejects_non_square(rng):
 
 
 def test_plan_does_not_count_a_precomputed_k_twice():
-    from kernelfit.plan import plan_fit
+    from kernelfit.engine.plan import plan_fit
     opts = Options(dtype="float32", memory_limit=int(12e9))
     # n = 50,000: K is 10 GB; handed over in place it is already paid for
     plan = plan_fit(50_000, 0, 10, options=opts, gram_allocated=True)

@@ -4,8 +4,8 @@ import pytest
 
 import kernelfit
 from kernelfit import Options
+from kernelfit.engine.plan import plan_fit
 from kernelfit.errors import InputError, PlanError
-from kernelfit.plan import plan_fit
 
 
 @pytest.mark.parametrize("field, value, says", [

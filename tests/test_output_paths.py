@@ -8,7 +8,7 @@ import pytest
 
 from kernelfit.cli import main
 from kernelfit.errors import InputError, OutputPathError
-from kernelfit.outputs import check_outputs
+from kernelfit.pipeline.outputs import check_outputs
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def victim(tmp_path):
 @pytest.fixture
 def no_fit(monkeypatch):
     """A run that starts fails the test: the check must come first."""
-    import kernelfit.experiments.run as runmod
+    import kernelfit.pipeline.run as runmod
 
     monkeypatch.setattr(runmod, "prepare", lambda *a, **k: pytest.fail("the work started"))
 

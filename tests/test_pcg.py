@@ -1,4 +1,4 @@
-"""Block PCG on a stored K (kernelfit.solvers.pcg) and its preconditioners."""
+"""Block PCG on a stored K (kernelfit.engine.solvers.pcg) and its preconditioners."""
 
 import json
 import warnings
@@ -9,18 +9,18 @@ import scipy.linalg as sl
 from conftest import random_spd
 from sklearn.metrics.pairwise import rbf_kernel
 
-from kernelfit.errors import AccuracyError, AccuracyWarning, InputError, NonFiniteError
-from kernelfit.model import KernelInterpolant
-from kernelfit.options import Options
-from kernelfit.solvers.cg import block_cg
-from kernelfit.solvers.pcg import PanelOperator, ValidationStop, pcg_solve
-from kernelfit.solvers.precond import (
+from kernelfit.engine.solvers.cg import block_cg
+from kernelfit.engine.solvers.pcg import PanelOperator, ValidationStop, pcg_solve
+from kernelfit.engine.solvers.precond import (
     JacobiPreconditioner,
     TopEigenPreconditioner,
     choose_sketch,
     sketch_bytes,
 )
-from kernelfit.solvers.solve import solve_stored
+from kernelfit.engine.solvers.solve import solve_stored
+from kernelfit.errors import AccuracyError, AccuracyWarning, InputError, NonFiniteError
+from kernelfit.model import KernelInterpolant
+from kernelfit.options import Options
 
 # Convergence tolerance per stored dtype: float32 products leave ~1e-7 relative
 # rounding per pass, so a float32 solve is asked for what it can deliver.
@@ -364,7 +364,7 @@ def test_sketch_follows_memory_and_a_given_rank():
 def test_run_records_the_convergence_history(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from kernelfit.cli import main
-    from kernelfit.experiments.convergence import plot_convergence
+    from kernelfit.pipeline.convergence import plot_convergence
 
     out = tmp_path / "r.json"
     with warnings.catch_warnings():

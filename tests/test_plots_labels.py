@@ -59,7 +59,7 @@ def _compare_rows():
 def test_compare_figure_percent_bars_and_a_readable_time_axis():
     from matplotlib.patches import Rectangle
 
-    from kernelfit.experiments.compare import figure
+    from kernelfit.studies.compare import figure
 
     rows = _compare_rows()
     fig = figure(rows)
@@ -95,9 +95,9 @@ def test_compare_figure_percent_bars_and_a_readable_time_axis():
 
 def test_sgd_linear_error_panel_is_in_percent_like_its_table():
     from kernelfit.errors import AccuracyWarning
-    from kernelfit.experiments.sgd import linear, linear_report
-    from kernelfit.experiments.sgd.linear import SGDLinearConfig
-    from kernelfit.report import pct
+    from kernelfit.pipeline.report import pct
+    from kernelfit.studies.sgd import linear, linear_report
+    from kernelfit.studies.sgd.linear import SGDLinearConfig
 
     config = SGDLinearConfig(dataset="digits", n_train=60, n_test=30, epochs=3, batch_size=8,
                              precondition_rank=10)
@@ -120,15 +120,15 @@ def test_sgd_linear_error_panel_is_in_percent_like_its_table():
 
 
 def test_expressivity_figure_labels_both_axes():
-    from kernelfit.experiments.expressivity import ExpressivityConfig, figure, run_expressivity
+    from kernelfit.studies.expressivity import ExpressivityConfig, figure, run_expressivity
 
     fig = figure(run_expressivity(ExpressivityConfig(n=40, d=3)))
     assert _unlabelled(fig) == [] and len(fig.axes) == 2
 
 
 def test_every_sweep_plot_labels_its_y_axes(tmp_path, monkeypatch):
-    from kernelfit.experiments.run import RunConfig
-    from kernelfit.experiments.sweeps import parse_axis, run_sweep
+    from kernelfit.pipeline.run import RunConfig
+    from kernelfit.studies.sweeps import parse_axis, run_sweep
 
     drawn = {}
     real_save = plots.save_figure

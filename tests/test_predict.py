@@ -8,7 +8,7 @@ import pytest
 
 from kernelfit.cli import main
 from kernelfit.errors import InputError, ModelFileError
-from kernelfit.experiments.saved_model import load_model, save_model
+from kernelfit.pipeline.saved_model import load_model, save_model
 
 RUN = ["run", "--quiet", "--n-train", "400", "--n-test", "150", "--sigma", "3"]
 
@@ -44,7 +44,7 @@ def test_predict_reproduces_the_runs_test_error(saved, tmp_path, capsys):
 def test_a_loaded_model_predicts_exactly_what_the_fitted_run_did(features, params, tmp_path):
     """Every front end: the rebuilt map gives the same features and the rebuilt estimator
     the same outputs, bit for bit, as the objects of the run that was saved."""
-    from kernelfit.experiments.run import RunConfig, fit_run, prepare
+    from kernelfit.pipeline.run import RunConfig, fit_run, prepare
 
     config = RunConfig(n_train=60, n_test=40, seed=3, features=features, feature_params=params,
                        feature_cache=False)
@@ -117,7 +117,7 @@ def test_a_streamed_run_cannot_be_saved_and_says_so_before_the_fit(tmp_path, cap
 
 
 def test_save_model_to_a_directory_fails_before_the_fit(tmp_path, monkeypatch, capsys):
-    import kernelfit.experiments.run as runmod
+    import kernelfit.pipeline.run as runmod
 
     monkeypatch.setattr(runmod, "prepare", lambda *a, **k: pytest.fail("the fit ran"))
     assert main(["run", "--save-model", str(tmp_path)]) == 2
@@ -125,8 +125,8 @@ def test_save_model_to_a_directory_fails_before_the_fit(tmp_path, monkeypatch, c
 
 
 def test_a_run_that_decides_to_stream_refuses_to_save_before_the_gram(monkeypatch):
-    import kernelfit.gram_stream as gs
-    from kernelfit.experiments.run import RunConfig, fit_run
+    import kernelfit.engine.gram.stream as gs
+    from kernelfit.pipeline.run import RunConfig, fit_run
 
     monkeypatch.setattr(gs, "build_gram_streamed", lambda *a, **k: pytest.fail("K was built"))
     with pytest.raises(InputError, match="streamed K"):
@@ -150,8 +150,8 @@ def test_a_model_that_cannot_be_written_keeps_the_table(tmp_path, monkeypatch, c
 
 
 def test_predicting_images_of_another_shape_is_a_clear_error(saved, monkeypatch):
-    from kernelfit.experiments import run as runmod
-    from kernelfit.experiments.saved_model import predict_dataset
+    from kernelfit.pipeline import run as runmod
+    from kernelfit.pipeline.saved_model import predict_dataset
 
     real = runmod.prepare
 

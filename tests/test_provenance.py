@@ -16,10 +16,10 @@ from kernelfit.data import fingerprint as fp_mod
 from kernelfit.data import manage
 from kernelfit.data.fingerprint import data_fingerprint
 from kernelfit.errors import InputError, UserDataError
-from kernelfit.experiments import results
-from kernelfit.experiments.run import RunConfig, run
-from kernelfit.experiments.sweeps import parse_axis, run_sweep
 from kernelfit.options import Options
+from kernelfit.pipeline import results
+from kernelfit.pipeline.run import RunConfig, run
+from kernelfit.studies.sweeps import parse_axis, run_sweep
 
 
 def _digits_npz(path, relabel_seed=None):
@@ -177,9 +177,9 @@ def test_record_from_another_version_is_recomputed(tmp_path, monkeypatch):
 # -- every study's key ---------------------------------------------------------------------------
 
 def _configs():
-    from kernelfit.experiments.expressivity import ExpressivityConfig
-    from kernelfit.experiments.sgd.linear import SGDLinearConfig
-    from kernelfit.experiments.sgd.train import NetConfig
+    from kernelfit.studies.expressivity import ExpressivityConfig
+    from kernelfit.studies.sgd.linear import SGDLinearConfig
+    from kernelfit.studies.sgd.train import NetConfig
 
     return [NetConfig(dataset="digits"), SGDLinearConfig(), ExpressivityConfig(dataset="digits")]
 
@@ -194,14 +194,14 @@ def test_study_keys_hold_the_data_fingerprint_and_names_do_not(config, monkeypat
 
 
 def test_synthetic_points_have_no_data_to_fingerprint():
-    from kernelfit.experiments.expressivity import ExpressivityConfig
+    from kernelfit.studies.expressivity import ExpressivityConfig
 
     assert results.DATA_KEY not in ExpressivityConfig().settings()
 
 
 def test_table3_row_and_compare_record_say_why_they_recompute(tmp_path, monkeypatch, capsys):
-    from kernelfit.experiments import table3
-    from kernelfit.experiments.compare import kernel_record
+    from kernelfit.studies import table3
+    from kernelfit.studies.compare import kernel_record
 
     monkeypatch.setattr(table3, "rows", lambda **_: [
         table3.Row("digits-raw", 0.02, "none", RunConfig(dataset="digits", sigma=10.0))])
@@ -281,8 +281,8 @@ def _strip(record):
 
 def _killed_in_epoch_two(config, out, monkeypatch):
     """Leave the real checkpoint of epoch 1 (the run dies while measuring epoch 2)."""
-    from kernelfit.experiments.sgd import train as train_mod
-    from kernelfit.experiments.sgd.train import train_net
+    from kernelfit.studies.sgd import train as train_mod
+    from kernelfit.studies.sgd.train import train_net
 
     real, calls = train_mod._error, {"n": 0}
 
@@ -300,8 +300,8 @@ def _killed_in_epoch_two(config, out, monkeypatch):
 @pytest.mark.parametrize("how", ["bare", "with a forged sidecar", "over a real checkpoint"])
 def test_forged_checkpoint_never_runs_its_payload(tmp_path, monkeypatch, how):
     torch = pytest.importorskip("torch", reason="the SGD networks need the torch extra")
-    from kernelfit.experiments.sgd.checkpoint import load_checkpoint, sidecar_path
-    from kernelfit.experiments.sgd.train import NetConfig, train_net
+    from kernelfit.studies.sgd.checkpoint import load_checkpoint, sidecar_path
+    from kernelfit.studies.sgd.train import NetConfig, train_net
 
     config = NetConfig(**TINY)
     clean, _ = train_net(config, tmp_path / "clean")
@@ -330,7 +330,7 @@ def test_forged_checkpoint_never_runs_its_payload(tmp_path, monkeypatch, how):
 
 def test_checkpoint_of_another_version_is_not_resumed(tmp_path, monkeypatch):
     pytest.importorskip("torch", reason="the SGD networks need the torch extra")
-    from kernelfit.experiments.sgd.train import NetConfig, train_net
+    from kernelfit.studies.sgd.train import NetConfig, train_net
 
     config = NetConfig(**TINY)
     monkeypatch.setattr(results, "__version__", "0.0.9")

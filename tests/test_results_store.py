@@ -7,15 +7,15 @@ import json
 import pytest
 
 import kernelfit
-from kernelfit.experiments import results
-from kernelfit.experiments.results import (
+from kernelfit.options import Options
+from kernelfit.pipeline import results
+from kernelfit.pipeline.results import (
     ResultStore,
     record_checksum,
     result_settings,
     settings_key,
 )
-from kernelfit.experiments.run import RunConfig
-from kernelfit.options import Options
+from kernelfit.pipeline.run import RunConfig
 
 
 def test_display_options_do_not_change_the_key():

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from kernelfit.cli import main
+from kernelfit.engine.plan import plan_fit
 from kernelfit.errors import AccuracyError, PlanError
-from kernelfit.experiments import run as runmod
-from kernelfit.experiments.run import RunConfig, plan_run, run
 from kernelfit.options import Options
-from kernelfit.plan import plan_fit
-from kernelfit.report import RunRecord
+from kernelfit.pipeline import run as runmod
+from kernelfit.pipeline.report import RunRecord
+from kernelfit.pipeline.run import RunConfig, plan_run, run
 
 SMALL = ["--n-train", "300", "--n-test", "100"]
 
@@ -27,11 +27,11 @@ def _no_call(name):
 # -- A1: plan first, counting everything --------------------------------------------------------
 def test_streamed_run_is_refused_before_k_is_allocated(monkeypatch):
     """The old road built K and K_test, then planned with K 'already allocated'."""
-    import kernelfit.gram_stream as gs
+    import kernelfit.engine.gram.stream as gs
 
     n, m, c = 300, 100, 10
-    from kernelfit.experiments.run_plan import _front_end_bytes
     from kernelfit.features import make_features
+    from kernelfit.pipeline.run_plan import _front_end_bytes
 
     # Room for the fit itself (K counted) and the front end's own work, but not for
     # K_test and a feature chunk besides.
@@ -125,7 +125,7 @@ def test_a_nan_solution_is_never_a_result(monkeypatch):
 
 # -- hyper-parameters on the training set only ------------------------------------------------
 def test_sigma_auto_selects_on_a_training_split_only(tmp_path, monkeypatch, capsys):
-    import kernelfit.experiments.select as selmod
+    import kernelfit.pipeline.select as selmod
 
     seen = []
     real = selmod.select
@@ -176,7 +176,7 @@ def test_auto_with_a_streamed_k_is_refused(capsys):
 
 def test_auto_selection_is_planned_before_it_runs(monkeypatch):
     """The hold-out selection holds two n_f x n_f float64 matrices: more than a float32 fit."""
-    import kernelfit.experiments.select as selmod
+    import kernelfit.pipeline.select as selmod
     from kernelfit.features import make_features
 
     fmap = make_features("raw").fit(np.zeros((4, 8, 8), np.float32))
@@ -199,8 +199,8 @@ def test_label_corruption_levels_share_cached_features(tmp_path, monkeypatch):
     """Label tests leave the images alone, so a corruption sweep computes features once."""
     from dataclasses import replace
 
-    from kernelfit.experiments import run as runmod
     from kernelfit.features import make_features
+    from kernelfit.pipeline import run as runmod
 
     cls = type(make_features("gabor"))
     calls = []

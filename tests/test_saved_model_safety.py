@@ -13,8 +13,8 @@ import pytest
 
 from kernelfit.cli import main
 from kernelfit.errors import ModelFileError
-from kernelfit.experiments import model_file
-from kernelfit.experiments.saved_model import load_model
+from kernelfit.pipeline import model_file
+from kernelfit.pipeline.saved_model import load_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "model_v1_pickle.kfm"
 
@@ -145,8 +145,8 @@ def test_an_npz_of_pickled_objects_is_not_a_model(tmp_path, no_unpickling, capsy
 def test_loading_never_imports_pickle(good, no_unpickling):
     """Not only not called: the loader has no pickle in reach (a later edit that adds
     one shows up here)."""
-    import kernelfit.experiments.model_file as mf
-    import kernelfit.experiments.saved_model as sm
+    import kernelfit.pipeline.model_file as mf
+    import kernelfit.pipeline.saved_model as sm
 
     assert not hasattr(mf, "pickle") and not hasattr(sm, "pickle")
     assert load_model(good).feature_map.name == "randconv"
@@ -298,3 +298,23 @@ def test_a_flipped_byte_anywhere_is_an_error_or_changes_nothing(good, tmp_path):
         np.testing.assert_array_equal(m.feature_map.A_aug_, genuine.feature_map.A_aug_)
         assert m.estimator.kernel_ == genuine.estimator.kernel_
     assert refused > 100
+
+
+V2_FIXTURE = Path(__file__).parent / "fixtures" / "model_v2_before_engine_move.kfm"
+
+
+def test_a_model_saved_before_the_engine_move_loads_and_predicts_as_a_refit():
+    """Written by `kernelfit run --n-train 300 --n-test 100 --save-model` before the modules
+    moved into kernelfit/engine, pipeline and studies (commit 8e86237): it loads, and its
+    predictions equal those of the same run fitted now."""
+    from kernelfit.pipeline.run import RunConfig, fit_run, prepare
+
+    model = load_model(V2_FIXTURE)
+    assert model.settings["n_train"] == 300
+    fitted = fit_run(RunConfig(n_train=300, n_test=100))
+    data = prepare(RunConfig(n_train=300, n_test=100))
+    X = model.feature_map.transform(data.test_images)
+    np.testing.assert_array_equal(model.estimator.predict(X), fitted.estimator.predict(
+        fitted.feature_map.transform(data.test_images)))
+    np.testing.assert_allclose(model.estimator.dual_coef_, fitted.estimator.dual_coef_,
+                               rtol=1e-10, atol=1e-12)

@@ -17,25 +17,25 @@ import pytest
 import scipy.linalg as sl
 
 from kernelfit import Options
-from kernelfit.backend import get_backend
 from kernelfit.cli import main
 from kernelfit.data import manage
 from kernelfit.data.cache import data_home
+from kernelfit.engine.backend import get_backend
+from kernelfit.engine.gram.panels import build_gram_tiles
+from kernelfit.engine.kernels import make_kernel
+from kernelfit.engine.plan import plan_fit
+from kernelfit.engine.solvers.solve import solve_stored
+from kernelfit.engine.storage.build import tile_file
+from kernelfit.engine.storage.disk_tiles import DiskTileStore
+from kernelfit.engine.storage.operators import KernelOperator
 from kernelfit.errors import (
     CorruptScratchError,
     FileInUseError,
     InputError,
     NotPositiveDefiniteError,
 )
-from kernelfit.gram import build_gram_tiles
-from kernelfit.gram_store import tile_file
-from kernelfit.kernels import make_kernel
 from kernelfit.locks import LOCK_NAME, hold, holder
 from kernelfit.model import KernelInterpolant
-from kernelfit.plan import plan_fit
-from kernelfit.solvers.disk_tiles import DiskTileStore
-from kernelfit.solvers.operators import KernelOperator
-from kernelfit.solvers.solve import solve_stored
 
 N, D, TILE = 300, 5, 64
 
@@ -159,14 +159,20 @@ def test_a_corrupt_factored_tile_is_found_and_the_factor_redone_from_its_panel(
     assert state["factored"] == 5 and None not in state["crc32"]
 
 
+def _built_store(X, kern, path):
+    """K's lower tiles built on disk at ``path`` (a build left unfactored)."""
+    store = DiskTileStore(path, N, TILE, "float64", get_backend("numpy"), {"test": 1})
+    build_gram_tiles(X, kern, store, options=Options(n_jobs=1))
+    return store
+
+
 def test_a_corrupt_tile_of_k_is_rebuilt_alone(data, tmp_path):
     """A build left unfactored (as a killed run leaves it): only the bad tile is built again."""
     X, Y = data
     kern = make_kernel("gaussian", sigma=2.0)
     be = get_backend("numpy")
     path = tmp_path / "K.tiles.npy"
-    store = DiskTileStore(path, N, TILE, "float64", be, {"test": 1})
-    build_gram_tiles(X, kern, store, options=Options(n_jobs=1))
+    store = _built_store(X, kern, path)
     store.close()
     built = path.read_bytes()
     _flip_low_byte(path, _slot(4, 2), 0, 0)
@@ -186,8 +192,7 @@ def test_a_progress_record_without_checksums_is_not_trusted(data, tmp_path):
     X, _ = data
     be = get_backend("numpy")
     path = tmp_path / "K.tiles.npy"
-    store = DiskTileStore(path, N, TILE, "float64", be, {"test": 1})
-    build_gram_tiles(X, make_kernel("gaussian", sigma=2.0), store, options=Options(n_jobs=1))
+    store = _built_store(X, make_kernel("gaussian", sigma=2.0), path)
     store.close()
     prog = path.with_name(path.name + ".progress")
     old = json.loads(prog.read_text())
@@ -204,8 +209,7 @@ def test_a_failed_factor_of_disk_tiles_checks_them_before_blaming_k(data, tmp_pa
     kern = make_kernel("gaussian", sigma=2.0)
     be = get_backend("numpy")
     path = tmp_path / "K.tiles.npy"
-    store = DiskTileStore(path, N, TILE, "float64", be, {"test": 1})
-    build_gram_tiles(X, kern, store, options=Options(n_jobs=1))
+    store = _built_store(X, kern, path)
     # Another writer (no lock) puts a huge number below K's diagonal: the Cholesky
     # meets a negative pivot in panel 2.
     tiles = np.load(path, mmap_mode="r+")

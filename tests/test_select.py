@@ -9,10 +9,10 @@ from sklearn.model_selection import StratifiedKFold
 
 from kernelfit.data.dataset import stratified_indices
 from kernelfit.errors import InputError, NotPositiveDefiniteError
-from kernelfit.experiments import select as sel
-from kernelfit.experiments import select_grid
-from kernelfit.experiments.select import Selection, select
-from kernelfit.experiments.select_grid import default_grid, median_distance
+from kernelfit.pipeline import select as sel
+from kernelfit.pipeline import select_grid
+from kernelfit.pipeline.select import Selection, select
+from kernelfit.pipeline.select_grid import default_grid, median_distance
 
 
 def blobs(n=160, d=4, k=3, spread=1.4, seed=0):

@@ -9,9 +9,9 @@ import scipy.linalg
 
 from kernelfit.cli import main
 from kernelfit.errors import AccuracyWarning, InputError
-from kernelfit.experiments.sgd import linear, linear_record
-from kernelfit.experiments.sgd.linear import SGDLinearConfig, fit_linear_sgd
-from kernelfit.experiments.sgd.linear_spectrum import batch_curvature_bound
+from kernelfit.studies.sgd import linear, linear_record
+from kernelfit.studies.sgd.linear import SGDLinearConfig, fit_linear_sgd
+from kernelfit.studies.sgd.linear_spectrum import batch_curvature_bound
 
 
 def _onehot(y):

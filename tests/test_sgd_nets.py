@@ -9,9 +9,9 @@ import pytest
 import kernelfit
 from kernelfit.data import load_split
 from kernelfit.errors import BackendError, InputError, MissingDependencyError
-from kernelfit.experiments.sgd import train as train_mod
-from kernelfit.experiments.sgd.nets import PAPER_PARAMS, import_torch
-from kernelfit.experiments.sgd.train import NetConfig, augment_batch, prepare_net_data, train_net
+from kernelfit.studies.sgd import train as train_mod
+from kernelfit.studies.sgd.nets import PAPER_PARAMS, import_torch
+from kernelfit.studies.sgd.train import NetConfig, augment_batch, prepare_net_data, train_net
 
 torch = pytest.importorskip("torch", reason="the SGD networks need the torch extra")
 
@@ -21,7 +21,7 @@ TINY = dict(dataset="digits", n_train=64, n_test=50, batch_size=8, threads=1, qu
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS))
 def test_parameter_counts_equal_the_papers_and_forward_shapes(name):
-    from kernelfit.experiments.sgd.nets import build_model, count_parameters
+    from kernelfit.studies.sgd.nets import build_model, count_parameters
 
     torch.manual_seed(0)
     model = build_model(name, (28, 28, 3), 10)
@@ -174,7 +174,7 @@ def test_cli_net_prints_parameters_and_summary(tmp_path, capsys):
 
 def test_figure1_panels_from_stored_runs(tmp_path):
     pytest.importorskip("matplotlib")
-    from kernelfit.experiments.figure1 import draw_figure1, parse_levels, run_figure1
+    from kernelfit.studies.figure1 import draw_figure1, parse_levels, run_figure1
 
     base = NetConfig(model="mlp1x512", max_epochs=40, **TINY)
     results = run_figure1(base, tmp_path, panels="abc", levels=parse_levels("0,0.5,1"))

@@ -4,16 +4,16 @@ import scipy.linalg as sl
 from conftest import random_spd
 from sklearn.metrics.pairwise import rbf_kernel
 
+from kernelfit.engine.gram.panels import build_gram
+from kernelfit.engine.kernels import make_kernel
+from kernelfit.engine.solvers.cg import block_cg
+from kernelfit.engine.solvers.cholesky import tiled_cholesky
+from kernelfit.engine.solvers.precond import TopEigenPreconditioner
+from kernelfit.engine.solvers.refine import refine
+from kernelfit.engine.solvers.solve import solve_matrix_free, solve_stored
+from kernelfit.engine.storage.operators import KernelOperator, StoredOperator
 from kernelfit.errors import AccuracyWarning
-from kernelfit.gram import build_gram
-from kernelfit.kernels import make_kernel
 from kernelfit.options import Options
-from kernelfit.solvers.cg import block_cg
-from kernelfit.solvers.cholesky import tiled_cholesky
-from kernelfit.solvers.operators import KernelOperator, StoredOperator
-from kernelfit.solvers.precond import TopEigenPreconditioner
-from kernelfit.solvers.refine import refine
-from kernelfit.solvers.solve import solve_matrix_free, solve_stored
 
 
 def test_stored_operator_is_K_times_v(rng):

@@ -9,10 +9,10 @@ import pytest
 
 from kernelfit.cli import build_parser, main
 from kernelfit.errors import InputError, KernelfitError, PlanError
-from kernelfit.experiments import sweeps
-from kernelfit.experiments.run import RunConfig, run
-from kernelfit.experiments.sweeps import parse_axis, parse_value, run_sweep
 from kernelfit.options import Options
+from kernelfit.pipeline.run import RunConfig, run
+from kernelfit.studies import sweeps
+from kernelfit.studies.sweeps import parse_axis, parse_value, run_sweep
 
 BASE = RunConfig(n_test=100, feature_cache=False)
 AXES_2X2 = ["n_train=100,200", "randomize=none,labels:0.5"]
@@ -149,7 +149,7 @@ def test_fail_fast_lists_the_points_it_did_not_run(tmp_path, monkeypatch):
 
 
 def test_sigma_auto_selects_on_clean_training_data_and_holds_it_fixed(tmp_path, monkeypatch):
-    from kernelfit.experiments import select as select_module
+    from kernelfit.pipeline import select as select_module
     seen = []
     real = select_module.select
 

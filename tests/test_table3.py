@@ -10,9 +10,9 @@ import pytest
 from kernelfit import data as kdata
 from kernelfit.cli import main as cli_main
 from kernelfit.errors import InputError
-from kernelfit.experiments import table3
-from kernelfit.experiments.run import RunConfig
 from kernelfit.options import Options
+from kernelfit.pipeline.run import RunConfig
+from kernelfit.studies import table3
 
 
 @pytest.fixture

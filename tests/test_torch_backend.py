@@ -6,8 +6,8 @@ import scipy.linalg as sl
 from conftest import backend_params
 
 from kernelfit import Options
+from kernelfit.engine.kernels import make_kernel
 from kernelfit.errors import InputError, NotPositiveDefiniteError
-from kernelfit.kernels import make_kernel
 from kernelfit.model import KernelInterpolant, KernelInterpolantClassifier
 
 torch = pytest.importorskip("torch")

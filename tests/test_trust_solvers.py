@@ -13,6 +13,7 @@ import scipy.linalg as sl
 from sklearn.metrics.pairwise import rbf_kernel
 
 from kernelfit import KernelInterpolant, KernelInterpolantClassifier, Options
+from kernelfit.engine.solvers.solve import residual_limit, solve_stored
 from kernelfit.errors import (
     AccuracyError,
     AccuracyWarning,
@@ -23,7 +24,6 @@ from kernelfit.errors import (
     PlanError,
     SingularKernelError,
 )
-from kernelfit.solvers.solve import residual_limit, solve_stored
 
 
 def _wide(rng, n=120, d=6):
@@ -205,8 +205,8 @@ def test_residual_limit_per_dtype():
 
 
 def test_pinv_is_refused_when_too_large():
-    from kernelfit.sizes import PINV_MAX_N
-    from kernelfit.solvers.pinv import plan_pinv
+    from kernelfit.engine.sizes import PINV_MAX_N
+    from kernelfit.engine.solvers.pinv import plan_pinv
     with pytest.raises(PlanError, match="lam > 0"):
         plan_pinv(PINV_MAX_N + 1)
     with pytest.raises(PlanError, match="MB"):

@@ -19,12 +19,12 @@ from sklearn.metrics.pairwise import rbf_kernel
 from kernelfit import Options
 from kernelfit.cli import main
 from kernelfit.data import idx, load_split, user
+from kernelfit.engine.solvers.refine import STALL_RATIO, refine
+from kernelfit.engine.solvers.solution import Solution, check_solution, residual_limit
 from kernelfit.errors import AccuracyError, AccuracyWarning, InputError, UserDataError
-from kernelfit.experiments import explain as explain_mod
-from kernelfit.experiments import run_plan
-from kernelfit.experiments.run import RunConfig, _fit_flops, fit_run
-from kernelfit.solvers.refine import STALL_RATIO, refine
-from kernelfit.solvers.solution import Solution, check_solution, residual_limit
+from kernelfit.pipeline import explain as explain_mod
+from kernelfit.pipeline import run_plan
+from kernelfit.pipeline.run import RunConfig, _fit_flops, fit_run
 
 
 # -- npz: headers read before anything is allocated ---------------------------------------

@@ -86,19 +86,19 @@ def _import_repo() -> None:
 _import_repo()
 
 from kernelfit.atomic import write_json_atomic  # noqa: E402
-from kernelfit.backend import get_backend  # noqa: E402
 from kernelfit.data.dataset import stratified_indices  # noqa: E402
 from kernelfit.data.preprocess import Preprocessing  # noqa: E402
+from kernelfit.engine.backend import get_backend  # noqa: E402
+from kernelfit.engine.gram.stream import accumulate_streamed, finish_streamed  # noqa: E402
+from kernelfit.engine.kernels import make_kernel  # noqa: E402
+from kernelfit.engine.solvers.cholesky import restore_lower  # noqa: E402
+from kernelfit.engine.solvers.solve import solve_stored  # noqa: E402
 from kernelfit.errors import AccuracyWarning, InputError, NotPositiveDefiniteError  # noqa: E402
-from kernelfit.experiments.select import _tie_break  # noqa: E402
-from kernelfit.experiments.select_grid import SIGMA_FACTORS, _beyond, _edge_notes  # noqa: E402
-from kernelfit.experiments.table3 import EXTEND, L2_LAM_FACTORS, PAPER_FILTERS, rows  # noqa: E402
 from kernelfit.features import make_features  # noqa: E402
-from kernelfit.gram_stream import accumulate_streamed, finish_streamed  # noqa: E402
-from kernelfit.kernels import make_kernel  # noqa: E402
 from kernelfit.options import Options  # noqa: E402
-from kernelfit.solvers.cholesky import restore_lower  # noqa: E402
-from kernelfit.solvers.solve import solve_stored  # noqa: E402
+from kernelfit.pipeline.select import _tie_break  # noqa: E402
+from kernelfit.pipeline.select_grid import SIGMA_FACTORS, _beyond, _edge_notes  # noqa: E402
+from kernelfit.studies.table3 import EXTEND, L2_LAM_FACTORS, PAPER_FILTERS, rows  # noqa: E402
 
 N_CLASSES = 10
 # Rows of K cast to float64 at a time for residuals and predictions (4096 x 50,000 x 8 B
@@ -220,7 +220,7 @@ def stream_inner(fmap, x_tr, x_te, chunk_filters, dtype, log):
 def median_distance_from_inner(G, sq, n_fit, seed, sample=1000):
     """Median distance between distinct fit points, from inner products (the features are gone).
 
-    The same statistic as kernelfit.experiments.select_grid.median_distance on a
+    The same statistic as kernelfit.pipeline.select_grid.median_distance on a
     seeded sample of ``sample`` fit rows: d^2 = ||x||^2 + ||y||^2 - 2 <x, y>.
     """
     torch = _torch()
@@ -387,7 +387,7 @@ def fit_row(acc, y_tr, y_te, sigma, lam, refine, log):
             "relative_residual": rel, "relative_residual_before_refinement": first,
             "refinement_steps": steps, "residual_of": "(K + lam I) alpha - Y, float64",
             "converged": sol.converged, "warnings": sol.warnings,
-            "factor_gflops": info.get("gflops"), "solver": "kernelfit.solvers.solve_stored",
+            "factor_gflops": info.get("gflops"), "solver": "kernelfit.engine.solvers.solve_stored",
             "finite": bool(torch.isfinite(alpha).all()), "norm": norm,
             "train_error": train_error, "test_error": float(np.mean(pred != y_te)),
             "seconds": times}
@@ -396,7 +396,7 @@ def fit_row(acc, y_tr, y_te, sigma, lam, refine, log):
 # -- driver --------------------------------------------------------------------------------
 
 def _torch():
-    from kernelfit.backend import import_torch
+    from kernelfit.engine.backend import import_torch
     return import_torch()
 
 

@@ -103,7 +103,7 @@ def _cupy_version():
 
 
 def peaks(record, out, small, cuda):
-    from kernelfit.experiments.bench import matmul_peak, no_tf32, probe
+    from kernelfit.studies.bench import matmul_peak, no_tf32, probe
     dev = probe("torch", "cuda" if cuda else "cpu")
     with no_tf32():
         for dt in ("float32", "float64"):
@@ -158,8 +158,8 @@ def bench(record, out, small, cuda, args=None):
 def _fit(n: int, d: int, dtype: str, **option_changes):
     """The estimator on the bench's synthetic problem; stage times and where K lived."""
     from kernelfit import Options
-    from kernelfit.experiments.bench import bench_gamma, synthetic_problem
     from kernelfit.model import KernelInterpolant
+    from kernelfit.studies.bench import bench_gamma, synthetic_problem
     X, Y = synthetic_problem(n, d, 0)
     opts = Options(backend="torch", dtype=dtype, **option_changes)
     t = time.perf_counter()

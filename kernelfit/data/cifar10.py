@@ -23,7 +23,7 @@ import pickle
 
 import numpy as np
 
-from ..errors import DatasetFormatError
+from kernelfit.errors import DatasetFormatError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..errors import InputError, SubsetWarning
-from . import cache, cifar10, digits, idx, user
+from kernelfit.data import cache, cifar10, digits, idx, user
+from kernelfit.errors import InputError, SubsetWarning
 
 SPLITS = ("train", "test")
 
@@ -272,7 +272,7 @@ def dataset_info(name: str, data_home=None) -> dict:
 
 
 def _describe_official(name: str, manifest: dict, data_home) -> str:
-    from . import pins
+    from kernelfit.data import pins
 
     how = manifest.get("provenance", {}).get("verification", {}).get("official")
     if how == "decoded":

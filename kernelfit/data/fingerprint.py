@@ -23,9 +23,9 @@ import json
 import time
 from pathlib import Path
 
-from ..atomic import write_json_atomic
-from . import cache, digits, user
-from .sources import sha256_file
+from kernelfit.atomic import write_json_atomic
+from kernelfit.data import cache, digits, user
+from kernelfit.data.sources import sha256_file
 
 #: The stat -> sha256 book of user data files, under the cache root.
 BOOK = "fingerprints.json"
@@ -63,7 +63,7 @@ def data_fingerprint(name: str, data_home=None, *, progress: bool = False) -> st
         root, paths = user.source_files(name)
         files = [[str(p.relative_to(root)), *file_digest(p, data_home)] for p in paths]
         return _digest({"user": name.partition(":")[0], "files": files})
-    from .dataset import _info
+    from kernelfit.data.dataset import _info
 
     _info(name)                                   # unknown names: the loader's InputError
     if name == "digits":

@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 
-from ..errors import DatasetFormatError
+from kernelfit.errors import DatasetFormatError
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049

@@ -17,9 +17,9 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import InputError
-from ..locks import LOCK_NAME, hold, holder
-from . import cache, user
+from kernelfit.data import cache, user
+from kernelfit.errors import InputError
+from kernelfit.locks import LOCK_NAME, hold, holder
 
 FEATURES = "features"
 

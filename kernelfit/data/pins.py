@@ -45,7 +45,7 @@ import sys
 
 import numpy as np
 
-from ..errors import VerificationError
+from kernelfit.errors import VerificationError
 
 SPLITS = ("train", "test")
 

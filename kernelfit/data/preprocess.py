@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from kernelfit.errors import InputError
 
 
 def scale(images, max_value) -> np.ndarray:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import InputError
+from kernelfit.errors import InputError
 
 VALID = ("none", "true-labels", "labels:P (0 <= P <= 1)", "random-labels", "shuffled-pixels",
          "random-pixels", "gaussian")

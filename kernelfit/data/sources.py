@@ -19,9 +19,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from ..atomic import pid_alive
-from ..errors import DatasetFormatError, DatasetNotFoundError
-from .interrupts import interrupts_caught
+from kernelfit.atomic import pid_alive
+from kernelfit.data.interrupts import interrupts_caught
+from kernelfit.errors import DatasetFormatError, DatasetNotFoundError
 
 NPM_TIMEOUT_S = 900
 URL_TIMEOUT_S = 60

@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from ..errors import DatasetFormatError, UserDataError, VerificationError
-from ..formats import human_bytes
-from . import cache, idx
+from kernelfit.data import cache, idx
+from kernelfit.errors import DatasetFormatError, UserDataError, VerificationError
+from kernelfit.formats import human_bytes
 
 KINDS = ("npz", "idx")
 NPZ_KEYS = ("X_train", "y_train", "X_test", "y_test")
@@ -156,13 +156,13 @@ def _check_npz_sizes(headers: dict, origin: str) -> None:
 
 
 def _available_memory() -> int:
-    # The OS's figure, as kernelfit.plan.available_memory reads it: data/ imports
+    # The OS's figure, as kernelfit.engine.plan.available_memory reads it: data/ imports
     # nothing of the engine.
     return int(psutil.virtual_memory().available)
 
 
 def _read_idx(path: Path):
-    from .sources import SourceFiles
+    from kernelfit.data.sources import SourceFiles
 
     origin = f"idx:{path}"
     if not path.is_dir():
@@ -218,7 +218,7 @@ def source_files(name: str) -> tuple[Path, list[Path]]:
     UserDataError
         The file or directory is missing.
     """
-    from .sources import SourceFiles
+    from kernelfit.data.sources import SourceFiles
 
     kind, path = _parse(name)
     if kind == "npz":

@@ -15,11 +15,11 @@ steps, all on the cluster's workers:
    identity block: diag(K, I) factors into diag(L, I), and the padded rows of
    Y (zeros) give exactly zero in alpha, so nothing of the answer changes.
 3. **CG.** The project's Nyström-preconditioned block CG
-   (:func:`kernelfit.solvers.solve._cg`) with an operator whose products
+   (:func:`kernelfit.engine.solvers.solve._cg`) with an operator whose products
    ``K @ V`` are Dask tasks: each tile's product runs on the worker that holds
    the tile, and only n x c blocks travel.
 
-Either way the answer goes through :func:`kernelfit.solvers.solve.check_solution`,
+Either way the answer goes through :func:`kernelfit.engine.solvers.solve.check_solution`,
 the same quality gate as the in-memory solves (finiteness, residual limit of
 the working dtype, CG convergence).
 
@@ -30,9 +30,9 @@ Modules: :mod:`.cluster` (connect or start a cluster, its memory plan),
 :mod:`.gram` (the tiled Gram on the workers), :mod:`.solve` (the solves).
 """
 
-from .cluster import CONNECT_TIMEOUT_S, cluster_summary, connect, require_dask
-from .gram import build_gram_dask, tiling
-from .solve import DASK_SOLVERS, DaskOperator, solve_distributed
+from kernelfit.distributed.cluster import CONNECT_TIMEOUT_S, cluster_summary, connect, require_dask
+from kernelfit.distributed.gram import build_gram_dask, tiling
+from kernelfit.distributed.solve import DASK_SOLVERS, DaskOperator, solve_distributed
 
 __all__ = ["CONNECT_TIMEOUT_S", "DASK_SOLVERS", "DaskOperator",
            "build_gram_dask", "cluster_summary", "connect", "require_dask",

@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError, PlanError
-from ..formats import human_bytes
-from ..options import Options
-from ..sizes import host_limit
+from kernelfit.engine.sizes import host_limit
+from kernelfit.errors import InputError, MissingDependencyError, PlanError
+from kernelfit.formats import human_bytes
+from kernelfit.options import Options
 
 # Seconds to wait for a --scheduler ADDRESS to answer before giving up.
 CONNECT_TIMEOUT_S = 10

@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 
-from ..gram import mirror_panel
-from ..kernels import Kernel, row_sq_norms
-from ..sizes import DASK_TILE
+from kernelfit.engine.gram.panels import mirror_panel
+from kernelfit.engine.kernels import Kernel, row_sq_norms
+from kernelfit.engine.sizes import DASK_TILE
 
 # Seconds to wait for a --scheduler ADDRESS to answer before giving up.
 CONNECT_TIMEOUT_S = 10

@@ -6,16 +6,22 @@ import time
 
 import numpy as np
 
-from ..errors import InputError, NotPositiveDefiniteError
-from ..kernels import Kernel, row_sq_norms
-from ..options import Options
-from ..sizes import working_dtype
-from ..solvers.cholesky import AUTO_JITTER
-from ..solvers.refine import refine
-from ..solvers.solution import Solution, check_solution, measure, numeric_jitter, residual_limit
-from ..solvers.solve import _cg
-from .cluster import cluster_summary, connect, plan_distributed, require_dask
-from .gram import build_gram_dask, shift_diagonal, tiling
+from kernelfit.distributed.cluster import cluster_summary, connect, plan_distributed, require_dask
+from kernelfit.distributed.gram import build_gram_dask, shift_diagonal, tiling
+from kernelfit.engine.kernels import Kernel, row_sq_norms
+from kernelfit.engine.sizes import working_dtype
+from kernelfit.engine.solvers.cholesky import AUTO_JITTER
+from kernelfit.engine.solvers.refine import refine
+from kernelfit.engine.solvers.solution import (
+    Solution,
+    check_solution,
+    measure,
+    numeric_jitter,
+    residual_limit,
+)
+from kernelfit.engine.solvers.solve import _cg
+from kernelfit.errors import InputError, NotPositiveDefiniteError
+from kernelfit.options import Options
 
 DASK_SOLVERS = ("cholesky", "cg")
 
@@ -27,7 +33,7 @@ class DaskOperator:
     worker that holds the tile (the tile is the big input, so the scheduler
     sends V there), and the row sums are reduced on the workers; only the
     n x c result comes back. Products are float64 (a float32 tile is upcast a
-    tile at a time), as :class:`kernelfit.solvers.operators.StoredOperator`.
+    tile at a time), as :class:`kernelfit.engine.storage.operators.StoredOperator`.
     """
 
     def __init__(self, client, K, n: int, t: int, k_diag, shift: float, dtype):
@@ -82,7 +88,7 @@ def solve_distributed(kernel: Kernel, X, Y, *, lam: float = 0.0, solver: str = "
     client : distributed.Client, optional
         An open client to use instead of connecting to ``options.scheduler``.
 
-    The result has passed :func:`kernelfit.solvers.solve.check_solution`;
+    The result has passed :func:`kernelfit.engine.solvers.solve.check_solution`;
     ``Solution.info["dask"]`` records the cluster, the tiling and how the
     Gram build was spread over the workers.
     """
