@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import AccuracyError, AccuracyWarning, InputError
 from ..kernels import check_scale, make_kernel
 from ..model import KernelInterpolantClassifier
+from ..network_kernels import DEFAULT_WEIGHT_STD
 from ..options import Options
 from ..report import RunRecord, peak_rss_bytes, stage
 from ..sizes import STREAM_ABOVE_BYTES, STREAM_CHUNK_UNITS
@@ -53,6 +54,9 @@ class RunConfig:
     sigma: float | str | None = None
     degree: int = 3
     coef0: float = 1.0
+    depth: int = 1                          # nngp / ntk: hidden ReLU layers
+    weight_std: float = DEFAULT_WEIGHT_STD  # nngp / ntk: the Dense layers' sw
+    bias_std: float = 0.0                   # nngp / ntk: the Dense layers' sb
     lam: float | str = 0.0
     solver: str = "cholesky"
     preprocessing: str = "scale"
@@ -164,7 +168,13 @@ def _stream_kernel(config: RunConfig, fmap):
     # The default scale of standardized features (variance 1): the feature matrix is
     # never held, so the rule takes its dimension.
     return make_kernel(config.kernel, gamma=config.gamma, sigma=config.sigma,
-                       degree=config.degree, coef0=config.coef0, dim=fmap.dim)
+                       degree=config.degree, coef0=config.coef0, dim=fmap.dim,
+                       **network_params(config))
+
+
+def network_params(config: RunConfig) -> dict:
+    """depth, weight_std, bias_std: what the nngp / ntk kernels take from a run's settings."""
+    return dict(depth=config.depth, weight_std=config.weight_std, bias_std=config.bias_std)
 
 
 def _streamed_gram(config: RunConfig, fmap, data: Prepared, kernel, options: Options):
@@ -185,7 +195,7 @@ def auto_grid(config: RunConfig, X) -> dict:
     if config.sigma == "auto" and config.kernel not in ("gaussian", "laplacian"):
         raise InputError(f"the {config.kernel} kernel has no bandwidth to choose; drop "
                          "--sigma auto (use --lam auto to choose the ridge)")
-    check_scale(config.gamma, config.sigma)
+    check_scale(config.gamma, config.sigma, config.kernel)
     scale = "auto" if config.sigma == "auto" else (config.sigma or 1.0)
     grid = default_grid(X, kernel=config.kernel, sigma=scale, lam=config.lam, seed=config.seed)
     if config.sigma is None:
@@ -326,7 +336,8 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
                              "selects on clean labels)")
         clf = KernelInterpolantClassifier(kernel=config.kernel, degree=config.degree,
                                           coef0=config.coef0, solver=config.solver,
-                                          options=config.options, **params)
+                                          options=config.options, **network_params(config),
+                                          **params)
         with stage("fit", flops=_fit_flops(n, fmap.dim, n_classes, config.solver, opts),
                    dtype=opts.dtype, enabled=opts.progress):
             found = _fit_checked(clf, X_train, data.train_labels, plan)
