@@ -20,9 +20,12 @@ from pathlib import Path
 from .. import __version__
 from ..atomic import write_json_atomic
 from ..formats import jsonable
+from ..kernels import NETWORK_KERNELS
 
 # Options and config fields that change how a run looks or where it reads from,
 # never its numbers.
+#: The run settings only the network kernels read (:data:`kernelfit.kernels.NETWORK_KERNELS`).
+NETWORK_SETTINGS = ("depth", "weight_std", "bias_std")
 NOT_RESULT_SETTINGS = frozenset({"progress", "memory_limit", "n_jobs", "data_home",
                                  "feature_cache", "quiet", "strict", "keep_scratch"})
 #: The settings entry holding the data's fingerprint (see :func:`with_data`).
@@ -39,6 +42,9 @@ def result_settings(obj) -> dict:
     Nested dataclasses (a RunConfig's ``options``) are flattened the same way.
     """
     d = asdict(obj) if is_dataclass(obj) else dict(obj)
+    if "kernel" in d and d["kernel"] not in NETWORK_KERNELS:
+        # only nngp / ntk read these: other kernels' records keep the keys they had before
+        d = {k: v for k, v in d.items() if k not in NETWORK_SETTINGS}
     return json.loads(json.dumps(_drop(d), sort_keys=True, default=str))
 
 
