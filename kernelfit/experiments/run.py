@@ -172,6 +172,12 @@ def _stream_kernel(config: RunConfig, fmap):
                        **network_params(config))
 
 
+def _kernel_params(config: RunConfig) -> dict:
+    """What make_kernel takes from the run besides the scale (nngp / ntk only)."""
+    from ..kernels import NETWORK_KERNELS
+    return network_params(config) if config.kernel in NETWORK_KERNELS else {}
+
+
 def network_params(config: RunConfig) -> dict:
     """depth, weight_std, bias_std: what the nngp / ntk kernels take from a run's settings."""
     return dict(depth=config.depth, weight_std=config.weight_std, bias_std=config.bias_std)
@@ -197,7 +203,8 @@ def auto_grid(config: RunConfig, X) -> dict:
                          "--sigma auto (use --lam auto to choose the ridge)")
     check_scale(config.gamma, config.sigma, config.kernel)
     scale = "auto" if config.sigma == "auto" else (config.sigma or 1.0)
-    grid = default_grid(X, kernel=config.kernel, sigma=scale, lam=config.lam, seed=config.seed)
+    grid = default_grid(X, kernel=config.kernel, sigma=scale, lam=config.lam, seed=config.seed,
+                        kernel_params=_kernel_params(config))
     if config.sigma is None:
         grid.pop("sigma", None)
         if config.gamma is not None:
@@ -211,7 +218,7 @@ def _select(config: RunConfig, X, y, opts: Options, log) -> dict:
 
     grid = auto_grid(config, X)
     sel = select(X, y, kernel=config.kernel, grid=grid, seed=config.seed, options=opts,
-                 progress=opts.progress)
+                 progress=opts.progress, kernel_params=_kernel_params(config))
     log(f"selection: {sel.summary()}")
     for s in sel.scores:
         chosen = "  <- chosen" if s["params"] == sel.params else ""
