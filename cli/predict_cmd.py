@@ -48,7 +48,8 @@ def main(args) -> int:
     result = {"model": str(args.model), **result}
     trained = model.settings
     kern = model.estimator.kernel_.params
-    scale = ", ".join(f"{k}={v:.4g}" for k, v in kern.items() if isinstance(v, float))
+    scale = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in kern.items() if k not in ("name", "dim"))
     print(f"model        {args.model}")
     print(f"trained on   {trained['dataset']} (n_train={trained['n_train']:,}, "
           f"features {trained['features']}, kernel {kern.get('name')} ({scale}), "

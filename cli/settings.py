@@ -31,6 +31,7 @@ from kernelfit.cli.argtypes import (
     positive_int,
 )
 from kernelfit.engine.kernels import KERNELS
+from kernelfit.engine.network_kernels import DEFAULT_WEIGHT_STD
 from kernelfit.engine.plan import SOLVERS
 from kernelfit.errors import InputError
 from kernelfit.options import (
@@ -107,6 +108,14 @@ SETTINGS = (
     Setting("degree", "kernel", dict(type=positive_int, default=3, help="polynomial degree")),
     Setting("coef0", "kernel", dict(type=nonnegative_float, default=1.0,
                                     help="polynomial offset")),
+    Setting("depth", "kernel", dict(type=nonnegative_int, default=1, metavar="L",
+                                    help="nngp, ntk: hidden ReLU layers of the fully connected "
+                                         "network (0: the scaled linear kernel)")),
+    Setting("weight_std", "kernel", dict(type=positive_float, default=DEFAULT_WEIGHT_STD,
+                                         metavar="SW", help="nngp, ntk: weight std of every "
+                                         "Dense layer (neural-tangents' W_std; default sqrt 2)")),
+    Setting("bias_std", "kernel", dict(type=nonnegative_float, default=0.0, metavar="SB",
+                                       help="nngp, ntk: bias std of every Dense layer (b_std)")),
     # -- solver (RunConfig) ----------------------------------------------------------
     Setting("lam", "solver", dict(type=or_auto(nonnegative_float), default=0.0,
                                   help="ridge on the diagonal; 0 interpolates; 'auto': chosen "

@@ -21,6 +21,7 @@ from kernelfit import errors
 from kernelfit.engine.backend import get_backend
 from kernelfit.engine.gram.panels import cross_gram_matvec
 from kernelfit.engine.kernels import KERNELS, check_scale, make_kernel, row_sq_norms
+from kernelfit.engine.network_kernels import DEFAULT_WEIGHT_STD
 from kernelfit.engine.plan import SOLVERS, plan_fit
 from kernelfit.engine.sizes import predict_rows, residual_rows
 from kernelfit.engine.solvers.minimum_norm import pinv_allowed
@@ -47,18 +48,25 @@ class _KernelInterpolantBase(BaseEstimator):
         "sigma": [None, Interval(Real, 0, None, closed="neither")],
         "degree": [Interval(Integral, 1, None, closed="left")],
         "coef0": [Interval(Real, None, None, closed="neither")],
+        "depth": [Interval(Integral, 0, None, closed="left")],
+        "weight_std": [Interval(Real, 0, None, closed="neither")],
+        "bias_std": [Interval(Real, 0, None, closed="left")],
         "lam": [Interval(Real, 0, None, closed="left")],
         "solver": [StrOptions(set(SOLVERS))],
         "options": [None, Options],
     }
 
     def __init__(self, kernel="gaussian", *, gamma=None, sigma=None, degree=3, coef0=1.0,
-                 lam=0.0, solver="cholesky", options=None):
+                 lam=0.0, solver="cholesky", options=None, depth=1,
+                 weight_std=DEFAULT_WEIGHT_STD, bias_std=0.0):
         self.kernel = kernel
         self.gamma = gamma
         self.sigma = sigma
         self.degree = degree
         self.coef0 = coef0
+        self.depth = depth
+        self.weight_std = weight_std
+        self.bias_std = bias_std
         self.lam = lam
         self.solver = solver
         self.options = options
@@ -76,12 +84,12 @@ class _KernelInterpolantBase(BaseEstimator):
             self._validate_params()
         except InvalidParameterError as err:
             raise errors.ParameterError(str(err)) from None
-        for param in ("gamma", "sigma", "coef0", "lam"):
+        for param in ("gamma", "sigma", "coef0", "lam", "weight_std", "bias_std"):
             v = getattr(self, param)
             if v is not None and not np.isfinite(v):
                 raise errors.ParameterError(f"The '{param}' parameter of {name} must be a "
                                             f"finite number. Got {v!r} instead.")
-        check_scale(self.gamma, self.sigma)
+        check_scale(self.gamma, self.sigma, self.kernel)
 
     def fit_planned(self, X, y, plan):
         """``fit`` with the Plan its caller resolved (:func:`kernelfit.engine.plan.plan_fit`).
@@ -133,7 +141,9 @@ class _KernelInterpolantBase(BaseEstimator):
             singular = check_duplicates(X, Y, dtype=plan.dtype,
                                         allow_agreeing=pinv_here or self.solver != "cholesky")
         self.kernel_ = make_kernel(self.kernel, gamma=self.gamma, sigma=self.sigma,
-                                   degree=self.degree, coef0=self.coef0, X=X)
+                                   degree=self.degree, coef0=self.coef0, X=X,
+                                   depth=self.depth, weight_std=self.weight_std,
+                                   bias_std=self.bias_std)
         self.kernel_.check_dtype(plan.dtype)
         be = get_backend(plan.backend, plan.device)
         if opts.scheduler is not None:
@@ -250,13 +260,16 @@ class KernelInterpolant(RegressorMixin, _KernelInterpolantBase):
 
     Parameters
     ----------
-    kernel : {"gaussian", "laplacian", "linear", "polynomial", "precomputed"}
+    kernel : {"gaussian", "laplacian", "linear", "polynomial", "nngp", "ntk", "precomputed"}
         "precomputed": ``fit`` takes the n x n Gram matrix K as X and
         ``predict`` the m x n matrix k(test, train).
     gamma, sigma : float, optional
         Kernel scale, as gamma or as bandwidth sigma (gaussian:
         gamma = 1 / (2 sigma^2)). Neither: gamma = 1 / (d Var(X)).
     degree, coef0 : polynomial kernel parameters.
+    depth, weight_std, bias_std : "nngp" and "ntk" parameters: hidden ReLU layers
+        and the Dense layers' sw, sb (neural-tangents' stax conventions, NTK
+        parameterization; :mod:`kernelfit.engine.network_kernels`). No gamma / sigma.
     lam : float >= 0
         Ridge added to K's diagonal; 0 interpolates.
     solver : {"cholesky", "cg", "cg-matrix-free"}

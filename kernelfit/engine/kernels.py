@@ -19,10 +19,19 @@ import numpy as np
 
 from kernelfit import errors
 from kernelfit.engine.backend import backend_of
+from kernelfit.engine.network_kernels import (
+    DEFAULT_WEIGHT_STD,
+    check_network_params,
+    recursion,
+    relu_network_diag,
+)
 from kernelfit.errors import InputError
 from kernelfit.params import real, whole
 
-KERNELS = ("linear", "gaussian", "laplacian", "polynomial")
+KERNELS = ("linear", "gaussian", "laplacian", "polynomial", "nngp", "ntk")
+#: The kernels of a fully connected ReLU network (:mod:`kernelfit.engine.network_kernels`): no
+#: bandwidth (gamma, sigma); parameters depth, weight_std, bias_std and the input dimension.
+NETWORK_KERNELS = ("nngp", "ntk")
 
 # What to do when a bandwidth is so small that the kernel relates no two points (K = I):
 # said where sigma itself is unusable and where a fitted K turns out to be the identity.
@@ -46,17 +55,26 @@ class Kernel:
         Belkin et al. and EigenPro; scikit-learn's ``laplacian_kernel`` uses
         the L1 norm instead), gamma = 1 / sigma.
         polynomial: (gamma <x, y> + coef0) ** degree.
+        nngp, ntk: the NNGP and neural tangent kernel of a fully connected ReLU
+        network of ``depth`` hidden layers (:mod:`kernelfit.engine.network_kernels`).
     gamma : float
         Scale, already resolved (see :func:`make_kernel` for sigma and the
         data-dependent default).
     degree, coef0 :
         Polynomial kernel only.
+    depth, weight_std, bias_std, dim :
+        nngp and ntk only: hidden layers, the Dense layers' sw and sb, and the
+        input dimension d (the first layer divides by sqrt(d)).
     """
 
     name: str = "gaussian"
     gamma: float = 1.0
     degree: int = 3
     coef0: float = 1.0
+    depth: int = 1
+    weight_std: float = DEFAULT_WEIGHT_STD
+    bias_std: float = 0.0
+    dim: int | None = None
 
     def __post_init__(self):
         if self.name not in KERNELS:
@@ -64,6 +82,14 @@ class Kernel:
         real("kernel gamma", self.gamma, 0, lo_open=True)
         whole("polynomial degree", self.degree, 1)
         real("polynomial coef0", self.coef0)
+        check_network_params(self.depth, self.weight_std, self.bias_std)
+        if self.is_network:
+            whole(f"the {self.name} kernel's input dimension dim", self.dim, 1,
+                  hint="make_kernel resolves it from X")
+
+    @property
+    def is_network(self) -> bool:
+        return self.name in NETWORK_KERNELS
 
     def check_dtype(self, dtype) -> None:
         """Refuse a scale that ``dtype`` cannot hold (the kernel map multiplies by it there).
@@ -72,7 +98,7 @@ class Kernel:
         overflows float32 to inf; gamma below float32's smallest normal number would
         make K all ones.
         """
-        if self.name == "linear":
+        if self.name == "linear" or self.is_network:    # no scale multiplies their values
             return
         fi = np.finfo(np.dtype(dtype))
         if not float(fi.tiny) <= self.gamma <= float(fi.max):
@@ -84,12 +110,14 @@ class Kernel:
 
     @property
     def needs_norms(self) -> bool:
-        return self.name in ("gaussian", "laplacian")
+        return self.name in ("gaussian", "laplacian") or self.is_network
 
     @property
     def params(self) -> dict:
         """Parameters for a run record (only those that matter for this kernel)."""
         out = {"name": self.name}
+        if self.is_network:
+            return {**out, **self.network_params, "dim": self.dim}
         if self.name != "linear":
             out["gamma"] = self.gamma
         if self.name == "gaussian":
@@ -99,6 +127,12 @@ class Kernel:
         if self.name == "polynomial":
             out.update(degree=self.degree, coef0=self.coef0)
         return out
+
+    @property
+    def network_params(self) -> dict:
+        """depth, weight_std and bias_std (the nngp / ntk parameters a user gives)."""
+        return dict(depth=int(self.depth), weight_std=float(self.weight_std),
+                    bias_std=float(self.bias_std))
 
     def from_inner(self, G, sq_rows=None, sq_cols=None):
         """Turn a block of inner products into kernel values, in place.
@@ -122,6 +156,8 @@ class Kernel:
             return G
         if sq_rows is None or sq_cols is None:
             raise InputError(f"the {self.name} kernel needs the squared norms of rows and columns")
+        if self.is_network:
+            return self._network_from_inner(be, G, _like(be, sq_rows, G), _like(be, sq_cols, G))
         # d2 = ||x||^2 + ||y||^2 - 2<x,y>, written into G without temporaries.
         be.mul_(G, -2.0)
         G += _like(be, sq_rows, G)[:, None]
@@ -132,6 +168,16 @@ class Kernel:
         # -gamma d2 may overflow to -inf for far-apart points: exp gives the exact 0.
         be.mul_(G, -float(self.gamma))
         be.exp_(G)
+        return G
+
+    def _network_from_inner(self, be, G, sq_rows, sq_cols, rows: int = 256):
+        """nngp / ntk values into G, a few rows at a time: the recursion's temporaries
+        (about ten arrays of G's rows) stay small beside a panel of n columns."""
+        ntk = self.name == "ntk"
+        for r0 in range(0, G.shape[0], rows):
+            r1 = min(r0 + rows, G.shape[0])
+            G[r0:r1, ...] = recursion(G[r0:r1, ...], sq_rows[r0:r1, None], sq_cols[None, :],
+                                      d=self.dim, ntk=ntk, **self.network_params)[int(ntk)]
         return G
 
     def block(self, X, Y, sq_x=None, sq_y=None, out=None):
@@ -154,6 +200,9 @@ class Kernel:
         sq = row_sq_norms(X) if sq_x is None else np.asarray(sq_x, dtype=np.float64)
         if self.name == "linear":
             return sq
+        if self.is_network:         # c = 1 on the diagonal: exact, no arc-cosine
+            return relu_network_diag(sq, d=self.dim, **self.network_params)[
+                1 if self.name == "ntk" else 0]
         with np.errstate(over="ignore"):       # inf is reported by the solve (NonFiniteError)
             return (self.gamma * sq + self.coef0) ** int(self.degree)
 
@@ -174,8 +223,13 @@ def row_sq_norms(X) -> np.ndarray:
     return get_backend("numpy").row_sq_norms(np.asarray(X))
 
 
-def check_scale(gamma, sigma) -> None:
-    """The kernel scale is given as gamma or as sigma (the bandwidth), never both."""
+def check_scale(gamma, sigma, kernel: str | None = None) -> None:
+    """The kernel scale is given as gamma or as sigma (the bandwidth), never both; and
+    never to a network kernel (``kernel`` "nngp" / "ntk"), which has none."""
+    if kernel in NETWORK_KERNELS and (gamma is not None or sigma is not None):
+        raise errors.ParameterError(
+            f"the {kernel} kernel has no bandwidth (got gamma={gamma!r}, sigma={sigma!r}): "
+            "drop --gamma / --sigma; its parameters are depth, weight_std and bias_std")
     if gamma is not None and sigma is not None:
         raise errors.ParameterError(f"give the kernel scale as gamma or as sigma, not both (got "
                              f"gamma={gamma!r}, sigma={sigma!r}); --sigma S is gamma = "
@@ -199,17 +253,26 @@ def default_gamma(X=None, *, dim: int | None = None) -> float:
 
 
 def make_kernel(name="gaussian", *, gamma=None, sigma=None, degree=3, coef0=1.0, X=None,
-                dim: int | None = None) -> Kernel:
+                dim: int | None = None, depth=1, weight_std=DEFAULT_WEIGHT_STD,
+                bias_std=0.0) -> Kernel:
     """Build a :class:`Kernel`, resolving sigma and the default scale.
 
     ``sigma`` is the bandwidth (gaussian: gamma = 1 / (2 sigma^2); laplacian:
     gamma = 1 / sigma). With neither gamma nor sigma given, gamma follows
     :func:`default_gamma`, which needs ``X`` (or ``dim`` for standardized
-    features).
+    features). nngp and ntk take ``depth``, ``weight_std`` and ``bias_std``
+    instead of a scale, and their input dimension from ``X`` (or ``dim``).
     """
     if name not in KERNELS:
         raise InputError(f"unknown kernel {name!r}; choose one of {', '.join(KERNELS)}")
-    check_scale(gamma, sigma)
+    check_scale(gamma, sigma, name)
+    if name in NETWORK_KERNELS:
+        check_network_params(depth, weight_std, bias_std)
+        if dim is None and X is None:
+            raise InputError(f"the {name} kernel divides by the input dimension: pass X or dim")
+        d = int(dim) if dim is not None else int(np.shape(X)[1])
+        return Kernel(name=name, depth=int(depth), weight_std=float(weight_std),
+                      bias_std=float(bias_std), dim=d)
     for label, v in (("gamma", gamma), ("sigma", sigma)):
         real(label, v, 0, lo_open=True, allow_none=True, hint="None: the default scale")
     if sigma is not None:

@@ -57,9 +57,25 @@ def explain(config) -> dict:
         where = f"Dask workers ({cluster}): K in tiles on the workers, Dask's blocked Cholesky"
     out = {"dataset": config.dataset, "n_train": n, "n_test": m, "features": fmap.name,
            "feature_dim": dim, "streamed": streamed, "solver": config.solver,
+           "kernel": kernel_settings(config),
            "front_end_bytes": fmap.working_bytes(max(n, m), shape),
            "plan": plan.as_dict(), "where": where, "notes": notes}
     out["estimate"] = _estimate(plan, dim, n_classes, opts, streamed)
+    return out
+
+
+def kernel_settings(config) -> dict:
+    """The kernel as the run's settings give it (a default scale is resolved from the data
+    at fit time, so it is named, not computed, here)."""
+    from kernelfit.engine.kernels import NETWORK_KERNELS
+    out = {"name": config.kernel}
+    if config.kernel in NETWORK_KERNELS:
+        return {**out, "depth": config.depth, "weight_std": config.weight_std,
+                "bias_std": config.bias_std}
+    if config.kernel in ("gaussian", "laplacian"):
+        out["scale"] = (f"sigma={config.sigma}" if config.sigma is not None else
+                        f"gamma={config.gamma}" if config.gamma is not None else
+                        "gamma = 1 / (d Var X)")
     return out
 
 
@@ -101,6 +117,9 @@ def render(info: dict) -> str:
     lines = [f"run          {info['dataset']}  (n_train={info['n_train']:,}, "
              f"n_test={info['n_test']:,}), {info['features']} features (dim "
              f"{info['feature_dim']:,}){', streamed K' if info['streamed'] else ''}",
+             "kernel       " + ", ".join([info["kernel"]["name"]] + [
+                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                 for k, v in info["kernel"].items() if k != "name"]),
              f"solver       {info['solver']}, {p['dtype']}, {p['backend']} on {p['device']}",
              f"K lives in   {info['where']}",
              f"tile         {p['tile']:,} ({_panels(p['n'], p['tile'])})"]

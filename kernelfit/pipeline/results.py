@@ -19,8 +19,12 @@ from pathlib import Path
 
 from kernelfit import __version__
 from kernelfit.atomic import write_json_atomic
+from kernelfit.engine.kernels import NETWORK_KERNELS
 from kernelfit.formats import jsonable
 
+#: The run settings only the network kernels read
+#: (:data:`kernelfit.engine.kernels.NETWORK_KERNELS`).
+NETWORK_SETTINGS = ("depth", "weight_std", "bias_std")
 # Options and config fields that change how a run looks or where it reads from,
 # never its numbers.
 NOT_RESULT_SETTINGS = frozenset({"progress", "memory_limit", "n_jobs", "data_home",
@@ -39,6 +43,9 @@ def result_settings(obj) -> dict:
     Nested dataclasses (a RunConfig's ``options``) are flattened the same way.
     """
     d = asdict(obj) if is_dataclass(obj) else dict(obj)
+    if "kernel" in d and d["kernel"] not in NETWORK_KERNELS:
+        # only nngp / ntk read these: other kernels' records keep the keys they had before
+        d = {k: v for k, v in d.items() if k not in NETWORK_SETTINGS}
     return json.loads(json.dumps(_drop(d), sort_keys=True, default=str))
 
 

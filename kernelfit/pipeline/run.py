@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from kernelfit.engine.kernels import check_scale, make_kernel
+from kernelfit.engine.network_kernels import DEFAULT_WEIGHT_STD
 from kernelfit.engine.sizes import STREAM_ABOVE_BYTES, STREAM_CHUNK_UNITS
 from kernelfit.errors import AccuracyError, AccuracyWarning, InputError
 from kernelfit.model import KernelInterpolantClassifier
@@ -53,6 +54,9 @@ class RunConfig:
     sigma: float | str | None = None
     degree: int = 3
     coef0: float = 1.0
+    depth: int = 1                          # nngp / ntk: hidden ReLU layers
+    weight_std: float = DEFAULT_WEIGHT_STD  # nngp / ntk: the Dense layers' sw
+    bias_std: float = 0.0                   # nngp / ntk: the Dense layers' sb
     lam: float | str = 0.0
     solver: str = "cholesky"
     preprocessing: str = "scale"
@@ -164,7 +168,19 @@ def _stream_kernel(config: RunConfig, fmap):
     # The default scale of standardized features (variance 1): the feature matrix is
     # never held, so the rule takes its dimension.
     return make_kernel(config.kernel, gamma=config.gamma, sigma=config.sigma,
-                       degree=config.degree, coef0=config.coef0, dim=fmap.dim)
+                       degree=config.degree, coef0=config.coef0, dim=fmap.dim,
+                       **network_params(config))
+
+
+def _kernel_params(config: RunConfig) -> dict:
+    """What make_kernel takes from the run besides the scale (nngp / ntk only)."""
+    from kernelfit.engine.kernels import NETWORK_KERNELS
+    return network_params(config) if config.kernel in NETWORK_KERNELS else {}
+
+
+def network_params(config: RunConfig) -> dict:
+    """depth, weight_std, bias_std: what the nngp / ntk kernels take from a run's settings."""
+    return dict(depth=config.depth, weight_std=config.weight_std, bias_std=config.bias_std)
 
 
 def _streamed_gram(config: RunConfig, fmap, data: Prepared, kernel, options: Options):
@@ -185,9 +201,10 @@ def auto_grid(config: RunConfig, X) -> dict:
     if config.sigma == "auto" and config.kernel not in ("gaussian", "laplacian"):
         raise InputError(f"the {config.kernel} kernel has no bandwidth to choose; drop "
                          "--sigma auto (use --lam auto to choose the ridge)")
-    check_scale(config.gamma, config.sigma)
+    check_scale(config.gamma, config.sigma, config.kernel)
     scale = "auto" if config.sigma == "auto" else (config.sigma or 1.0)
-    grid = default_grid(X, kernel=config.kernel, sigma=scale, lam=config.lam, seed=config.seed)
+    grid = default_grid(X, kernel=config.kernel, sigma=scale, lam=config.lam, seed=config.seed,
+                        kernel_params=_kernel_params(config))
     if config.sigma is None:
         grid.pop("sigma", None)
         if config.gamma is not None:
@@ -201,7 +218,7 @@ def _select(config: RunConfig, X, y, opts: Options, log) -> dict:
 
     grid = auto_grid(config, X)
     sel = select(X, y, kernel=config.kernel, grid=grid, seed=config.seed, options=opts,
-                 progress=opts.progress)
+                 progress=opts.progress, kernel_params=_kernel_params(config))
     log(f"selection: {sel.summary()}")
     for s in sel.scores:
         chosen = "  <- chosen" if s["params"] == sel.params else ""
@@ -326,7 +343,8 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
                              "selects on clean labels)")
         clf = KernelInterpolantClassifier(kernel=config.kernel, degree=config.degree,
                                           coef0=config.coef0, solver=config.solver,
-                                          options=config.options, **params)
+                                          options=config.options, **network_params(config),
+                                          **params)
         with stage("fit", flops=_fit_flops(n, fmap.dim, n_classes, config.solver, opts),
                    dtype=opts.dtype, enabled=opts.progress):
             found = _fit_checked(clf, X_train, data.train_labels, plan)

@@ -41,7 +41,10 @@ from kernelfit.pipeline.report import stage
 from kernelfit.pipeline.run import STREAMED_REFUSAL
 
 _ESTIMATOR = "KernelInterpolantClassifier"
-_PARAMS = ("kernel", "gamma", "sigma", "degree", "coef0", "lam", "solver")
+_PARAMS = ("kernel", "gamma", "sigma", "degree", "coef0", "lam", "solver", "depth",
+           "weight_std", "bias_std")
+#: The nngp / ntk parameters: a file written before they existed lacks them (the defaults).
+_NETWORK_PARAMS = ("depth", "weight_std", "bias_std")
 _SETTINGS = {"dataset": str, "n_train": int, "seed": int, "preprocessing": str,
              "randomization": str, "features": str, "feature_params": dict}
 
@@ -165,7 +168,7 @@ def _estimator(path, header: dict, arrays: dict, fmap):
         raise ModelFileError(path, f"holds a {spec['class']!r}; kernelfit saves and loads "
                                    f"{_ESTIMATOR} models")
     params = mf.field(path, spec, "params", dict, where)
-    if set(params) != set(_PARAMS):
+    if set(params) not in (set(_PARAMS), set(_PARAMS) - set(_NETWORK_PARAMS)):
         raise ModelFileError(path, f"header field estimator.params must hold exactly "
                                    f"{', '.join(_PARAMS)}")
     try:
@@ -176,7 +179,9 @@ def _estimator(path, header: dict, arrays: dict, fmap):
     except (InputError, TypeError) as err:
         raise _invalid(path, "estimator", err) from None
     if (clf.kernel_.name, clf.kernel_.degree, clf.kernel_.coef0) != \
-            (clf.kernel, clf.degree, clf.coef0) or clf.kernel == "precomputed":
+            (clf.kernel, clf.degree, clf.coef0) or clf.kernel == "precomputed" or (
+                clf.kernel_.is_network and clf.kernel_.network_params != {
+                    k: getattr(clf, k) for k in _NETWORK_PARAMS}):
         raise ModelFileError(path, f"its fitted kernel {clf.kernel_.as_dict()} is not the "
                                    f"estimator's kernel {clf.kernel!r} (degree {clf.degree}, "
                                    f"coef0 {clf.coef0})")

@@ -131,7 +131,7 @@ def _tie_break(scores: list[dict]) -> dict:
 def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
            val_fraction: float = 0.2, n_folds: int | None = None, seed: int = 0,
            options: Options | None = None, progress: bool = False,
-           extend: int = 0) -> Selection:
+           extend: int = 0, kernel_params: dict | None = None) -> Selection:
     """Choose the kernel scale and lam on a validation split of (X, y), the training set only.
 
     Parameters
@@ -159,6 +159,9 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
         excepted), score one more point a grid step beyond it (lam: x10), up
         to ``extend`` times: a line search out of a grid that was too narrow.
         A choice still at the end afterwards is noted in ``Selection.notes``.
+    kernel_params : dict, optional
+        Fixed parameters of the kernel for every point (nngp / ntk: depth,
+        weight_std, bias_std).
 
     Returns
     -------
@@ -180,21 +183,21 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
         raise InputError("X must be numeric and finite; impute or drop NaN/inf rows first")
     whole("extend", extend, 0)
     if grid is None:
-        grid = default_grid(X, kernel=kernel, seed=seed)
+        grid = default_grid(X, kernel=kernel, seed=seed, kernel_params=kernel_params)
     points = _check_grid(grid, kernel)
     opts = options or Options()
     splits, rule = _splits(y, val_fraction, n_folds, seed)
 
     bar = tqdm(total=len(points) * len(splits), desc="select", unit="fit",
                disable=not progress)
-    scores = _score(X, y, kernel, points, splits, opts, bar)
+    scores = _score(X, y, kernel, points, splits, opts, bar, kernel_params)
     chosen = _tie_break(scores)
     for _ in range(extend):
         more = _beyond(chosen["params"], [s["params"] for s in scores])
         if not more:
             break
         bar.total += len(more) * len(splits)
-        scores += _score(X, y, kernel, more, splits, opts, bar)
+        scores += _score(X, y, kernel, more, splits, opts, bar, kernel_params)
         chosen = _tie_break(scores)
     bar.close()
     fit_idx, val_idx = splits[0]
@@ -204,7 +207,7 @@ def select(X, y, *, kernel: str = "gaussian", grid: dict | None = None,
                      notes=_edge_notes(chosen["params"], [s["params"] for s in scores]))
 
 
-def _score(X, y, kernel, points, splits, opts, bar) -> list[dict]:
+def _score(X, y, kernel, points, splits, opts, bar, kernel_params=None) -> list[dict]:
     """Fit every point on every fold's fit part; its errors on the held-out part."""
     scores = [{"params": p, "fold_errors": [], "norms": [], "residuals": [], "failed": None,
                "warnings": []} for p in points]
@@ -215,7 +218,8 @@ def _score(X, y, kernel, points, splits, opts, bar) -> list[dict]:
         G, G_val = _inner(Xf, Xf), _inner(Xv, Xf)
         sq_f, sq_v = row_sq_norms(Xf), row_sq_norms(Xv)
         for p, s in zip(points, scores, strict=True):
-            kern = make_kernel(kernel, gamma=p.get("gamma"), sigma=p.get("sigma"), X=Xf)
+            kern = make_kernel(kernel, gamma=p.get("gamma"), sigma=p.get("sigma"), X=Xf,
+                               **(kernel_params or {}))
             K = kern.from_inner(G.copy(), sq_f, sq_f)
             K_val = kern.from_inner(G_val.copy(), sq_v, sq_f)
             clf = KernelInterpolantClassifier(kernel="precomputed", lam=p["lam"],

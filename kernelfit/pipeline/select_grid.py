@@ -49,7 +49,8 @@ def median_distance(X, *, sample: int = MEDIAN_SAMPLE, seed: int = 0) -> float:
 
 
 def default_grid(X, *, kernel: str = "gaussian", sigma="auto", lam=0.0,
-                 sample: int = MEDIAN_SAMPLE, seed: int = 0) -> dict:
+                 sample: int = MEDIAN_SAMPLE, seed: int = 0,
+                 kernel_params: dict | None = None) -> dict:
     """A grid for :func:`select` on data like ``X``.
 
     Parameters
@@ -86,7 +87,7 @@ def default_grid(X, *, kernel: str = "gaussian", sigma="auto", lam=0.0,
         if kernel in ("gaussian", "laplacian"):
             diag = 1.0
         else:
-            k = make_kernel(kernel, X=X)
+            k = make_kernel(kernel, X=X, **(kernel_params or {}))
             diag = float(np.mean(k.diag(X[:MEDIAN_SAMPLE])))
         grid["lam"] = [diag * f for f in LAM_FACTORS]
     else:

@@ -51,7 +51,7 @@ _CONFIG_AXES = tuple(f.name for f in fields(RunConfig)
 AXES = _CONFIG_AXES + _OPTION_AXES
 # Axes whose every value needs its own bandwidth under sigma="auto".
 SELECTION_AXES = ("dataset", "features", "feature_params", "preprocessing", "kernel", "degree",
-                  "coef0", "lam", "seed")
+                  "coef0", "lam", "seed", "depth", "weight_std", "bias_std")
 # A relative residual above this (per dtype) marks a point "suspect" in its row.
 RESIDUAL_WARN = {"float64": 1e-6, "float32": 1e-3}
 _HINTS = {**typing.get_type_hints(RunConfig), **typing.get_type_hints(Options)}
@@ -119,7 +119,8 @@ def parse_value(name: str, text: str):
     if choices and value not in choices:
         raise InputError(f"{bad}: choose from {', '.join(choices)}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "coef0":
-        low = 0 if name in ("lam", "seed", "jitter", "refine_steps") else None
+        low = 0 if name in ("lam", "seed", "jitter", "refine_steps", "depth", "bias_std") \
+            else None
         if (low is None and value <= 0) or (low is not None and value < low):
             raise InputError(f"{bad}: must be {'>= 0' if low is not None else '> 0'}")
     if name in _OPTION_AXES:
