@@ -120,6 +120,8 @@ def figure(summary: dict, title: str = ""):
     for opt, s in summary["optimizers"].items():
         ls, mk = styles[opt]
         for i, t in enumerate(s["times"]):
+            if opt != "gd" and t != s["times"][-1] and "gd" in summary["optimizers"]:
+                continue        # SGD at its last time only: beside GD's curves it is a twin
             per = s["per_time"][str(t)]
             d = [per["widths"][str(int(w))]["dist"] for w in widths]
             mean = np.array([x["mean"] for x in d])
@@ -156,8 +158,13 @@ def figure(summary: dict, title: str = ""):
                     label=f"{what} ({opt}; slope {s['kernel_slopes'][key]:+.2f})")
     g0 = vals[0] * (widths / widths[0]) ** -0.5
     ax.plot(widths, g0, color="k", ls=":", lw=2, label="width$^{-1/2}$")
-    _loglog(ax, widths, min(vals + list(g0)), max(vals + list(g0)), log_ticks,
-            plain_log_ticks)
+    # The kernel's movement in training is expected to fall faster, like 1 / width
+    # (its time derivative is O(1/width): Dyer & Gur-Ari, ICLR 2020): a second guide.
+    moved = next(iter(summary["optimizers"].values()))["kernel"]["ntk_change"]
+    g1 = moved[str(int(widths[0]))]["mean"] * (widths / widths[0]) ** -1.0
+    ax.plot(widths, g1, color="k", ls="-.", lw=1, label="width$^{-1}$")
+    _loglog(ax, widths, min(vals + list(g0) + list(g1)), max(vals + list(g0) + list(g1)),
+            log_ticks, plain_log_ticks)
     ax.set_title(f"finite-width NTK on {summary['facts']['ntk_points']} training images "
                  "(relative Frobenius)", fontsize=10)
     ax.set_ylabel("relative distance (ratio)")
