@@ -19,6 +19,11 @@ examples:
   kernelfit compare --dataset digits --n-train 300 --n-test 200 --max-epochs 5 \\
       --out results/compare-digits
 
+  # the MLPs beside their own kernels (NNGP, NTK of depth 1 and 3) and the Gaussian
+  kernelfit compare --dataset mnist --n-train 2000 --n-test 1000 \\
+      --models mlp1x512,mlp3x512 --network-kernels nngp:1,ntk:1,nngp:3,ntk:3 \\
+      --out results/compare-mlp-kernels
+
 Both sides get the same seeded subset, randomization and inputs (pixels / 255,
 centre crop 28 x 28, per-image whitening). Writes --out/compare-RAND.md
 (train error, test error, the interpolant's norm, time) and
@@ -42,7 +47,11 @@ def register(sub) -> None:
     add_training_args(net, model=False)
     # the interpolant's settings, as `kernelfit run` takes them
     # (--device is the networks'; the interpolant's backend picks its own)
-    add_settings(p, ("kernel", "sigma", "gamma", "lam", "solver",
+    p.add_argument("--network-kernels", default="", metavar="NAME:DEPTH,...",
+                   help="also the NNGP / NTK interpolants of fully connected ReLU networks "
+                        "of these depths, e.g. nngp:1,ntk:1,nngp:3,ntk:3 (the infinite-width "
+                        "MLP 1x512 and 3x512; default: none)")
+    add_settings(p, ("kernel", "sigma", "gamma", "weight_std", "bias_std", "lam", "solver",
                      *(name for name in OPTION_SETTINGS if name != "device")))
     p.add_argument("--out", default="results/compare",
                    help="records, compare-RAND.md, compare-RAND.png")
@@ -50,7 +59,7 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from ..experiments.compare import CompareConfig, compare
+    from ..experiments.compare import CompareConfig, compare, parse_network_kernels
     from ..outputs import check_outputs
 
     check_outputs(dirs={"--out": args.out}, datasets=[args.dataset], data_home=args.data_home)
@@ -58,6 +67,7 @@ def main(args) -> int:
     kernel = run_config(args)
     config = CompareConfig(dataset=args.dataset, n_train=args.n_train, n_test=args.n_test,
                            seed=args.seed, randomize=args.randomize, models=models,
+                           network_kernels=parse_network_kernels(args.network_kernels),
                            kernel=kernel, net=config_from_args(args))
     result = compare(config, args.out)
     print(result["table"])

@@ -159,12 +159,17 @@ def build_gram_tiles(X, kernel: Kernel, store, *, options: Options | None = None
 
 
 def cross_gram_matvec(kernel: Kernel, X_rows, X_cols, V, *, dtype="float32", block_size=1024,
-                      sq_cols=None, backend=None) -> np.ndarray:
+                      sq_cols=None, backend=None, diag=None) -> np.ndarray:
     """Compute k(X_rows, X_cols) @ V block by block, never holding the whole matrix.
 
     The kernel block is evaluated in ``dtype`` on ``backend`` (default NumPy);
     the product is accumulated in float64 (V's magnitudes can be large for an
     ill-conditioned interpolant, and their sum cancels). Returns a host array.
+
+    ``diag``: where X_rows are X_cols themselves (K V), the exact k(x_i, x_i),
+    written over each block's diagonal as the Gram builders write it: the kernel
+    map's own value there carries the inner product's rounding, which the nngp /
+    ntk arc-cosine at c = 1 - eps magnifies to ~sqrt(eps).
     """
     be = backend or get_backend("numpy")
     dtype = np.dtype(dtype).name
@@ -177,5 +182,8 @@ def cross_gram_matvec(kernel: Kernel, X_rows, X_cols, V, *, dtype="float32", blo
     for r0 in range(0, len(X_rows), block_size):
         Xb = be.asarray(np.asarray(X_rows[r0:r0 + block_size]), dtype)
         Kb = kernel.block(Xb, Xc, None, sq_cols)
+        if diag is not None:
+            m = Xb.shape[0]
+            be.set_diagonal(Kb[:, r0:r0 + m], diag[r0:r0 + m])
         out[r0:r0 + Xb.shape[0]] = be.to_host(be.matmul(be.astype(Kb, "float64"), Vd))
     return out

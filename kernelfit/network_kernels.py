@@ -93,7 +93,9 @@ def recursion(inner, sq_x, sq_y, *, d, depth, weight_std, bias_std, ntk: bool):
         tiny = xp.full((), float(np.finfo(np.dtype(_dtype_name(K))).tiny), dtype=K.dtype,
                        device=array_api_compat.device(K))
     for _ in range(int(depth)):
-        norm = xp.sqrt(kx * ky)
+        # sqrt of each factor, not of their product: no overflow for huge norms, and for a
+        # block (kx a column, ky a row) two short square roots instead of one per entry
+        norm = xp.sqrt(kx) * xp.sqrt(ky)
         c = xp.clip(K / xp.maximum(norm, tiny), min=-1.0, max=1.0)
         t = xp.acos(c)
         e = norm * (xp.sin(t) + (math.pi - t) * c) * (1.0 / (2.0 * math.pi))  # E[relu relu]

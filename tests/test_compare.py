@@ -69,3 +69,40 @@ def test_compare_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| mlp1x512 (SGD) |" in out and "compare-none.png" in out
     assert (tmp_path / "compare-none.md").exists() and (tmp_path / "compare-none.png").exists()
+
+
+def test_compare_puts_the_networks_own_kernels_beside_them(tmp_path):
+    from kernelfit.experiments.compare import parse_network_kernels
+    from kernelfit.network_kernels import relu_network_kernels
+
+    net = NetConfig(batch_size=16, max_epochs=2, threads=1, quiet=True)
+    result = compare(_config(randomize="none", models=("mlp1x512", "mlp3x512"), net=net,
+                             network_kernels=parse_network_kernels("nngp:1,ntk:3")),
+                     tmp_path)
+    methods = [r["method"] for r in result["rows"]]
+    assert methods == ["kernel interpolant (gaussian)", "kernel interpolant (nngp, depth 1)",
+                       "kernel interpolant (ntk, depth 3)", "mlp1x512 (SGD)", "mlp3x512 (SGD)"]
+    assert "| kernel interpolant (ntk, depth 3) | 0.00% |" in result["table"]
+    assert result["figure"].read_bytes()[:4] == b"\x89PNG"
+
+    # Oracle: the NTK of depth 3 on the inputs the networks saw, solved with NumPy.
+    data = prepare_net_data(NetConfig(**{**net.__dict__, "dataset": "digits", "n_train": 64,
+                                         "n_test": 60, "seed": 3}))
+    X = data.train.reshape(64, -1).astype(np.float64)
+    Z = data.test.reshape(60, -1).astype(np.float64)
+    sx, sz = (X * X).sum(1), (Z * Z).sum(1)
+    kw = dict(d=X.shape[1], depth=3)
+    K = relu_network_kernels(X @ X.T, sx[:, None], sx[None], **kw)[1]
+    Kt = relu_network_kernels(Z @ X.T, sz[:, None], sx[None], **kw)[1]
+    alpha = np.linalg.solve(K, np.eye(10)[data.train_labels])
+    expected = np.mean(np.argmax(Kt @ alpha, 1) != data.test_labels)
+    assert result["rows"][2]["test_error"] == pytest.approx(expected, abs=1e-12)
+    assert result["rows"][2]["norm"] == pytest.approx(np.sqrt(np.trace(alpha.T @ K @ alpha)),
+                                                      rel=1e-4)
+
+
+@pytest.mark.parametrize("text", ["gaussian:1", "ntk", "ntk:-1", "ntk:x", "ntk:1,ntk:1"])
+def test_network_kernel_specs_are_checked(text):
+    from kernelfit.experiments.compare import parse_network_kernels
+    with pytest.raises(InputError):
+        parse_network_kernels(text)

@@ -6,6 +6,12 @@ Both sides see the same images: the same seeded stratified subset
 given to the kernel run as its preprocessing). The interpolant is one
 :func:`~.run.run`; each network one :func:`~.sgd.train.train_net`. Every
 side is a point in one :class:`ResultStore`, so a rerun reuses them.
+
+``network_kernels`` adds the networks' own kernels beside them: the NNGP and
+NTK interpolants of a fully connected ReLU network of a given depth
+(:mod:`kernelfit.network_kernels`), the infinite-width limits of the MLPs
+(depth 1: MLP 1x512, depth 3: MLP 3x512; Lee et al. ICLR 2018, Jacot et al.
+NeurIPS 2018), on the same inputs.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..errors import InputError
+from ..kernels import NETWORK_KERNELS
 from ..plots import log_ticks, plain_log_ticks, pyplot, save_figure
 from .results import ResultStore, result_settings, settings_key, with_data
 from .run import RunConfig, run
@@ -33,6 +40,7 @@ class CompareConfig:
     seed: int = 0
     randomize: str = "none"
     models: tuple = ("mlp1x512",)
+    network_kernels: tuple = ()      # ("nngp", 1), ("ntk", 3), ... (see parse_network_kernels)
     kernel: RunConfig = field(default_factory=RunConfig)   # its data fields are overwritten
     net: NetConfig = field(default_factory=NetConfig)      # its data fields and model too
 
@@ -43,6 +51,28 @@ def _image_size(dataset: str) -> int:
     if dataset not in DATASETS:
         raise InputError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
     return min(DATASETS[dataset].image_shape[:2])
+
+
+def parse_network_kernels(text: str) -> tuple:
+    """``"nngp:1,ntk:1,nngp:3"`` as ``(("nngp", 1), ("ntk", 1), ("nngp", 3))``."""
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, depth = item.partition(":")
+        if name not in NETWORK_KERNELS or not sep or not depth.strip().isdigit():
+            raise InputError(f"network kernels are NAME:DEPTH with NAME one of "
+                             f"{', '.join(NETWORK_KERNELS)} and DEPTH >= 0 (e.g. "
+                             f"nngp:1,ntk:3), got {item!r}")
+        out.append((name, int(depth)))
+    if len(set(out)) != len(out):
+        raise InputError(f"network kernels listed twice in {text!r}")
+    return tuple(out)
+
+
+def network_kernel_config(kconf: RunConfig, name: str, depth: int) -> RunConfig:
+    """The compared kernel run with one network kernel instead (no bandwidth: it has none)."""
+    if name not in NETWORK_KERNELS:
+        raise InputError(f"network kernel {name!r}: choose one of {', '.join(NETWORK_KERNELS)}")
+    return replace(kconf, kernel=name, depth=depth, sigma=None, gamma=None)
 
 
 def kernel_config(config: CompareConfig, crop: int | None = None) -> RunConfig:
@@ -69,9 +99,13 @@ def compare(config: CompareConfig, out_dir) -> dict:
     nets = [replace(config.net, model=m, dataset=config.dataset, n_train=config.n_train,
                     n_test=config.n_test, seed=config.seed, randomize=config.randomize)
             for m in models]
+    extra = [network_kernel_config(RunConfig(), name, depth)    # checked before any work
+             for name, depth in config.network_kernels]
     net_records = [train_net(c, out_dir)[0] for c in nets]   # validates the shared fields
     kconf = kernel_config(config, crop=int(net_records[0]["input_shape"][0]))
     rows = [kernel_row(kernel_record(kconf, out_dir))]
+    rows += [kernel_row(kernel_record(network_kernel_config(kconf, e.kernel, e.depth),
+                                      out_dir)) for e in extra]
     rows += [net_row(r) for r in net_records]
     text = markdown(rows)
     # One table and figure per randomization, so runs sharing a store keep theirs.
@@ -95,7 +129,9 @@ def kernel_record(kconf: RunConfig, out_dir) -> dict:
 
 def kernel_row(r: dict) -> dict:
     seconds = sum(v for v in r["timings"].values() if isinstance(v, (int, float)))
-    return {"method": f"kernel interpolant ({r['kernel'].get('name', 'kernel')})",
+    k = r["kernel"]
+    label = k.get("name", "kernel") + (f", depth {k['depth']}" if "depth" in k else "")
+    return {"method": f"kernel interpolant ({label})",
             "train_error": r["train_error"], "test_error": r["test_error"], "norm": r["norm"],
             "seconds": seconds, "size": f"{r['n_train']:,} coefficients per class",
             "detail": f"relative residual {r['relative_residual']:.2g}",

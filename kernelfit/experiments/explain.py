@@ -117,7 +117,7 @@ def render(info: dict) -> str:
     lines = [f"run          {info['dataset']}  (n_train={info['n_train']:,}, "
              f"n_test={info['n_test']:,}), {info['features']} features (dim "
              f"{info['feature_dim']:,}){', streamed K' if info['streamed'] else ''}",
-             f"kernel       " + ", ".join([info["kernel"]["name"]] + [
+             "kernel       " + ", ".join([info["kernel"]["name"]] + [
                  f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                  for k, v in info["kernel"].items() if k != "name"]),
              f"solver       {info['solver']}, {p['dtype']}, {p['backend']} on {p['device']}",

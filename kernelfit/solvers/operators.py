@@ -85,9 +85,10 @@ class KernelOperator:
         self.dtype = dtype
         self.block_size = block_size
         self.shape = (len(X), len(X))
+        self._diag = self.kernel.diag(self.X, self.sq)     # exact, as the Gram builders'
 
     def diagonal(self):
-        return self.kernel.diag(self.X, self.sq) + self.shift
+        return self._diag + self.shift
 
     def row_block(self, idx) -> np.ndarray:
         """K[idx, :] (without the shift, in the operator's dtype), recomputed from the data."""
@@ -100,6 +101,6 @@ class KernelOperator:
         V2 = V.reshape(len(V), -1)
         Y = cross_gram_matvec(self.kernel, self.X, self._Xd, V2, dtype=self.dtype,
                               block_size=self.block_size, sq_cols=self._sqd,
-                              backend=self.backend)
+                              backend=self.backend, diag=self._diag)
         Y += self.shift * V2
         return Y[:, 0] if one_d else Y
