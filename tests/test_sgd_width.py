@@ -22,7 +22,6 @@ from kernelfit.errors import InputError
 from kernelfit.experiments.sgd.width import (
     LinearizedNTK,
     ReluNet,
-    WidthStudy,
     prepare_shared,
     run_width_study,
     small_study,
@@ -131,7 +130,6 @@ def test_step_size_bound_is_where_the_linear_dynamics_stop_contracting(problem):
 def test_a_study_refuses_an_unstable_step_before_training():
     with pytest.raises(InputError, match="lr_factor"):
         small_study(lr_factor=2.0).validate()
-    study = small_study(lr=1.0, widths=(64,), seeds=(0,))
     rng = np.random.default_rng(1)
     X, Xt = rng.random((20, 10)), rng.random((5, 10))
     y, yt = np.arange(20) % 2, np.arange(5) % 2
@@ -140,7 +138,6 @@ def test_a_study_refuses_an_unstable_step_before_training():
     with pytest.raises(InputError, match="stability limit"):
         prepare_shared(small_study(lr=1.0, n_train=20, batch_size=10, ntk_points=10), X, y,
                        Xt, yt)
-    assert study.lr == 1.0
 
 
 @pytest.mark.parametrize("bad, match", [
