@@ -87,3 +87,17 @@ def byte_size(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
     return int(value)
+
+
+def int_list(low: int):
+    """Comma-separated whole numbers, each >= ``low`` ('64,256,1024')."""
+    one = bounded_int(low)
+
+    def parse(text: str) -> tuple:
+        parts = [p.strip() for p in text.split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got "
+                                             f"{text!r}")
+        return tuple(one(p) for p in parts)
+    parse.__name__ = f"list of integers >= {low}"
+    return parse

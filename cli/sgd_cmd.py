@@ -6,7 +6,7 @@ import argparse
 from importlib import import_module
 
 # One module per `sgd` subcommand, each with ``register(subparsers)``.
-SUBCOMMANDS = ("sgd_net_cmd", "sgd_linear_cmd")
+SUBCOMMANDS = ("sgd_net_cmd", "sgd_linear_cmd", "sgd_width_cmd")
 
 EXAMPLES = """\
 examples:
@@ -15,6 +15,9 @@ examples:
 
   # MLP 1x512 on 500 digits, a few epochs
   kernelfit sgd net --dataset digits --n-train 500 --max-epochs 5 --out results/sgd-digits
+
+  # where gradient descent meets the NTK: distance to the linearization vs width
+  kernelfit sgd width --small --out results/sgd-width
 
   # Figure 1 (a, b, c) on 2,000 CIFAR-10 images
   kernelfit sgd figure1 --n-train 2000 --n-test 1000 --lr-decay 0.998 --max-epochs 300

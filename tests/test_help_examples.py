@@ -105,6 +105,7 @@ RUN = [
     ("kernelfit data info digits", "kernelfit data list", "kernelfit data clear features",
      "kernelfit data clear mnist"),
     ("kernelfit sgd linear --n-train 200 --epochs 20",),
+    ("kernelfit sgd width --small --out results/sgd-width-small",),
     ("kernelfit sgd net --dataset digits --n-train 500 --max-epochs 5 --out results/sgd-digits",),
     ("kernelfit compare --dataset digits --n-train 300 --n-test 200 --max-epochs 5 "
      "--out results/compare-digits",),

@@ -143,6 +143,8 @@ COMMANDS = [
     ["sgd", "net", "--dataset", "digits", "--out", "{home}/net"],
     ["sgd", "net", "--dataset", "digits", "--out", "{tmp}/net", "--json", "{home}/n.json"],
     ["sgd", "figure1", "--dataset", "digits", "--out", "{home}/fig"],
+    ["sgd", "width", "--small", "--out", "{home}/width"],
+    ["sgd", "width", "--small", "--out", "{tmp}/width", "--figure", "{home}/w.png"],
     ["bench", "solve", "--out", "{home}/bench"],
 ]
 
