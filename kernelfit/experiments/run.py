@@ -174,7 +174,8 @@ def _streamed_gram(config: RunConfig, fmap, data: Prepared, kernel, options: Opt
     chunks = fmap.iter_column_chunks(data.train_images, data.test_images, STREAM_CHUNK_UNITS,
                                      progress=options.progress)
     return build_gram_streamed(chunks, len(data.train_images), len(data.test_images),
-                               kernel, options=options, standardize=True,
+                               kernel, options=options,
+                               standardize=fmap.stream_standardize,
                                dtype=options.dtype)
 
 
@@ -344,6 +345,9 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         notes.append(f"linear kernel with feature dim {fmap.dim} close to n = {n}: the "
                      "double-descent peak; expect poor test error (use a Gaussian kernel "
                      "or keep dim far from n)")
+    if fmap.name == "rff" and config.kernel != "linear":
+        notes.append(f"rff features under the {config.kernel} kernel: Phi Phi^T approximates "
+                     "the Gaussian kernel only with --kernel linear")
     t = time.perf_counter()
     test_error = None
     if m:
