@@ -153,7 +153,7 @@ def line_plot(path, series: dict, *, xlabel: str, ylabel: str, title: str,
               vlines: dict | None = None, percent: bool = False):
     """One panel: ``series`` maps a label to (x, y) or (x, y, yerr); ``hlines`` /
     ``vlines`` map a label to a level drawn dashed across the panel."""
-    from kernelfit.plots import plain_log_ticks, pyplot, save_figure
+    from kernelfit.plots import log_ticks, plain_log_ticks, pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -173,12 +173,15 @@ def line_plot(path, series: dict, *, xlabel: str, ylabel: str, title: str,
         ax.axvline(level, ls=":", lw=1, color="black")
         ax.annotate(label, (level, 0.98), xycoords=("data", "axes fraction"), fontsize=8,
                     rotation=90, va="top", ha="right")
-    if logx:
-        ax.set_xscale("log")
-        plain_log_ticks(ax.xaxis)
-    if logy:
-        ax.set_yscale("log")
-        plain_log_ticks(ax.yaxis)
+    xs = [v for xy in series.values() for v in np.asarray(xy[0], float)]
+    ys = [v * scale for xy in series.values() for v in np.asarray(xy[1], float)]
+    ys += [v * scale for v in (hlines or {}).values()]
+    for on, axis, values in ((logx, ax.xaxis, xs), (logy, ax.yaxis, ys)):
+        if on:
+            (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log")
+            values = [v for v in values if v > 0 and math.isfinite(v)]
+            # labelled ticks at 1, 2, 5 x 10^k (or 10^k over wide spans), plain numbers
+            plain_log_ticks(axis, "{:,.6g}", ticks=log_ticks(min(values), max(values)))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel + (" (%)" if percent else ""))
     ax.set_title(title, fontsize=10)

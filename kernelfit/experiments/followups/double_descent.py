@@ -255,7 +255,7 @@ def _table(summary, limit, study, peak, peak01) -> str:
     cols = [("n_features", "N"), ("fit", "fit"), ("train_error", "train error"),
             ("test_error", "test error (0-1)"), ("test_error_std", "sd"),
             ("test_sq_loss", "test square loss"), ("test_sq_loss_std", "sd"),
-            ("norm", "norm ||w||"), ("norm_std", "sd")]
+            ("norm", "norm of w"), ("norm_std", "sd")]
     rows = [dict(s, test_error_std=100 * s["test_error_std"]) for s in summary]
     rows.append(dict(n_features="infinity", fit="exact Gaussian kernel", train_error=0.0,
                      test_error=limit["test_error"], test_sq_loss=limit["test_sq_loss"],
