@@ -47,7 +47,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 # One module per command, each with ``register(subparsers)``; listed in help order.
 COMMANDS = ("run_cmd", "plan_cmd", "predict_cmd", "data_cmd", "table3_cmd", "sgd_cmd", "sweep_cmd",
-            "compare_cmd", "expressivity_cmd", "bench_cmd")
+            "compare_cmd", "expressivity_cmd", "bench_cmd", "study_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

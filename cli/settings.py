@@ -9,9 +9,10 @@ type, default and help. A command adds the settings it takes
 into its field: no option is mapped by hand, so none can be dropped on the
 way, and an option a command does not take is one argparse refuses.
 
-Three settings are spelled otherwise on the command line, each named once
-below: ``--quiet`` (``Options.progress`` negated), ``--filters`` and
-``--feature-param KEY=VALUE`` (entries of ``RunConfig.feature_params``).
+Four settings are spelled otherwise on the command line, each named once
+below: ``--quiet`` (``Options.progress`` negated), ``--filters``,
+``--n-features`` and ``--feature-param KEY=VALUE`` (entries of
+``RunConfig.feature_params``).
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ SETTINGS = (
     Setting("features", "features", dict(default="raw", choices=None, help="image front end")),
     Setting("stream", "features", dict(
         action=argparse.BooleanOptionalAction, default=None,
-        help="accumulate K from feature chunks without storing the features, each feature "
-             "standardized with training statistics (front ends whose features come in "
-             "column chunks: randconv; default: when the features would exceed 2 GiB)")),
+        help="accumulate K from feature chunks without storing the features (front ends "
+             "whose features come in column chunks: randconv, each feature standardized with "
+             "training statistics; rff, as they are; default: when the features would exceed "
+             "2 GiB)")),
     Setting("feature_cache", "features", dict(action=argparse.BooleanOptionalAction,
                                               default=True,
                                               help="reuse features cached on disk")),
@@ -220,7 +222,7 @@ RUN_SETTINGS = tuple(s.name for s in SETTINGS)
 #: The solver options alone (Options fields): what a study adds for its fits.
 OPTION_SETTINGS = tuple(s.name for s in SETTINGS if s.name in OPTION_FIELDS)
 #: The three settings with a spelling of their own (see the module docstring).
-FEATURE_PARAM_FLAGS = ("filters", "feature_param")
+FEATURE_PARAM_FLAGS = ("filters", "n_features", "feature_param")
 
 
 def add_settings(parser, names=RUN_SETTINGS, *, feature_params: bool = False,
@@ -254,6 +256,9 @@ def add_settings(parser, names=RUN_SETTINGS, *, feature_params: bool = False,
             g = group("features")
             g.add_argument("--filters", type=positive_int, default=None, metavar="N",
                            help="randconv: number of random filters (default: the front "
+                                "end's own)")
+            g.add_argument("--n-features", type=positive_int, default=None, metavar="N",
+                           help="rff: number of random Fourier features (default: the front "
                                 "end's own)")
             g.add_argument("--feature-param", action="append", default=[], metavar="KEY=VALUE",
                            help="any other front-end parameter (repeatable), e.g. J=2 "
@@ -307,6 +312,8 @@ def _literal(text: str):
 def feature_params(args) -> dict:
     """``--filters N`` and every ``--feature-param KEY=VALUE``, as the front end's parameters."""
     params = {"n_filters": args.filters} if getattr(args, "filters", None) else {}
+    if getattr(args, "n_features", None):
+        params["n_features"] = args.n_features
     for item in args.feature_param:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -1,4 +1,5 @@
-"""Image front ends: raw pixels, Gabor bank, wavelet scattering, random conv-net.
+"""Image front ends: raw pixels, Gabor bank, wavelet scattering, random conv-net, random
+Fourier features.
 
 Every map takes float32 images scaled to [0, 1], shaped (n, H, W) or
 (n, H, W, 3), and returns float32 rows (n, dim); see :mod:`.base` for the
@@ -15,15 +16,17 @@ from kernelfit.features.cache import cached_transform
 from kernelfit.features.gabor import GaborBank
 from kernelfit.features.randconv import RandomConvFeatures
 from kernelfit.features.raw import RawPixels
+from kernelfit.features.rff import RandomFourierFeatures
 from kernelfit.features.scattering import ScatteringFeatures
 
-FEATURES = ("raw", "gabor", "scattering", "randconv")
+FEATURES = ("raw", "gabor", "scattering", "randconv", "rff")
 
 _CLASSES: dict[str, type[FeatureMap]] = {
     "raw": RawPixels,
     "gabor": GaborBank,
     "scattering": ScatteringFeatures,
     "randconv": RandomConvFeatures,
+    "rff": RandomFourierFeatures,
 }
 
 
@@ -40,7 +43,7 @@ def make_features(name: str, *, seed: int = 0, **params) -> FeatureMap:
 
     Parameters
     ----------
-    name : {"raw", "gabor", "scattering", "randconv"}
+    name : {"raw", "gabor", "scattering", "randconv", "rff"}
     seed : int
         Randomness (random filters, patch samples); the same seed gives the same features.
     **params
@@ -59,5 +62,6 @@ def make_features(name: str, *, seed: int = 0, **params) -> FeatureMap:
     return _CLASSES[name](seed=seed, **params)
 
 
-__all__ = ["FEATURES", "FeatureMap", "GaborBank", "RandomConvFeatures", "RawPixels",
+__all__ = ["FEATURES", "FeatureMap", "GaborBank", "RandomConvFeatures", "RandomFourierFeatures",
+           "RawPixels",
            "ScatteringFeatures", "cached_transform", "feature_params", "make_features"]

@@ -111,6 +111,10 @@ class FeatureMap:
     needs_fit = False
     #: Whether the features come in column chunks (:class:`ColumnChunked`).
     streamable = False
+    #: Whether a streamed K standardizes each feature column first (randconv's codes
+    #: differ in scale by filter); False where the features are the kernel's own
+    #: (rff: Phi Phi^T approximates the Gaussian kernel only unscaled).
+    stream_standardize = True
     # True for maps that only flatten: they take any (n, ...) array, not just images.
     any_shape = False
     _param_names: tuple[str, ...] = ()

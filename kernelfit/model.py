@@ -380,5 +380,13 @@ class KernelInterpolantClassifier(ClassifierMixin, _KernelInterpolantBase):
         return F[:, 1] - F[:, 0] if len(self.classes_) == 2 else F
 
     def predict(self, X):
-        F = self._decision(X)
+        return self.predict_from(self.decision_values(X))
+
+    def decision_values(self, X):
+        """(m, n_classes) outputs, one column per class (``decision_function`` folds two
+        classes into one score): what the square loss against one-hot rows reads."""
+        return self._decision(X)
+
+    def predict_from(self, F):
+        """The classes that outputs ``F`` (from :meth:`decision_values`) predict."""
         return self.classes_[np.argmax(F, axis=1)]

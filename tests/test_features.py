@@ -28,8 +28,8 @@ def gray():
 
 
 def test_registry_and_errors():
-    assert FEATURES == ("raw", "gabor", "scattering", "randconv")
-    with pytest.raises(InputError, match="raw, gabor, scattering, randconv"):
+    assert FEATURES == ("raw", "gabor", "scattering", "randconv", "rff")
+    with pytest.raises(InputError, match="raw, gabor, scattering, randconv, rff"):
         make_features("hog")
     with pytest.raises(InputError, match=r"unknown parameter\(s\) sigma.*valid: whiten"):
         make_features("raw", sigma=3)
@@ -38,7 +38,8 @@ def test_registry_and_errors():
 
 @pytest.mark.parametrize("name, params", [("raw", {}), ("gabor", {"pool_grid": 4}),
                                           ("scattering", {"J": 1, "L": 4}),
-                                          ("randconv", {"n_filters": 3, "n_fit_patches": 50})])
+                                          ("randconv", {"n_filters": 3, "n_fit_patches": 50}),
+                                          ("rff", {"n_features": 600})])
 def test_every_map_follows_the_contract(name, params, gray):
     fmap = make_features(name, seed=4, **params)
     assert fmap.name == name
@@ -49,7 +50,7 @@ def test_every_map_follows_the_contract(name, params, gray):
     assert fmap.params["seed"] == 4
     assert all(isinstance(s, str) for s in fmap.preprocessing)
     # streaming is a declared capability: a chunked map's columns equal the full rows'
-    assert fmap.streamable == (name == "randconv")
+    assert fmap.streamable == (name in ("randconv", "rff"))
     if fmap.streamable:
         j0, j1 = fmap.column_range(1, 2)
         np.testing.assert_allclose(fmap.transform_columns(gray, 1, 2), F[:, j0:j1], atol=1e-5)

@@ -46,6 +46,8 @@ CASES = [
     ("randconv", 60, (32, 32, 3), {"n_filters": 3000, "n_fit_patches": 5000}),
     ("randconv", 60, (16, 16, 3), {"n_filters": 40, "n_fit_patches": 8000,
                                     "filters_from": "patches"}),
+    ("rff", 3000, (28, 28), {"n_features": 1500}),
+    ("rff", 500, (32, 32, 3), {"n_features": 700, "sigma": 5.0}),
 ]
 
 

@@ -61,6 +61,9 @@ class RunRecord:
     norm: float
     relative_residual: float
     features: str = "raw"
+    # Mean over test points of |f(x) - onehot(y)|^2 (the square loss the double-descent
+    # studies plot beside the zero-one error); None without test points.
+    test_sq_loss: float | None = None
     # What the residual (and any refinement) was measured against: the stored K
     # (float32 when the run was) or K recomputed from the points.
     residual_against: str | None = None

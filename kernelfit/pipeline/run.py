@@ -190,7 +190,8 @@ def _streamed_gram(config: RunConfig, fmap, data: Prepared, kernel, options: Opt
     chunks = fmap.iter_column_chunks(data.train_images, data.test_images, STREAM_CHUNK_UNITS,
                                      progress=options.progress)
     return build_gram_streamed(chunks, len(data.train_images), len(data.test_images),
-                               kernel, options=options, standardize=True,
+                               kernel, options=options,
+                               standardize=fmap.stream_standardize,
                                dtype=options.dtype)
 
 
@@ -362,19 +363,25 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         notes.append(f"linear kernel with feature dim {fmap.dim} close to n = {n}: the "
                      "double-descent peak; expect poor test error (use a Gaussian kernel "
                      "or keep dim far from n)")
+    if fmap.name == "rff" and config.kernel != "linear":
+        notes.append(f"rff features under the {config.kernel} kernel: Phi Phi^T approximates "
+                     "the Gaussian kernel only with --kernel linear")
     t = time.perf_counter()
-    test_error = None
+    test_error = test_sq_loss = None
     if m:
         d = 0 if streamed else fmap.dim
         with stage("predict", flops=2.0 * m * n * (d + n_classes), dtype=opts.dtype,
                    enabled=opts.progress):
-            test_error = float(np.mean(clf.predict(X_test) != data.test_labels))
+            F = clf.decision_values(X_test)
+            test_error = float(np.mean(clf.predict_from(F) != data.test_labels))
+            test_sq_loss = square_loss(F, data.test_labels, clf.classes_)
     timings["predict"] = time.perf_counter() - t
     gflops = {"cholesky": clf.solver_info_["gflops"]} if "gflops" in clf.solver_info_ else {}
     record = RunRecord(
         dataset=config.dataset, n_train=n, n_test=m, kernel=kernel.params,
         solver=solver, dtype=opts.dtype, lam=float(clf.lam),
-        train_error=clf.train_error_, test_error=test_error, norm=clf.norm_,
+        train_error=clf.train_error_, test_error=test_error, test_sq_loss=test_sq_loss,
+        norm=clf.norm_,
         relative_residual=clf.relative_residual_, features=fmap.name,
         residual_against=clf.solver_info_.get("residual_against"),
         cond_estimate=clf.solver_info_.get("cond_estimate"),
@@ -389,6 +396,14 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         peak_rss_bytes=peak_rss_bytes(), seed=config.seed, notes=notes,
         convergence=_convergence(clf.solver_info_))
     return FittedRun(record, clf, fmap, config, streamed)
+
+
+def square_loss(F, labels, classes) -> float:
+    """Mean over rows of |F - onehot(labels)|^2, one column of F per class in ``classes``
+    (a label no column names has the all-zero target row)."""
+    F = np.asarray(F, dtype=np.float64)
+    Y = (np.asarray(labels)[:, None] == np.asarray(classes)[None, :]).astype(np.float64)
+    return float(np.mean(np.sum((F - Y) ** 2, axis=1)))
 
 
 def run(config: RunConfig, *, log=None) -> RunRecord:
