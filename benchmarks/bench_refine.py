@@ -58,6 +58,46 @@ def exact_residual(clf, X, Y) -> float:
     return relative_residual(op, clf.dual_coef_, Y)
 
 
+def fit_variant(name: str, kernel_params: dict, Xtr, ytr, Xte, yte, steps: int,
+                alpha64=None) -> tuple[dict, np.ndarray]:
+    """Fit one variant of :data:`VARIANTS`; its row (residual against the exact K
+    measured here, independently of the solver's own report) and its alpha."""
+    from kernelfit import KernelInterpolantClassifier, Options
+
+    opts = VARIANTS[name]
+    steps = steps if "refine_against" in opts else 0
+    clf = KernelInterpolantClassifier(**kernel_params,
+                                      options=Options(**opts, refine_steps=steps))
+    t = time.perf_counter()
+    clf.fit(Xtr, ytr)
+    fit_s = time.perf_counter() - t
+    test_error = float(np.mean(clf.predict(Xte) != yte))
+    t = time.perf_counter()
+    r_exact = exact_residual(clf, Xtr, np.eye(10)[ytr])
+    check_s = time.perf_counter() - t
+    info = clf.solver_info_
+    row = {"options": {**opts, "refine_steps": steps},
+           "residual_reported": clf.relative_residual_,
+           "residual_against_reported": info.get("residual_against"),
+           "refine_history": info.get("refine_history", []),
+           "refine_stop": info.get("refine_stop"),
+           "residual_vs_exact_K_float64": r_exact, "check_s": check_s,
+           "converged": clf.converged_, "warnings": clf.warnings_,
+           "test_error": test_error, "norm": clf.norm_, "fit_s": fit_s,
+           "timings": clf.timings_}
+    alpha = np.array(clf.dual_coef_)
+    if alpha64 is not None and name != "float64":
+        row["alpha_rel_diff_vs_float64"] = float(np.linalg.norm(alpha - alpha64)
+                                                 / np.linalg.norm(alpha64))
+    print(f"{name:8s} residual vs exact K {r_exact:.2e} (reported {clf.relative_residual_:.2e}"
+          f" against {info.get('residual_against')}); history {row['refine_history']}; "
+          + (f"alpha vs float64 {row['alpha_rel_diff_vs_float64']:.2e}; "
+             if "alpha_rel_diff_vs_float64" in row else "")
+          + f"test {100 * test_error:.2f}%, norm {clf.norm_:.3f}; fit {fit_s:.0f} s",
+          flush=True)
+    return row, alpha
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,49 +110,18 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args(argv)
 
-    from kernelfit import KernelInterpolantClassifier, Options
     from kernelfit.pipeline.report import peak_rss_bytes
 
     m = machine()
     Xtr, ytr, Xte, yte = _data(args.n, None)
     n = len(Xtr)
-    Y = np.eye(10)[ytr]
     names = ["float64"] * args.oracle + args.variants
     rows, alpha64 = {}, None
     for name in names:
-        opts = VARIANTS[name]
-        steps = args.steps if "refine_against" in opts else 0
-        clf = KernelInterpolantClassifier(sigma=SIGMA,
-                                          options=Options(**opts, refine_steps=steps))
-        t = time.perf_counter()
-        clf.fit(Xtr, ytr)
-        fit_s = time.perf_counter() - t
-        test_error = float(np.mean(clf.predict(Xte) != yte))
-        t = time.perf_counter()
-        r_exact = exact_residual(clf, Xtr, Y)
-        check_s = time.perf_counter() - t
-        info = clf.solver_info_
-        row = {"options": {**opts, "refine_steps": steps},
-               "residual_reported": clf.relative_residual_,
-               "residual_against_reported": info.get("residual_against"),
-               "refine_history": info.get("refine_history", []),
-               "residual_vs_exact_K_float64": r_exact, "check_s": check_s,
-               "converged": clf.converged_, "warnings": clf.warnings_,
-               "test_error": test_error, "norm": clf.norm_, "fit_s": fit_s,
-               "timings": clf.timings_}
+        rows[name], alpha = fit_variant(name, {"sigma": SIGMA}, Xtr, ytr, Xte, yte,
+                                        args.steps, alpha64)
         if name == "float64":
-            alpha64 = np.array(clf.dual_coef_)
-        elif alpha64 is not None:
-            row["alpha_rel_diff_vs_float64"] = float(np.linalg.norm(clf.dual_coef_ - alpha64)
-                                                     / np.linalg.norm(alpha64))
-        rows[name] = row
-        print(f"{name:8s} residual vs exact K {r_exact:.2e} (reported {clf.relative_residual_:.2e}"
-              f" against {info.get('residual_against')}); history {row['refine_history']}; "
-              + (f"alpha vs float64 {row['alpha_rel_diff_vs_float64']:.2e}; "
-                 if "alpha_rel_diff_vs_float64" in row else "")
-              + f"test {100 * test_error:.2f}%, norm {clf.norm_:.3f}; fit {fit_s:.0f} s",
-              flush=True)
-        del clf
+            alpha64 = alpha
     doc = {"machine": m, "n": n, "sigma": SIGMA, "steps": args.steps,
            "command": "python benchmarks/bench_refine.py " + " ".join(argv or sys.argv[1:]),
            "variants": rows, "peak_rss_of_the_run": peak_rss_bytes()}
