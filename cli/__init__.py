@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -86,6 +87,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What the user typed, for records that name the command that made them (argv given
+    # here, as tests and scripts call main(argv), is that command, not sys.argv).
+    args.command_line = shlex.join(["kernelfit", *(sys.argv[1:] if argv is None else argv)])
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -116,7 +114,7 @@ def main(args) -> int:
     log = (lambda *_: None) if args.quiet else print
     records = run_width_study(study, args.out, log=log, progress=not args.quiet)
     summary = summarize(records)
-    command = shlex.join(["kernelfit", *sys.argv[1:]])
+    command = args.command_line
     text = markdown(summary)
     write_json_atomic(Path(args.out) / "width-summary.json",
                       {"command": command, "machine": machine(),

@@ -1,13 +1,15 @@
-"""How values are written: sizes for people, and records for JSON.
+"""How values are written: sizes for people, records for JSON; and the one reader of .npy headers.
 
-One definition of each, so that every message says "40.0 MB" the same way and
+One definition of each, so that every message says "40.0 MB" the same way,
 every record file is strict JSON (no ``NaN`` / ``Infinity`` tokens, which
-Python writes by default and most other JSON readers refuse).
+Python writes by default and most other JSON readers refuse), and every .npy
+header kernelfit reads from a file it did not just write fails the same way.
 """
 
 from __future__ import annotations
 
 import math
+from tokenize import TokenError
 
 import numpy as np
 
@@ -36,3 +38,24 @@ def jsonable(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
     return obj
+
+
+def read_npy_header(fh) -> tuple[tuple, bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the .npy stream ``fh``, left at the first data byte.
+
+    Format 1.0 and 2.0 only (what NumPy writes for numeric arrays). Raises
+    ValueError for anything else, damaged header text included: NumPy parses
+    that text as a Python literal (never run), and damaged text fails there
+    with a SyntaxError or a TokenError, which callers would otherwise miss.
+    """
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            return fmt.read_array_header_1_0(fh)
+        if version == (2, 0):
+            return fmt.read_array_header_2_0(fh)
+    except (ValueError, SyntaxError, TokenError, TypeError) as err:
+        raise ValueError(f"not a .npy array ({err})") from None
+    raise ValueError(f".npy format version {version[0]}.{version[1]}; kernelfit reads 1.0 "
+                     "and 2.0 (what numpy.save writes for numeric arrays)")

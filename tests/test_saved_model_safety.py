@@ -300,6 +300,41 @@ def test_a_flipped_byte_anywhere_is_an_error_or_changes_nothing(good, tmp_path):
     assert refused > 100
 
 
+def test_every_damaged_byte_of_an_array_header_is_refused_or_harmless(good, tmp_path):
+    """Each byte of every member's .npy header (the text NumPy parses as a literal), with
+    one bit flipped: a ModelFileError, or the genuine arrays (a space turned into another
+    space-like byte NumPy still reads)."""
+    blob = good.read_bytes()
+    genuine = load_model(good)
+    with zipfile.ZipFile(good) as z:
+        members = [i for i in z.infolist() if i.filename.endswith(".npy")]
+    assert members
+    bad = tmp_path / "h.kfm"
+    tried = 0
+    for info in members:
+        # The member's data starts after its local header: 30 bytes, then the name and
+        # the extra field, whose lengths sit at offsets 26 and 28.
+        o = info.header_offset
+        start = (o + 30 + int.from_bytes(blob[o + 26:o + 28], "little")
+                 + int.from_bytes(blob[o + 28:o + 30], "little"))
+        assert blob[start:start + 6] == b"\x93NUMPY"
+        end = start + 10 + int.from_bytes(blob[start + 8:start + 10], "little")
+        for pos in range(start, end):
+            for bit in (0, 5):
+                damaged = bytearray(blob)
+                damaged[pos] ^= 1 << bit
+                bad.write_bytes(bytes(damaged))
+                tried += 1
+                try:
+                    m = load_model(bad)
+                except ModelFileError:
+                    continue
+                np.testing.assert_array_equal(m.estimator.dual_coef_,
+                                              genuine.estimator.dual_coef_)
+                np.testing.assert_array_equal(m.estimator.X_fit_, genuine.estimator.X_fit_)
+    assert tried > 200
+
+
 V2_FIXTURE = Path(__file__).parent / "fixtures" / "model_v2_before_engine_move.kfm"
 
 

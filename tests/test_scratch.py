@@ -188,6 +188,25 @@ def test_a_corrupt_tile_of_k_is_rebuilt_alone(data, tmp_path):
     np.testing.assert_allclose(sol.alpha, ref, rtol=1e-8, atol=1e-8 * np.abs(ref).max())
 
 
+def test_a_tile_file_with_damaged_header_text_is_built_again(data, tmp_path):
+    """The .npy header of K's tile file is text NumPy parses as a literal: damaged so that
+    it no longer parses, the file is set aside and K built again, to the same bytes."""
+    X, _ = data
+    kern = make_kernel("gaussian", sigma=2.0)
+    path = tmp_path / "K.tiles.npy"
+    _built_store(X, kern, path).close()
+    built = path.read_bytes()
+    paren = built.index(b")", built.index(b"'shape': ("))
+    damaged = bytearray(built)
+    damaged[paren] = ord(" ")          # "(60, 60)" -> "(60, 60 ": a bracket never closed
+    path.write_bytes(bytes(damaged))
+    store = DiskTileStore(path, N, TILE, "float64", get_backend("numpy"), {"test": 1})
+    assert store.resumed == {"tiles": 0, "panels": 0}
+    build_gram_tiles(X, kern, store, options=Options(n_jobs=1))
+    store.close()
+    assert path.read_bytes() == built
+
+
 def test_a_progress_record_without_checksums_is_not_trusted(data, tmp_path):
     X, _ = data
     be = get_backend("numpy")

@@ -59,6 +59,22 @@ def test_npz_header_claiming_a_huge_shape_is_refused_before_allocation(tmp_path)
     assert peak < 2**24               # nothing near the claimed 512 TB was allocated
 
 
+def test_npz_header_text_that_does_not_parse_is_a_user_data_error(tmp_path):
+    """NumPy parses a member's header text as a literal; an unclosed bracket fails there
+    with a TokenError, which must still reach the user as a UserDataError."""
+    member = _member((3, 8, 8), data=np.zeros(192).tobytes())
+    at = member.index(b"(3, 8, 8)") + len(b"(3, 8, 8")
+    member = member[:at] + b" " + member[at + 1:]           # "(3, 8, 8 ": never closed
+    path = tmp_path / "bad.npz"
+    with zipfile.ZipFile(path, "w") as z:                    # written whole: its CRC is right
+        z.writestr("X_train.npy", member)
+        for name, arr in (("y_train", np.zeros(3, "<i8")), ("X_test", np.zeros((2, 8, 8))),
+                          ("y_test", np.zeros(2, "<i8"))):
+            z.writestr(f"{name}.npy", _member(arr.shape, arr.dtype.str, arr.tobytes()))
+    with pytest.raises(UserDataError, match=r"X_train.npy: not a .npy array"):
+        load_split(f"npz:{path}", data_home=tmp_path / "home", progress=False)
+
+
 def test_npz_header_and_data_disagreeing_is_refused(tmp_path):
     path = _lying_npz(tmp_path / "short.npz", (3, 8, 8))   # claims 1,536 bytes, holds 0
     with pytest.raises(UserDataError, match=r"\(3, 8, 8\) of float64 \(1.5 kB\)"):

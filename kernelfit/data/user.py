@@ -37,7 +37,7 @@ import psutil
 
 from kernelfit.data import cache, idx
 from kernelfit.errors import DatasetFormatError, UserDataError, VerificationError
-from kernelfit.formats import human_bytes
+from kernelfit.formats import human_bytes, read_npy_header
 
 KINDS = ("npz", "idx")
 NPZ_KEYS = ("X_train", "y_train", "X_test", "y_test")
@@ -116,18 +116,13 @@ def _npy_header(zf: zipfile.ZipFile, member: zipfile.ZipInfo, origin: str):
     of a zip member (a memory map does not work inside a zip), so a header
     that lies about its shape is caught here, before any of it is allocated.
     """
-    from numpy.lib import format as npy
-
     name = member.filename
     with zf.open(member) as f:
-        version = npy.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = npy.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = npy.read_array_header_2_0(f)
-        else:
-            raise UserDataError(origin, f"{name} is .npy format version {version}; save it "
-                                        "with numpy.savez (format 1.0 or 2.0, numeric arrays)")
+        try:
+            shape, _, dtype = read_npy_header(f)
+        except ValueError as err:
+            raise UserDataError(origin, f"{name}: {err}; save it with numpy.savez (numeric "
+                                        "arrays)") from None
         held = member.file_size - f.tell()
     if dtype.hasobject:
         raise UserDataError(origin, f"{name} holds pickled Python objects ({dtype}), "

@@ -33,6 +33,7 @@ import numpy as np
 
 from kernelfit.atomic import atomic_path
 from kernelfit.errors import InputError, ModelFileError
+from kernelfit.formats import read_npy_header
 from kernelfit.params import whole
 
 FORMAT = "kernelfit-model"
@@ -47,8 +48,6 @@ _MAX_HEADER_BYTES = 16 * 2**20
 _KINDS = "biuf"
 _CHUNK = 2**24
 # .npy header readers by version (both parse the header with ast.literal_eval: no code runs).
-_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0}
 OLD_FORMAT = ("was saved by an older kernelfit (model format 1, a Python pickle), which this "
               "kernelfit never loads (unpickling would run whatever code the file holds), so "
               "the model must be refit and saved again")
@@ -227,12 +226,9 @@ def _read_array(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo, entry, si
     what = f"member {info.filename}"
     with z.open(info) as fh:
         try:
-            read_header = _NPY_HEADERS.get(np.lib.format.read_magic(fh))
-            if read_header is None:
-                raise ValueError("a .npy version kernelfit does not write")
-            got_shape, fortran, got_dtype = read_header(fh)
+            got_shape, fortran, got_dtype = read_npy_header(fh)
         except ValueError as err:
-            raise ModelFileError(path, f"{what} is not a .npy array ({err})") from None
+            raise ModelFileError(path, f"{what}: {err}") from None
         if got_dtype.hasobject:
             raise ModelFileError(path, f"{what} holds Python objects (a pickle), which "
                                        "kernelfit never loads")

@@ -18,6 +18,7 @@ import numpy as np
 
 from kernelfit.engine.storage.tiles import HostTileStore
 from kernelfit.errors import CorruptScratchError, InputError
+from kernelfit.formats import read_npy_header
 
 #: Version of the progress record; a record of another one (format 1 kept no
 #: checksums, and its diagonal tiles could hold K + shift) is not trusted.
@@ -55,10 +56,7 @@ class TileFile:
                 fh.truncate(self.offset + self.shape[0] * self.tile_bytes)   # sparse
         else:
             with open(self.path, "rb") as fh:
-                fmt = np.lib.format
-                read_header = (fmt.read_array_header_1_0 if fmt.read_magic(fh) == (1, 0)
-                               else fmt.read_array_header_2_0)
-                shape, fortran, dt = read_header(fh)
+                shape, fortran, dt = read_npy_header(fh)
                 self.offset = fh.tell()
             size = self.path.stat().st_size
             if (tuple(shape), fortran, dt) != (self.shape, False, self.dtype) or \
