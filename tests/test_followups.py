@@ -58,6 +58,7 @@ def test_interpolation_noise_small(tmp_path):
         assert true is not None and rand is not None and true < rand, fits
     it = [r for r in rows if r["part"].startswith("iterations-")]
     assert len(it) == 4 and all(r["sgd_fit"] == r["sgd_epochs_to_fit"] for r in it)
+    assert all(int(r["sgd_epochs_to_near_fit"]) <= int(r["sgd_epochs_to_fit"]) for r in it)
     assert "SGD epochs to fit" in md and res.files["sgd_train_error_digits"].stat().st_size
     # resumable: a second run fits nothing
     lines = []

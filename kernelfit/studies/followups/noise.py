@@ -31,7 +31,8 @@ Three parts, each sweeps of :func:`kernelfit.studies.sweeps.run_sweep`:
   iterations part chose, true and random labels, one step-size rule for all
   (the provable 1 / L_b, which depends on K only, so both labelings take the
   same step): the first epoch at which the training error is 0, or "not
-  within E epochs". These are the paper's own unit, SGD epochs (they used
+  within E epochs", and the first epoch at <= 1% training error (:data:`NEAR_FIT`).
+  These are the paper's own unit, SGD epochs (they used
   EigenPro, a preconditioned SGD; plain SGD is slower, so again compare
   ratios). One resumable record per run in ``sgd-DATASET/``.
 """
@@ -60,12 +61,21 @@ from kernelfit.studies.followups.common import (
     write_report,
 )
 from kernelfit.studies.sgd.linear import SGDLinearConfig, sgd_linear
-from kernelfit.studies.sgd.linear_record import epochs_to_fit, fit_text
+from kernelfit.studies.sgd.linear_record import (
+    epochs_to_fit,
+    first_epoch,
+    fit_text,
+    within_text,
+)
 from kernelfit.studies.sweep_report import corruption
 
 NAME = "interpolation-noise"
 METHODS = ("interpolating", "ridge", "early-stopped")
 KERNELS = ("gaussian", "laplacian")
+#: A training error SGD counts as nearly fitted: one more figure from the same per-epoch
+#: history, because the last few points (a mislabelled or atypical digit) can take far
+#: longer than the rest, and flip back, so the first exact 0 alone is a noisy comparison.
+NEAR_FIT = 0.01
 #: The iterations and SGD parts' two labelings: table name -> randomization test.
 LABELS = {"true": "none", "random": "random-labels"}
 
@@ -225,11 +235,14 @@ def _sgd_part(study: NoiseStudy, iter_rows, out_dir, res: StudyResult, log) -> l
         c = rec["config"]
         key = (c["dataset"], c["kernel"], labels_name(rec["randomization"]))
         fits[key] = epochs_to_fit(rec)
+        near = first_epoch(rec["history"], lambda h: h["train_error"] <= NEAR_FIT)
         for row in iter_rows:
             if (row["dataset"], row["kernel"], row["labels"]) == key:
                 row.update(sgd_n=rec["n_train"], sgd_lr=rec["lr"],
                            sgd_epochs_run=rec["epochs_run"], sgd_epochs_to_fit=fits[key],
                            sgd_fit=fit_text(rec), sgd_fitted=fits[key] is not None,
+                           sgd_epochs_to_near_fit=near,
+                           sgd_near_fit=within_text(near, rec["epochs_run"]),
                            sgd_train_error=rec["train_error"], sgd_test_error=rec["test_error"])
     res.measures["sgd_epochs_to_fit"] = fits
     return records
@@ -302,8 +315,11 @@ def _ours(rows) -> str:
     for ds, k in sorted({(r["dataset"], r["kernel"]) for r in rows}):
         by = {r["labels"]: r for r in rows if (r["dataset"], r["kernel"]) == (ds, k)}
         if {"true", "random"} <= set(by) and "sgd_fit" in by["true"] and "sgd_fit" in by["random"]:
-            out.append(f"{ds} {k}: SGD epochs to fit {by['true']['sgd_fit']} (true) vs "
-                       f"{by['random']['sgd_fit']} (random labels); CG iterations "
+            t, r = by["true"], by["random"]
+            out.append(f"{ds} {k}: SGD epochs to fit {t['sgd_fit']} (true) vs "
+                       f"{r['sgd_fit']} (random labels), to <= {NEAR_FIT:.0%} train error "
+                       f"{t['sgd_near_fit']} vs {r['sgd_near_fit']}"
+                       f"; CG iterations "
                        f"{by['true']['iterations']} vs {by['random']['iterations']}")
     return "".join(f"- {line}\n" for line in out)
 
@@ -316,6 +332,7 @@ def _iterations_section(rows, study: NoiseStudy) -> str:
             ("n_train", "n"), ("iterations", "CG iterations"),
             ("train_error", "train error"), ("relative_residual", "residual"),
             ("sgd_n", "SGD n"), ("sgd_fit", "SGD epochs to fit"),
+            ("sgd_near_fit", f"SGD epochs to <= {NEAR_FIT:.0%} train error"),
             ("sgd_train_error", "SGD train error (last epoch)"),
             ("published", "published epochs (BMM18 Sec. 5)")]
     return ("## Iterations to fit true and random labels\n\n" + markdown_table(rows, cols) +

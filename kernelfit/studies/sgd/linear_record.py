@@ -96,10 +96,14 @@ def epochs_to_fit(record: dict) -> int | None:
     return first_epoch(record["history"], fitted)
 
 
+def within_text(epoch: int | None, epochs_run: int) -> str:
+    """An epoch count as a table says it: the number, or "not within E epochs"."""
+    return str(epoch) if epoch is not None else f"not within {epochs_run} epochs"
+
+
 def fit_text(record: dict) -> str:
-    """The record's epochs to fit as a table says it: a number, or "not within E epochs"."""
-    e = epochs_to_fit(record)
-    return str(e) if e is not None else f"not within {record['epochs_run']} epochs"
+    """The record's epochs to fit as a table says it (:func:`within_text`)."""
+    return within_text(epochs_to_fit(record), record["epochs_run"])
 
 
 def _record(c, history, facts) -> dict:
