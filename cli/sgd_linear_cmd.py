@@ -6,6 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from kernelfit.cli.settings import BY_NAME
 from kernelfit.engine.kernels import KERNELS
 from kernelfit.errors import InputError
 from kernelfit.pipeline.outputs import check_outputs
@@ -27,11 +28,16 @@ examples:
       --batch-size 50 --precondition-rank 480 --epochs 1000 --compare-preconditioned \\
       --compare-init --plot
 
+  # random labels (the randomization tests of `kernelfit run`): epochs to fit them
+  kernelfit sgd linear --dataset mnist --n-train 2000 --sigma 5 --epochs 400 \
+      --randomize random-labels
+
 Step size (--lr auto): 1 / L_b, L_b = min(lambda_1(K), max_i sum of the b largest
 |K_ij| of row i) >= lambda_max(K_BB) for every batch B of b points, so every
 step contracts ||alpha - alpha*||_K (with --precondition-rank k: the same bound
 on K with its top-k eigenvalues flattened to lambda_{k+1}). Each run is one
-JSON record in --out; a rerun with the same settings reuses it.
+JSON record in --out; a rerun with the same settings reuses it. "epochs to fit" is
+the first epoch at which the training error (argmax of the outputs) is 0.
 """
 
 
@@ -50,6 +56,9 @@ def register(group) -> None:
                    "%(default)s)")
     d.add_argument("--n-test", type=int, default=None, help="test points (default: all)")
     d.add_argument("--data-home", default=None, help="dataset cache")
+    # --randomize as `kernelfit run` declares it (cli/settings.py): one flag, one help text
+    r = BY_NAME["randomize"]
+    d.add_argument(*r.flags, dest=r.name, **r.kwargs)
     m = p.add_argument_group("model")
     m.add_argument("--form", default="kernel", choices=("kernel", "primal"),
                    help="kernel: coefficients alpha; primal: weights w (linear kernel, d > n)")
@@ -106,7 +115,8 @@ def main(args) -> int:
         dataset=args.dataset, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
         kernel=args.kernel, sigma=args.sigma, form=args.form, epochs=args.epochs,
         batch_size=args.batch_size, lr=_lr(args.lr), precondition_rank=args.precondition_rank,
-        init=args.init, init_scale=args.init_scale, tol=args.tol, data_home=args.data_home)
+        init=args.init, init_scale=args.init_scale, tol=args.tol, randomize=args.randomize,
+        data_home=args.data_home)
     configs = [config]
     if args.compare_preconditioned:
         if not args.precondition_rank:

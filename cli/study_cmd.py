@@ -19,8 +19,9 @@ examples:
 
 studies (each a preset over `kernelfit sweep`, resumable: rerun to reuse finished points):
   interpolation-noise  test error of interpolating / ridge / early-stopped classifiers
-                       against label noise, the interpolant's norm against n, PCG
-                       iterations for true and random labels (Belkin, Ma & Mandal 2018)
+                       against label noise, the interpolant's norm against n, CG
+                       iterations and SGD epochs (`sgd linear`) to fit true and random
+                       labels (Belkin, Ma & Mandal 2018)
   double-descent       minimum-norm fits on N random Fourier features across N = n, and
                        the exact Gaussian interpolant (Belkin, Hsu, Ma & Mandal 2019)
   learning-curves      test error against n, fitted exponent beta over seeds

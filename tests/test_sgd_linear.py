@@ -175,3 +175,103 @@ def test_settled_is_the_epoch_from_which_a_condition_holds_to_the_end():
     assert linear_record.settled(h, lambda m: m["v"] == 0) == 3
     assert linear_record.settled(h, lambda m: m["v"] >= 0) == 0
     assert linear_record.settled(h, lambda m: m["v"] > 4) is None
+
+
+# -- random labels and epochs to fit (issue 19) ------------------------------------------
+
+def test_random_labels_train_on_the_randomization_machinerys_labels(monkeypatch):
+    from kernelfit.data import load_split
+    from kernelfit.data.randomize import parse_randomization
+
+    seen = {}
+    original = linear.fit_linear_sgd
+
+    def spy(c, X, y, X_test, y_test, **kw):
+        seen.update(y=np.array(y), y_test=np.array(y_test))
+        seen["res"] = res = original(c, X, y, X_test, y_test, **kw)
+        seen["K"] = np.exp(-scipy.linalg.norm(X[:, None] - X[None], axis=2) ** 2
+                           / (2 * c.sigma ** 2))
+        return res
+
+    monkeypatch.setattr(linear, "fit_linear_sgd", spy)
+    c = SGDLinearConfig(dataset="digits", n_train=150, n_test=40, seed=3, sigma=2.0,
+                        batch_size=10, epochs=5, tol=0.0, randomize="random-labels")
+    record = linear.run_sgd_linear(c, progress=False)
+    # the labels `kernelfit run --randomize random-labels` would fit: same split, same seed
+    train, test = load_split("digits", n_train=150, n_test=40, seed=3)
+    rand_train, rand_test = parse_randomization("random-labels").apply(train, test, seed=3)
+    np.testing.assert_array_equal(seen["y"], rand_train.labels)
+    np.testing.assert_array_equal(seen["y_test"], test.labels)          # test labels clean
+    assert np.mean(seen["y"] != train.labels) > 0.8                     # really shuffled
+    assert record["randomization"] == "random-labels"
+    # the record's train error is measured against those labels, from the final alpha
+    pred = np.unique(seen["y"])[np.argmax(seen["K"] @ seen["res"].theta, axis=1)]
+    assert record["train_error"] == pytest.approx(np.mean(pred != seen["y"]))
+    assert record["train_error"] != pytest.approx(np.mean(pred != train.labels))
+
+
+def test_randomize_keys_the_record_and_keeps_true_label_keys():
+    plain = SGDLinearConfig()
+    assert "randomize" not in plain.settings()          # as before the setting existed
+    assert SGDLinearConfig(randomize="true-labels").settings() == plain.settings()
+    rand = SGDLinearConfig(randomize="random-labels")
+    assert rand.settings()["randomize"] == "random-labels"
+    assert rand.settings() == SGDLinearConfig(randomize="labels:1").settings()
+    assert rand.name() != plain.name() and "random-labels" in rand.name()
+    assert SGDLinearConfig(randomize="labels:0.2").settings() != rand.settings()
+
+
+@pytest.mark.parametrize("bad", ["labels:2", "shuffle", 3])
+def test_bad_randomize_raises_input_error(bad):
+    with pytest.raises(InputError, match="randomiz"):
+        SGDLinearConfig(randomize=bad).settings()
+
+
+def test_epochs_to_fit_is_the_first_epoch_a_numpy_replay_fits(rng):
+    """Replay the SGD by hand (same batches, same step) and recompute the 0-1 train error
+    of every epoch's alpha from K; the record's figure must be its first zero."""
+    X = rng.standard_normal((40, 3))
+    y = rng.integers(0, 3, 40)                  # labels unrelated to X: several epochs to fit
+    c = SGDLinearConfig(n_train=None, kernel="gaussian", sigma=0.8, batch_size=5, epochs=60,
+                        tol=0.0)
+    res = fit_linear_sgd(c, X, y, X[:5], y[:5])
+    record = linear_record._record(c, res.history, res.facts)
+    K = np.exp(-scipy.linalg.norm(X[:, None] - X[None], axis=2) ** 2 / (2 * 0.8 ** 2))
+    Y = _onehot(y)
+    alpha, errors = np.zeros_like(Y), [np.mean(np.argmax(K @ np.zeros_like(Y), 1) != y)]
+    order = np.random.default_rng([c.seed, 11])
+    for _ in range(c.epochs):
+        perm = order.permutation(40)
+        for s in range(0, 40, 5):
+            B = perm[s:s + 5]
+            alpha[B] -= res.facts["lr"] * (K[B] @ alpha - Y[B])
+        errors.append(np.mean(np.argmax(K @ alpha, 1) != y))
+    np.testing.assert_allclose(alpha, res.theta, rtol=1e-9, atol=1e-12)   # the same run
+    first = next(e for e, err in enumerate(errors) if err == 0)
+    assert 1 < first < c.epochs
+    assert record["epochs_to_fit"] == first
+    assert linear_record.fit_text(record) == str(first)
+    assert record["train_error_0_from_epoch"] >= first
+
+
+def test_not_fitting_says_not_within_e_epochs(rng):
+    X = rng.standard_normal((40, 3))
+    y = rng.integers(0, 3, 40)
+    c = SGDLinearConfig(n_train=None, sigma=0.8, batch_size=5, epochs=1, tol=0.0)
+    res = fit_linear_sgd(c, X, y, X[:5], y[:5])
+    record = linear_record._record(c, res.history, res.facts)
+    assert record["epochs_to_fit"] is None
+    assert linear_record.fit_text(record) == "not within 1 epochs"
+    # a record made before the field existed: the same rule on its history
+    del record["epochs_to_fit"]
+    assert linear_record.fit_text(record) == "not within 1 epochs"
+
+
+def test_cli_randomize_random_labels(tmp_path):
+    assert _cli(tmp_path, "--n-train", "60", "--batch-size", "6", "--epochs", "2",
+                "--randomize", "random-labels") == 0
+    (record,) = tmp_path.glob("*random-labels*.json")
+    saved = json.loads(record.read_text())
+    assert saved["randomization"] == "random-labels"
+    assert saved["config"]["randomize"] == "random-labels"
+    assert _cli(tmp_path, "--n-train", "60", "--epochs", "1", "--randomize", "noise") == 2

@@ -26,11 +26,21 @@ Three parts, each sweeps of :func:`kernelfit.studies.sweeps.run_sweep`:
   K alpha = y to ``tol`` for true and for random labels, Gaussian and
   Laplacian: kernelfit's stand-in for the paper's epochs (compare ratios, not
   the paper's epoch counts).
+* ``sgd`` (beside the iterations): `kernelfit sgd linear` (mini-batch SGD on
+  alpha from 0) on the iterations part's data, each kernel at the bandwidth the
+  iterations part chose, true and random labels, one step-size rule for all
+  (the provable 1 / L_b, which depends on K only, so both labelings take the
+  same step): the first epoch at which the training error is 0, or "not
+  within E epochs", and the first epoch at <= 1% training error (:data:`NEAR_FIT`).
+  These are the paper's own unit, SGD epochs (they used
+  EigenPro, a preconditioned SGD; plain SGD is slower, so again compare
+  ratios). One resumable record per run in ``sgd-DATASET/``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from kernelfit.errors import InputError
 from kernelfit.options import Options
@@ -50,11 +60,24 @@ from kernelfit.studies.followups.common import (
     run_part,
     write_report,
 )
+from kernelfit.studies.sgd.linear import SGDLinearConfig, sgd_linear
+from kernelfit.studies.sgd.linear_record import (
+    epochs_to_fit,
+    first_epoch,
+    fit_text,
+    within_text,
+)
 from kernelfit.studies.sweep_report import corruption
 
 NAME = "interpolation-noise"
 METHODS = ("interpolating", "ridge", "early-stopped")
 KERNELS = ("gaussian", "laplacian")
+#: A training error SGD counts as nearly fitted: one more figure from the same per-epoch
+#: history, because the last few points (a mislabelled or atypical digit) can take far
+#: longer than the rest, and flip back, so the first exact 0 alone is a noisy comparison.
+NEAR_FIT = 0.01
+#: The iterations and SGD parts' two labelings: table name -> randomization test.
+LABELS = {"true": "none", "random": "random-labels"}
 
 
 @dataclass
@@ -73,6 +96,9 @@ class NoiseStudy:
     val_fraction: float = 0.1        # pcg's early-stopping hold-out
     tol: float = 1e-3                # the iterations part's stopping residual
     max_iter: int = 1000
+    sgd_n: int | None = None         # the SGD part's n (None: iter_n)
+    sgd_epochs: int = 300            # E: "not within E epochs" past it
+    sgd_batch_size: int = 64
 
     def __post_init__(self):
         whole("n_train", self.n_train, 2)
@@ -80,6 +106,10 @@ class NoiseStudy:
         whole("iter_n", self.iter_n, 2)
         whole("seed", self.seed, 0)
         whole("max_iter", self.max_iter, 1)
+        whole("sgd_n", self.sgd_n, 2, allow_none=True, hint="None: iter_n")
+        whole("sgd_epochs", self.sgd_epochs, 1)
+        whole("sgd_batch_size", self.sgd_batch_size, 1, high=self.sgd_n or self.iter_n,
+              hint="at most the SGD part's n")
         real("val_fraction", self.val_fraction, 0, 1, lo_open=True, hi_open=True)
         real("tol", self.tol, 0, 1, lo_open=True, hi_open=True)
         real("norm_noise", self.norm_noise, 0, 1, lo_open=True)
@@ -99,7 +129,7 @@ class NoiseStudy:
         """Digits (embedded), a few hundred points: under a minute on 2 cores."""
         return cls(**{**dict(datasets=("digits",), n_train=400, n_test=400,
                              noise=(0.0, 0.25, 0.5), norm_sizes=(100, 200, 400), iter_n=400,
-                             norm_noise=0.5), **kw})
+                             norm_noise=0.5, sgd_epochs=100), **kw})
 
     @classmethod
     def full(cls, **kw) -> NoiseStudy:
@@ -132,8 +162,17 @@ class NoiseStudy:
                          options=Options(progress=False, val_fraction=0.0, tol=self.tol,
                                          max_iter=self.max_iter, precond="none"))
             out.append(Part(f"iterations-{ds}", ib, ["kernel=" + ",".join(self.kernels),
-                                                     "randomize=none,random-labels"]))
+                                                     "randomize=" + ",".join(LABELS.values())]))
         return out
+
+    def sgd_configs(self, dataset: str, sigmas: dict) -> list[SGDLinearConfig]:
+        """The SGD part of ``dataset``: each kernel of ``sigmas`` (kernel -> the bandwidth
+        its iterations part chose), true and random labels, the provable step (lr=None)."""
+        return [SGDLinearConfig(dataset=dataset, n_train=self.sgd_n or self.iter_n,
+                                n_test=self.n_test, seed=self.seed, kernel=k, sigma=sigmas[k],
+                                epochs=self.sgd_epochs, batch_size=self.sgd_batch_size,
+                                randomize=test)
+                for k in self.kernels if k in sigmas for test in LABELS.values()]
 
 
 def run_study(study: NoiseStudy, out_dir, *, plot: bool = True, log=print) -> StudyResult:
@@ -157,17 +196,56 @@ def run_study(study: NoiseStudy, out_dir, *, plot: bool = True, log=print) -> St
             elif kind == "norm":
                 norm_rows.append(row)
             else:
-                row["labels"] = "random" if labels["randomize"] != "none" else "true"
+                row["labels"] = labels_name(labels["randomize"])
                 iter_rows.append(row)
+    sgd_records = _sgd_part(study, iter_rows, out_dir, res, log)
     res.rows = error_rows + norm_rows + iter_rows
     sections = [_error_section(error_rows), _norm_section(norm_rows, res),
-                _iterations_section(iter_rows)]
+                _iterations_section(iter_rows, study)]
     if res.failed:
         sections.append("Failed points:\n\n" + "\n".join(f"- {f}" for f in res.failed))
     res.files.update(write_report(out_dir, NAME, res.rows, [_header(study)] + sections))
     if plot:
         res.files.update(_plots(error_rows, norm_rows, out_dir))
+        res.files.update(_sgd_plots(sgd_records, out_dir))
     return res
+
+
+def labels_name(spec: str) -> str:
+    """"true" or "random": the table's name of a randomization spec of :data:`LABELS`."""
+    return "random" if spec != LABELS["true"] else "true"
+
+
+def _sgd_part(study: NoiseStudy, iter_rows, out_dir, res: StudyResult, log) -> list[dict]:
+    """Run (or reuse) the SGD runs and put their epochs to fit on the iterations rows."""
+    records = []
+    for ds in study.datasets:
+        # the bandwidth the CG iterations ran at (chosen once on clean labels), so both
+        # methods fit the same K
+        sigmas = {r["kernel"]: r["sigma"] for r in iter_rows
+                  if r["dataset"] == ds and r["labels"] == "true"}
+        for c in study.sgd_configs(ds, sigmas):
+            try:
+                records.append(sgd_linear(c, Path(out_dir) / f"sgd-{ds}", progress=False,
+                                          log=log))
+            except InputError as e:       # a diverged or impossible run: reported, not fatal
+                res.failed.append(f"{c.name()}: {str(e).splitlines()[0]}")
+    fits = {}
+    for rec in records:
+        c = rec["config"]
+        key = (c["dataset"], c["kernel"], labels_name(rec["randomization"]))
+        fits[key] = epochs_to_fit(rec)
+        near = first_epoch(rec["history"], lambda h: h["train_error"] <= NEAR_FIT)
+        for row in iter_rows:
+            if (row["dataset"], row["kernel"], row["labels"]) == key:
+                row.update(sgd_n=rec["n_train"], sgd_lr=rec["lr"],
+                           sgd_epochs_run=rec["epochs_run"], sgd_epochs_to_fit=fits[key],
+                           sgd_fit=fit_text(rec), sgd_fitted=fits[key] is not None,
+                           sgd_epochs_to_near_fit=near,
+                           sgd_near_fit=within_text(near, rec["epochs_run"]),
+                           sgd_train_error=rec["train_error"], sgd_test_error=rec["test_error"])
+    res.measures["sgd_epochs_to_fit"] = fits
+    return records
 
 
 def _header(study: NoiseStudy) -> str:
@@ -231,19 +309,62 @@ def _norm_section(rows, res: StudyResult) -> str:
             f"{NOT_VERIFIABLE}. Compare the slopes of noisy against clean labels.\n")
 
 
-def _iterations_section(rows) -> str:
+def _ours(rows) -> str:
+    """kernelfit's figures in words: per (dataset, kernel), true against random labels."""
+    out = []
+    for ds, k in sorted({(r["dataset"], r["kernel"]) for r in rows}):
+        by = {r["labels"]: r for r in rows if (r["dataset"], r["kernel"]) == (ds, k)}
+        if {"true", "random"} <= set(by) and "sgd_fit" in by["true"] and "sgd_fit" in by["random"]:
+            t, r = by["true"], by["random"]
+            out.append(f"{ds} {k}: SGD epochs to fit {t['sgd_fit']} (true) vs "
+                       f"{r['sgd_fit']} (random labels), to <= {NEAR_FIT:.0%} train error "
+                       f"{t['sgd_near_fit']} vs {r['sgd_near_fit']}"
+                       f"; CG iterations "
+                       f"{by['true']['iterations']} vs {by['random']['iterations']}")
+    return "".join(f"- {line}\n" for line in out)
+
+
+def _iterations_section(rows, study: NoiseStudy) -> str:
     for r in rows:
         r["published"] = NOT_VERIFIABLE
     rows = sorted(rows, key=lambda r: (r["dataset"], r["kernel"], r["labels"]))
     cols = [("dataset", "data"), ("kernel", "kernel"), ("labels", "labels"),
             ("n_train", "n"), ("iterations", "CG iterations"),
             ("train_error", "train error"), ("relative_residual", "residual"),
+            ("sgd_n", "SGD n"), ("sgd_fit", "SGD epochs to fit"),
+            ("sgd_near_fit", f"SGD epochs to <= {NEAR_FIT:.0%} train error"),
+            ("sgd_train_error", "SGD train error (last epoch)"),
             ("published", "published epochs (BMM18 Sec. 5)")]
     return ("## Iterations to fit true and random labels\n\n" + markdown_table(rows, cols) +
-            "\nPublished: BMM18 report that EigenPro/SGD needs far more epochs to fit random "
-            "labels with the Gaussian kernel than with the Laplacian; kernelfit counts "
-            "unpreconditioned CG iterations to the residual tolerance instead (exact numbers "
-            f"{NOT_VERIFIABLE}).\n")
+            "\nCG: unpreconditioned conjugate gradient to the residual tolerance. SGD: "
+            "`kernelfit sgd linear` from alpha = 0, step 1 / L_b (the same rule, and the same "
+            f"step, for true and random labels), batch {study.sgd_batch_size}, at most "
+            f"{study.sgd_epochs} epochs; epochs to fit: the first epoch at which the training "
+            "error (argmax of the outputs) is 0.\n\n"
+            "Published: BMM18 (abstract, read) show that the non-smooth Laplacian kernel fits "
+            "random labels easily with a version of SGD (EigenPro), while fitting noisy data "
+            "takes the smooth Gaussian many more epochs; their figures of epochs against "
+            "label noise show random labels taking more epochs than true ones (epoch counts "
+            f"{NOT_VERIFIABLE}: read off plots). Ours (plain SGD, and CG beside it):\n\n"
+            + _ours(rows))
+
+
+def _sgd_plots(records, out_dir) -> dict:
+    """Train error against epoch, per dataset: every (kernel, labels) run on one panel."""
+    files = {}
+    for ds in sorted({r["config"]["dataset"] for r in records}):
+        series = {}
+        for r in records:
+            if r["config"]["dataset"] == ds:
+                # epoch 0 is alpha = 0 (chance error): from epoch 1 on, for the log axis
+                h = [m for m in r["history"] if m["epoch"] > 0]
+                name = f"{r['config']['kernel']}, {labels_name(r['randomization'])} labels"
+                series[name] = ([m["epoch"] for m in h], [m["train_error"] for m in h])
+        files[f"sgd_train_error_{ds}"] = line_plot(
+            f"{out_dir}/sgd_train_error_{ds}.png", series, xlabel="epoch", logx=True,
+            ylabel="training error", percent=True,
+            title=f"{ds}: SGD epochs to fit true vs random labels (BMM18)")
+    return files
 
 
 def _plots(error_rows, norm_rows, out_dir) -> dict:

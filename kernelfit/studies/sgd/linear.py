@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
+from kernelfit.data.randomize import parse_randomization
 from kernelfit.errors import InputError
 from kernelfit.params import one_of, real, whole
 from kernelfit.pipeline.results import ResultStore, result_settings, settings_key, with_data
@@ -54,21 +55,33 @@ class SGDLinearConfig:
     init: str = "zero"
     init_scale: float = 1.0         # random init: entries N(0, s^2 / dim), columns of norm ~ s
     tol: float = 1e-3               # stop at relative distance <= tol to the limit; 0: never
+    randomize: str = "none"         # a randomization test of kernelfit.data.randomize
     data_home: str | None = None
 
     def settings(self) -> dict:
         """The settings that change the result (the record's key), validated."""
         validate(self)
-        return with_data(result_settings({**asdict(self), "split_rank": self.rank}),
-                         self.dataset, self.data_home)
+        s = {**asdict(self), "split_rank": self.rank, "randomize": self.randomization}
+        if s["randomize"] == "none":
+            # keyed as before the setting existed, so true-label records are still reused;
+            # any other test adds its canonical spec, so they never stand in for each other
+            del s["randomize"]
+        return with_data(result_settings(s), self.dataset, self.data_home)
 
     def name(self) -> str:
         k = f"k{self.precondition_rank}" if self.precondition_rank else "plain"
-        return f"{self.form}-{self.dataset}-n{self.n_train}-{k}-{settings_key(self.settings())}"
+        r = "" if self.randomization == "none" else f"-{self.randomization}"
+        return (f"{self.form}-{self.dataset}-n{self.n_train}-{k}{r}-"
+                f"{settings_key(self.settings())}")
 
     @property
     def rank(self) -> int:
         return self.precondition_rank if self.split_rank is None else self.split_rank
+
+    @property
+    def randomization(self) -> str:
+        """The canonical spec ("labels:1" and "random-labels" are one run, as in `run`)."""
+        return parse_randomization(self.randomize).describe()
 
 
 def _check(ok: bool, message: str) -> None:
@@ -95,6 +108,9 @@ def validate(c: SGDLinearConfig) -> None:
     real("sigma", c.sigma, 0, lo_open=True, allow_none=True)
     real("init_scale", c.init_scale, 0, lo_open=True)
     real("tol", c.tol, 0, 1, hi_open=True)
+    _check(isinstance(c.randomize, str), f"randomize must be a randomization spec such as "
+           f"'random-labels' or 'labels:0.2', got {c.randomize!r}")
+    parse_randomization(c.randomize)      # the one parser of a test's spec: says the valid ones
     _check(not (c.kernel == "linear" and c.sigma is not None), "the linear kernel has no "
            "bandwidth; drop --sigma")
     _check(c.form == "kernel" or c.kernel == "linear", "the primal form is the linear model "
@@ -174,8 +190,10 @@ class _PrimalForm:
 def _data(c: SGDLinearConfig):
     from kernelfit.pipeline.run import RunConfig, prepare
 
+    # the randomization test as `kernelfit run` applies it (same seed, same labels)
     data = prepare(RunConfig(dataset=c.dataset, n_train=c.n_train, n_test=c.n_test, seed=c.seed,
-                             preprocessing="scale,flatten", data_home=c.data_home))
+                             randomize=c.randomize, preprocessing="scale,flatten",
+                             data_home=c.data_home))
     return data, (np.asarray(data.train_images, dtype=np.float64), data.train_labels,
                   np.asarray(data.test_images, dtype=np.float64), data.test_labels)
 
@@ -303,7 +321,8 @@ def run_sgd_linear(c: SGDLinearConfig, *, progress: bool = True) -> dict:
     data, arrays = _data(c)
     res = fit_linear_sgd(c, *arrays, progress=progress)
     res.facts["timings"] = {"data": data.seconds, **res.facts["timings"]}
-    return _record(c, res.history, {**res.facts, "preprocessing": data.preprocessing})
+    return _record(c, res.history, {**res.facts, "preprocessing": data.preprocessing,
+                                    "randomization": data.randomization})
 
 
 def sgd_linear(c: SGDLinearConfig, out_dir, *, progress: bool = True, log=print) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kernelfit.pipeline.report import pct
-from kernelfit.studies.sgd.linear_record import settled
+from kernelfit.studies.sgd.linear_record import fit_text, fitted, settled
 
 
 def label(record: dict) -> str:
@@ -17,17 +17,18 @@ def label(record: dict) -> str:
 
 def summary_table(records: list[dict]) -> str:
     """Markdown: one line per run, then its notes."""
-    lines = ["| run | data | epochs | train err (0 from epoch) | test err (exact; within 0.2 "
-             "pt from epoch) | rel dist to limit | RKHS dist / norm | norm (min-norm; limit) "
-             "| monotone | SGD time |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | data | epochs | epochs to fit | train err (0 from epoch) | test err "
+             "(exact; within 0.2 pt from epoch) | rel dist to limit | RKHS dist / norm "
+             "| norm (min-norm; limit) | monotone | SGD time |", "|---" * 11 + "|"]
     for r in records:
         c, h = r["config"], r["history"]
-        zero = settled(h, lambda m: m["train_error"] == 0)
+        zero = settled(h, fitted)
         exact = r["test_error_exact"]
         near = settled(h, lambda m, exact=exact: abs(m["test_error"] - exact) <= 0.002)
         lines.append(
             f"| {c['form']}: {label(r)} | {c['dataset']} n={r['n_train']} d={r['dim']} "
-            f"{r['kernel']['name']} | {r['epochs_run']} | {pct(r['train_error'])} ({zero}) | "
+            f"{r['kernel']['name']} {r.get('randomization', 'none')} | {r['epochs_run']} | "
+            f"{fit_text(r)} | {pct(r['train_error'])} ({zero}) | "
             f"{pct(r['test_error'])} ({pct(r['test_error_exact'])}; {near}) | "
             f"{r['rel_dist']:.3g} | "
             f"{r['rel_rkhs_dist']:.3g} | {r['norm']:.4g} ({r['norm_min']:.4g}; "
