@@ -18,7 +18,8 @@ from sklearn.metrics.pairwise import rbf_kernel
 
 from kernelfit import KernelInterpolant, KernelInterpolantClassifier, Options
 from kernelfit.cli import main
-from kernelfit.engine.solvers.condition import COND_EPS_LIMIT, pivot_bound
+from kernelfit.engine import sizes
+from kernelfit.engine.solvers.condition import COND_EPS_LIMIT, inverse_one_norm, pivot_bound
 from kernelfit.engine.solvers.solve import residual_limit, solve_stored
 from kernelfit.errors import AccuracyError, AccuracyWarning, SingularKernelError
 
@@ -224,6 +225,36 @@ def test_tiled_cholesky_on_disk_gives_a_lower_bound_that_still_warns(tmp_path):
     assert 1.0 < info["cond_estimate"] <= cond * 1.01
     L = np.linalg.cholesky(rbf_kernel(X, gamma=gamma))
     assert pivot_bound(np.diag(L)) <= np.linalg.cond(L @ L.T) * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.3, 3.0, 30.0])
+def test_inverse_one_norm_is_attained_and_close_to_the_true_norm(gamma):
+    """Against ||K^-1||_1 from NumPy's inverse: never above it (each step's value is a
+    norm actually attained), and within the factor 3 the estimator promises."""
+    X = np.random.default_rng(5).random((200, 4))
+    K = rbf_kernel(X, gamma=gamma) + 1e-9 * np.eye(200)
+    c = sl.cho_factor(K)
+    est = inverse_one_norm(lambda Y: sl.cho_solve(c, Y), 200)
+    true = np.abs(np.linalg.inv(K)).sum(axis=0).max()
+    assert true / 3 <= est <= true * (1 + 1e-8)
+
+
+def test_a_k_too_large_for_one_lapack_call_still_gets_a_true_estimate(monkeypatch):
+    """Past one LAPACK call (n > 46,340; here the limit is lowered so 40 points pass it)
+    the factor is tiled and ?pocon cannot run: the Hager-Higham estimate on the tiled
+    solves must still see the ill-conditioning the pivot bound can miss."""
+    X, y, gamma = _ill_conditioned_40()
+    monkeypatch.setattr(sizes, "LP64_ELEMENTS", 1000)         # 40 x 40 = 1,600 elements
+    K = rbf_kernel(X, gamma=gamma)
+    cond_1 = np.linalg.cond(K, 1)
+    with _no_accuracy_warning():                     # cond x eps(float64) is small
+        m = KernelInterpolant(gamma=gamma, options=Options(dtype="float64")).fit(X, y)
+    info = m.solver_info_
+    assert "Hager" in info["cond_estimate_method"]
+    assert cond_1 / 3 <= info["cond_estimate"] <= cond_1 * 1.01
+    with pytest.warns(AccuracyWarning, match="condition number about"):
+        m32 = KernelInterpolant(gamma=gamma, options=Options(dtype="float32")).fit(X, y)
+    assert m32.solver_info_["cond_estimate"] > 1e6     # float32 solves, the same verdict
 
 
 def test_run_records_the_condition_estimate(tmp_path):
