@@ -264,6 +264,7 @@ def test_run_records_the_condition_estimate(tmp_path):
     X, _ = _digits()
     cond = np.linalg.cond(rbf_kernel(X, gamma=record["kernel"]["gamma"]))
     assert cond / 10 <= record["cond_estimate"] <= 300 * cond
+    assert record["cond_estimate_method"] == "LAPACK ?pocon (1-norm)"
 
 
 # ---- 5. targets near 1e300 -------------------------------------------------------------------

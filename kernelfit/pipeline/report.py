@@ -70,6 +70,8 @@ class RunRecord:
     # An estimate of cond(K + lam I) after a Cholesky (kernelfit/engine/solvers/condition.py):
     # alpha's relative error is up to ~cond x eps of the working dtype.
     cond_estimate: float | None = None
+    # How it was estimated: "(max l_ii / min l_ii)^2, a lower bound" can be far below cond.
+    cond_estimate_method: str | None = None
     refine_history: list = field(default_factory=list)
     feature_params: dict = field(default_factory=dict)
     feature_dim: int | None = None
@@ -130,7 +132,8 @@ class RunRecord:
                             else "")),
         ]
         if self.cond_estimate is not None:
-            rows.append(("condition", f"{self.cond_estimate:.1e}  (estimate of cond(K + lam I))"))
+            how = self.cond_estimate_method or "estimate"
+            rows.append(("condition", f"{self.cond_estimate:.1e}  (cond(K + lam I): {how})"))
         if self.refine_history:
             steps = " -> ".join(f"{r:.1e}" for r in [*self.refine_history,
                                                       self.relative_residual])

@@ -385,6 +385,7 @@ def fit_run(config: RunConfig, *, log=None, refuse_streamed: bool = False) -> Fi
         relative_residual=clf.relative_residual_, features=fmap.name,
         residual_against=clf.solver_info_.get("residual_against"),
         cond_estimate=clf.solver_info_.get("cond_estimate"),
+        cond_estimate_method=clf.solver_info_.get("cond_estimate_method"),
         refine_history=list(clf.solver_info_.get("refine_history", [])),
         feature_params=fmap.params, feature_dim=fmap.dim,
         preprocessing=data.preprocessing + list(fmap.preprocessing),
