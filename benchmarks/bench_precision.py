@@ -90,7 +90,7 @@ def table(docs: list[dict]) -> str:
 
 
 def plot(docs: list[dict], path: Path, title: str) -> None:
-    from kernelfit.plots import pyplot, save_figure
+    from kernelfit.plots import plain_log_ticks, pyplot, save_figure
     plt = pyplot()
     fig, (ax_err, ax_res) = plt.subplots(1, 2, figsize=(10, 4))
     ns = [d["n"] for d in docs]
@@ -102,6 +102,7 @@ def plot(docs: list[dict], path: Path, title: str) -> None:
                     marker=marker, label=label)
     for ax in (ax_err, ax_res):
         ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis, "{:,.0f}", ns)
         ax.set_xlabel("training points n")
         ax.legend()
     ax_err.set_ylabel("test error (%)")
