@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import run_worker  # noqa: E402
 
 from kernelfit.atomic import write_json_atomic  # noqa: E402
+from kernelfit.engine.backend.device import machine_label  # noqa: E402
 
 SIGMA = 5.0
 OUTPUTS = 10
@@ -66,10 +67,6 @@ def machine() -> dict:
     return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
             "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "load_avg_at_start": os.getloadavg()}
-
-
-def machine_slug(m: dict) -> str:
-    return f"{m['cores']}cpu-{round(m['ram_gb'])}gb"
 
 
 def _data(n: int, n_test: int | None):
@@ -373,7 +370,7 @@ def main(argv=None) -> int:
               f"timings {r['timings']}", flush=True)
 
     doc["load_avg_at_end"] = os.getloadavg()
-    path = out_dir / f"bench_pcg_{machine_slug(m)}.json"
+    path = out_dir / f"bench_pcg_{machine_label()}.json"
     write_json_atomic(path, doc)
     md = path.with_suffix(".md")
     md.write_text(summary(doc))

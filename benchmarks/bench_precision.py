@@ -37,10 +37,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pcg import machine, machine_slug  # noqa: E402
+from bench_pcg import machine  # noqa: E402
 from bench_refine import fit_variant  # noqa: E402
 
 from kernelfit.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from kernelfit.engine.backend.device import machine_label  # noqa: E402
 
 VARIANTS = ("float32", "exact")
 PREPROCESSING = {"cifar10": "scale,crop:28,whiten", "mnist": "scale", "digits": "scale"}
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
     stem = f"precision_{args.dataset}_{args.kernel}_depth{args.depth}"
     docs = []
     for n in sorted(set(args.n)):
-        path = out / f"{stem}_n{n}_{machine_slug(m)}.json"
+        path = out / f"{stem}_n{n}_{machine_label()}.json"
         if path.exists():
             doc = json.loads(path.read_text())
             made = (doc["kernel"], doc["steps"], doc["n_test"] if args.n_test else None)
@@ -146,8 +147,8 @@ def main(argv=None) -> int:
         docs.append(doc)
     title = (f"{args.dataset}, {args.kernel.upper()} depth {args.depth}: "
              "float32 against refinement to the exact K")
-    write_text_atomic(out / f"{stem}_{machine_slug(m)}.md", f"# {title}\n\n" + table(docs))
-    plot(docs, Path(args.figure) if args.figure else out / f"{stem}_{machine_slug(m)}.png",
+    write_text_atomic(out / f"{stem}_{machine_label()}.md", f"# {title}\n\n" + table(docs))
+    plot(docs, Path(args.figure) if args.figure else out / f"{stem}_{machine_label()}.png",
          title)
     print(table(docs))
     return 0

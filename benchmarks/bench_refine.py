@@ -37,9 +37,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pcg import SIGMA, _data, machine, machine_slug  # noqa: E402
+from bench_pcg import SIGMA, _data, machine  # noqa: E402
 
 from kernelfit.atomic import write_json_atomic  # noqa: E402
+from kernelfit.engine.backend.device import machine_label  # noqa: E402
 
 VARIANTS = {
     "float32": dict(dtype="float32"),
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
            "variants": rows, "peak_rss_of_the_run": peak_rss_bytes()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_refine_n{n}_{machine_slug(m)}.json"
+    path = out / f"bench_refine_n{n}_{machine_label()}.json"
     write_json_atomic(path, doc)
     print(f"written {path}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -94,15 +93,9 @@ def study_from_args(args):
     return study
 
 
-def machine() -> str:
-    """This machine in the results' words: cores and memory, e.g. "2cpu-24gb" (no GPU used)."""
-    from kernelfit.engine.sizes import machine_memory
-
-    return f"{len(os.sched_getaffinity(0))}cpu-{round(machine_memory() / 2 ** 30)}gb"
-
-
 def main(args) -> int:
     from kernelfit.atomic import write_json_atomic, write_text_atomic
+    from kernelfit.engine.backend.device import machine_label
     from kernelfit.pipeline.outputs import check_outputs
     from kernelfit.studies.sgd.width import run_width_study
     from kernelfit.studies.sgd.width_report import markdown, plot, summarize
@@ -117,11 +110,11 @@ def main(args) -> int:
     command = args.command_line
     text = markdown(summary)
     write_json_atomic(Path(args.out) / "width-summary.json",
-                      {"command": command, "machine": machine(),
+                      {"command": command, "machine": machine_label(),
                        "study": {**study.settings(), "widths": list(study.widths),
                                  "seeds": list(study.seeds)}, **summary})
     write_text_atomic(Path(args.out) / "width-summary.md",
-                      f"`{command}` on {machine()}\n\n{text}")
+                      f"`{command}` on {machine_label()}\n\n{text}")
     f = summary["facts"]
     plot(summary, figure, title=f"One-hidden-layer ReLU networks vs their NTK linearization: "
          f"{study.dataset}, n = {f['n_train']}, eta = {f['eta_lambda_max']:.2g} / lambda_max, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import platform
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kernelfit.engine.sizes import PEAK_REPS, PEAK_SIZE
+from kernelfit.engine.sizes import PEAK_REPS, PEAK_SIZE, machine_memory
 
 _find_spec = importlib.util.find_spec      # a name of our own: tests hide a library with it
 
@@ -31,6 +32,11 @@ class Device:
     name: str = ""
     versions: dict = field(default_factory=dict)
     skipped: str | None = None     # why the backend does not run here
+
+
+def machine_label() -> str:
+    """This machine in result names and records: usable cores and memory, e.g. "2cpu-24gb"."""
+    return f"{len(os.sched_getaffinity(0))}cpu-{round(machine_memory() / 2 ** 30)}gb"
 
 
 def _cpu_name() -> str:
