@@ -28,15 +28,16 @@ from kernelfit.sidecar import read_with_sidecar, write_with_sidecar
 META_SUFFIX = ".json"
 
 
-def default_cache_dir() -> Path:
-    """``features/`` under the dataset cache root (``$KERNELFIT_DATA`` or the user cache dir).
+def default_cache_dir(data_home=None) -> Path:
+    """``features/`` under the dataset cache root: ``data_home`` (``--data-home``), else
+    ``$KERNELFIT_DATA``, else the user cache dir.
 
     One root for datasets and features, so ``kernelfit data list`` / ``clear``
-    see both.
+    (with the same ``--data-home``) see both.
     """
-    from kernelfit.data.cache import data_home
+    from kernelfit.data.cache import data_home as root
     from kernelfit.data.manage import FEATURES
-    return data_home() / FEATURES
+    return root(data_home) / FEATURES
 
 
 def describe(folder: Path) -> str:

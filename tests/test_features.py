@@ -110,6 +110,7 @@ def test_cached_transform_reuses_and_invalidates(gray, tmp_path, calls):
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("KERNELFIT_DATA", str(tmp_path))
     assert cache_mod.default_cache_dir() == tmp_path / "features"
+    assert cache_mod.default_cache_dir(tmp_path / "other") == tmp_path / "other" / "features"
     monkeypatch.delenv("KERNELFIT_DATA")
     assert cache_mod.default_cache_dir().name == "features"
 

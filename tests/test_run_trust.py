@@ -211,12 +211,18 @@ def test_label_corruption_levels_share_cached_features(tmp_path, monkeypatch):
         return original(self, images, *args, **kwargs)
 
     monkeypatch.setattr(cls, "transform", counting)
+    default_root = tmp_path / "default-root"
+    monkeypatch.setenv("KERNELFIT_DATA", str(default_root))
+    home = tmp_path / "home"
     base = runmod.RunConfig(n_train=60, n_test=30, features="gabor", sigma=5.0,
-                            data_home=str(tmp_path))
+                            data_home=str(home))
     first = runmod.run(replace(base, randomize="labels:0"))
     n_first = len(calls)
     second = runmod.run(replace(base, randomize="labels:0.5"))
     assert n_first == 2 and len(calls) == n_first          # train + test, then all from cache
+    # The features sit under the run's own data home, never in the default root's cache.
+    assert len(list((home / "features").glob("gabor-*.npy"))) == 2
+    assert not (default_root / "features").exists()
     assert first.randomization != second.randomization
     runmod.run(replace(base, randomize="shuffled-pixels"))
     assert len(calls) == n_first + 2                         # new images: new features

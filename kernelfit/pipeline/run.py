@@ -154,14 +154,17 @@ def featurize(config: RunConfig, fmap, data: Prepared) -> tuple[np.ndarray, np.n
         return (fmap.transform(data.train_images, progress=progress),
                 fmap.transform(data.test_images, progress=progress))
     from kernelfit.data.fingerprint import data_fingerprint
-    from kernelfit.features.cache import cached_transform
+    from kernelfit.features.cache import cached_transform, default_cache_dir
+    # The features live beside the data they came from: a run with --data-home must
+    # neither read nor fill the default root's feature cache.
+    folder = default_cache_dir(config.data_home)
     key = dict(dataset=config.dataset, data=data_fingerprint(config.dataset, config.data_home),
                seed=config.seed, preprocessing=data.preprocessing,
                randomization=data.image_randomization, data_home=config.data_home)
     return (cached_transform(fmap, data.train_images, key={**key, "split": "train"},
-                             progress=progress),
+                             cache_dir=folder, progress=progress),
             cached_transform(fmap, data.test_images, key={**key, "split": "test"},
-                             progress=progress))
+                             cache_dir=folder, progress=progress))
 
 
 def _stream_kernel(config: RunConfig, fmap):
