@@ -15,7 +15,11 @@ from kernelfit.errors import InputError
 from kernelfit.features import make_features
 from kernelfit.options import Options
 from kernelfit.pipeline.run import RunConfig, prepare, run
-from kernelfit.studies.followups.double_descent import DoubleDescentStudy, fit_primal
+from kernelfit.studies.followups.double_descent import (
+    DoubleDescentStudy,
+    fit_primal,
+    min_norm_lstsq,
+)
 from kernelfit.studies.followups.double_descent import run_study as run_dd
 from kernelfit.studies.followups.learning_curves import LearningCurveStudy
 from kernelfit.studies.followups.learning_curves import run_study as run_lc
@@ -118,6 +122,37 @@ def test_each_side_of_the_threshold_is_the_minimum_norm_solution(digits_small, N
     Y = (data.test_labels[:, None] == classes[None, :]).astype(float)
     assert r["test_sq_loss"] == pytest.approx(np.mean(np.sum((F - Y) ** 2, 1)), rel=1e-6)
     assert r["converged"]
+
+
+def _with_singular_values(rng, n, N, s):
+    U, _ = np.linalg.qr(rng.standard_normal((n, N)))
+    V, _ = np.linalg.qr(rng.standard_normal((N, N)))
+    return (U * s) @ V.T
+
+
+@pytest.mark.parametrize("smallest", [1e-1, 1e-7])
+def test_min_norm_lstsq_of_a_full_rank_phi_takes_qr_and_matches_the_svd(smallest):
+    rng = np.random.default_rng(0)
+    Phi = _with_singular_values(rng, 300, 120, np.geomspace(1.0, smallest, 120))
+    Y = rng.standard_normal((300, 4))
+    W, rank, method = min_norm_lstsq(Phi, Y)
+    oracle = np.linalg.lstsq(Phi, Y, rcond=None)[0]
+    assert method.startswith("Householder QR") and rank == 120
+    # both backward stable: they agree to about cond(Phi) * eps
+    assert np.linalg.norm(W - oracle) <= 1e3 * np.finfo(float).eps / smallest \
+        * np.linalg.norm(oracle)
+
+
+def test_min_norm_lstsq_of_a_rank_deficient_phi_is_the_minimum_norm_solution():
+    rng = np.random.default_rng(1)
+    Phi = rng.standard_normal((200, 30)) @ rng.standard_normal((30, 80))   # rank 30 of 80
+    Y = rng.standard_normal((200, 3))
+    W, rank, method = min_norm_lstsq(Phi, Y)
+    oracle = np.linalg.pinv(Phi) @ Y
+    assert method.startswith("SVD") and rank == 30
+    np.testing.assert_allclose(W, oracle, rtol=0, atol=1e-9 * np.abs(oracle).max())
+    with pytest.raises(InputError, match="K = Phi Phi"):
+        min_norm_lstsq(Phi.T, Y[:80])
 
 
 def test_learning_curves_small(tmp_path):
