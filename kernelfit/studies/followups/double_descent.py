@@ -166,12 +166,10 @@ def min_norm_lstsq(Phi: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, int, str
     return W, N, f"Householder QR: R's reciprocal condition estimate {rcond:.1e}"
 
 
-def fit_primal(config: RunConfig) -> dict:
-    """The minimum-norm least-squares fit of one N < n point, as a run record (dict)."""
-
+def primal_problem(config: RunConfig):
+    """(prepared data, fitted rff map, Phi in float64, classes, codes, one-hot Y) of a point."""
     from kernelfit.features import make_features
 
-    t0 = time.perf_counter()
     data = prepare(config)
     fmap = make_features("rff", seed=config.seed, **config.feature_params)
     fmap.fit(data.train_images)
@@ -179,11 +177,25 @@ def fit_primal(config: RunConfig) -> dict:
     classes, codes = np.unique(data.train_labels, return_inverse=True)
     Y = np.zeros((len(codes), len(classes)))
     Y[np.arange(len(codes)), codes] = 1.0
+    return data, fmap, Phi, classes, codes, Y
+
+
+def backward_error(Phi: np.ndarray, W: np.ndarray, Y: np.ndarray) -> float:
+    """||Phi^T (Phi W - Y)||_F / (||Phi||_F (||Phi||_F ||W||_F + ||Y||_F)): a few float64
+    epsilons for a backward-stable least-squares solve."""
+    norm_w, norm_phi = float(np.linalg.norm(W)), float(np.linalg.norm(Phi))
+    return float(np.linalg.norm(Phi.T @ (Phi @ W - Y))
+                 / (norm_phi * (norm_phi * norm_w + float(np.linalg.norm(Y))) or 1.0))
+
+
+def fit_primal(config: RunConfig) -> dict:
+    """The minimum-norm least-squares fit of one N < n point, as a run record (dict)."""
+    t0 = time.perf_counter()
+    data, fmap, Phi, classes, codes, Y = primal_problem(config)
     W, rank, method = min_norm_lstsq(Phi, Y)
     R = Phi @ W - Y
-    norm_w, norm_phi = float(np.linalg.norm(W)), float(np.linalg.norm(Phi))
-    backward = float(np.linalg.norm(Phi.T @ R)
-                     / (norm_phi * (norm_phi * norm_w + float(np.linalg.norm(Y))) or 1.0))
+    norm_w = float(np.linalg.norm(W))
+    backward = backward_error(Phi, W, Y)
     warnings = []
     if not (math.isfinite(backward) and backward <= PRIMAL_LIMIT):
         warnings.append(f"least-squares backward error {backward:.2e} > {PRIMAL_LIMIT:g}: "
@@ -289,8 +301,9 @@ def _header(study: DoubleDescentStudy) -> str:
             "both the subset and the features); Gaussian kernel "
             + (f"sigma = {study.sigma:g}" if study.sigma else "at its default scale "
                "1 / (d Var X)") + ". Every point is the minimum-norm solution, computed "
-            "exactly: least squares (SVD, float64) for N < n, the engine's interpolant of "
-            "K = Phi Phi^T for N >= n.\n")
+            "exactly: least squares for N < n (float64; Householder QR where Phi has full "
+            "column rank, the SVD where it may not: each record's notes say which), the "
+            "engine's interpolant of K = Phi Phi^T for N >= n.\n")
 
 
 def _table(summary, limit, study, peak, peak01) -> str:
