@@ -48,22 +48,23 @@ def plain_log_ticks(axis, template: str = "{:g}", ticks=None) -> None:
     axis.set_minor_formatter(NullFormatter() if ticks is not None else label)
 
 
-#: Up to this ratio high / low, log-axis ticks go 1, 2, 5 x 10^k; beyond, only 10^k.
+#: Below this ratio high / low, log-axis ticks go 1, 2, 5 x 10^k; from it on, only 10^k
+#: (at three decades, "5,000" and "10,000" already run into each other).
 DENSE_TICKS_SPAN = 1000
 
 
 def log_ticks(low: float, high: float) -> list[float]:
     """Ticks from the last one <= ``low`` to the first one >= ``high``, for a log axis.
 
-    1, 2, 5 x 10^k (three a decade) while the values span at most
-    :data:`DENSE_TICKS_SPAN`, only the powers of 10 beyond: few enough to be
+    1, 2, 5 x 10^k (three a decade) while the values span less than
+    :data:`DENSE_TICKS_SPAN`, only the powers of 10 from there on: few enough to be
     written out as plain numbers at any span.
     """
     if not 0 < low <= high or not math.isfinite(high):
         raise InputError(f"log-axis ticks need 0 < low <= high < inf, got {low!r}, {high!r}: "
                          "a value that is zero, negative or not finite has no place on a log "
                          "axis; draw it on a linear one")
-    steps = (1, 2, 5) if high <= DENSE_TICKS_SPAN * low else (1,)
+    steps = (1, 2, 5) if high < DENSE_TICKS_SPAN * low else (1,)
     values = [m * 10.0 ** e for e in range(math.floor(math.log10(low)) - 1,
                                             math.ceil(math.log10(high)) + 1) for m in steps]
     first = max(v for v in values if v <= low * (1 + 1e-12))

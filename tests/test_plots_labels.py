@@ -22,7 +22,7 @@ def _unlabelled(fig) -> list[str]:
 
 
 @pytest.mark.parametrize("low, high", [(0.3, 4000.0), (1.0, 1.0), (0.0123, 0.0456), (2, 5),
-                                       (7e-4, 3.1e5)])
+                                       (7e-4, 3.1e5), (100.0, 1e5), (100.0, 99999.0)])
 def test_log_ticks_bracket_the_values_in_1_2_5_or_decade_steps(low, high):
     ticks = plots.log_ticks(low, high)
     assert ticks[0] <= low and ticks[-1] >= high
@@ -32,7 +32,7 @@ def test_log_ticks_bracket_the_values_in_1_2_5_or_decade_steps(low, high):
         mantissa = t / 10 ** math.floor(math.log10(t) + 1e-12)
         assert min(abs(mantissa - m) for m in (1, 2, 5)) < 1e-9, t
     ratios = np.divide(ticks[1:], ticks[:-1])
-    if high / low <= plots.DENSE_TICKS_SPAN:
+    if high / low < plots.DENSE_TICKS_SPAN:
         assert np.all(np.isclose(ratios, 2) | np.isclose(ratios, 2.5)), ratios
     else:       # a wide span: decades only, or the labels would overlap
         assert np.allclose(ratios, 10), ratios
