@@ -182,11 +182,12 @@ def primal_problem(config: RunConfig):
     return data, fmap, Phi, classes, codes, Y
 
 
-def backward_error(Phi: np.ndarray, W: np.ndarray, Y: np.ndarray) -> float:
-    """||Phi^T (Phi W - Y)||_F / (||Phi||_F (||Phi||_F ||W||_F + ||Y||_F)): a few float64
-    epsilons for a backward-stable least-squares solve."""
+def backward_error(Phi: np.ndarray, W: np.ndarray, Y: np.ndarray, R=None) -> float:
+    """||Phi^T R||_F / (||Phi||_F (||Phi||_F ||W||_F + ||Y||_F)), R = Phi W - Y (pass it
+    when already formed): a few float64 epsilons for a backward-stable least-squares solve."""
+    R = Phi @ W - Y if R is None else R
     norm_w, norm_phi = float(np.linalg.norm(W)), float(np.linalg.norm(Phi))
-    return float(np.linalg.norm(Phi.T @ (Phi @ W - Y))
+    return float(np.linalg.norm(Phi.T @ R)
                  / (norm_phi * (norm_phi * norm_w + float(np.linalg.norm(Y))) or 1.0))
 
 
@@ -197,7 +198,7 @@ def fit_primal(config: RunConfig) -> dict:
     W, rank, method = min_norm_lstsq(Phi, Y)
     R = Phi @ W - Y
     norm_w = float(np.linalg.norm(W))
-    backward = backward_error(Phi, W, Y)
+    backward = backward_error(Phi, W, Y, R)
     warnings = []
     if not (math.isfinite(backward) and backward <= PRIMAL_LIMIT):
         warnings.append(f"least-squares backward error {backward:.2e} > {PRIMAL_LIMIT:g}: "
